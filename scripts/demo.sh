@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The main job, as it stands: real MedQuAD data through the Rust data core.
+# Run by `make demo` after set-up.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1 ASSISTANT_CACHE_DIR="${ASSISTANT_CACHE_DIR:-$PWD/.cache}"
+out=.cache/demo
+mkdir -p "$out"
+bin=.venv/bin
+
+echo "== 1. MedQuAD answers from the shared data"
+$bin/python -m indexer.shared_data medquad "$out/medquad.jsonl"
+
+echo; echo "== 2. exact + near-duplicate removal"
+$bin/indexer dedup "$out/medquad.jsonl" --field text --threshold 0.8 \
+    -o "$out/medquad.dedup.jsonl" --clusters "$out/removed.jsonl"
+$bin/python - "$out" <<'PY'
+import json, sys
+out = sys.argv[1]
+lines = open(f"{out}/medquad.jsonl", encoding="utf-8").read().splitlines()
+near = [json.loads(l) for l in open(f"{out}/removed.jsonl") if '"near"' in l]
+if near:
+    pair = near[len(near) // 2]
+    for label, n in (("removed", pair["line"]), ("kept   ", pair["duplicate_of_line"])):
+        r = json.loads(lines[n - 1])
+        print(f"  {label} line {n} [{r['source']}] {r['text'][:110]!r}")
+PY
+
+echo; echo "== 3. decontamination: hold out 2,000 deduplicated answers as an eval set; which of the"
+echo "      remaining training answers still share a 13-word span with them?"
+head -n 2000 "$out/medquad.dedup.jsonl" > "$out/eval.jsonl"
+tail -n +2001 "$out/medquad.dedup.jsonl" > "$out/train.jsonl"
+$bin/indexer decontam "$out/train.jsonl" "$out/eval.jsonl" --train-field text --eval-field text
+
+echo; echo "== 4. chat-formatted SFT examples packed into 1024-token sequences (SmolLM2 tokenizer)"
+tok=$($bin/python -m assistant.base_model tokenizer 2>/dev/null | tail -n 1)
+$bin/indexer pack "$out/medquad.dedup.jsonl" --tokenizer "$(dirname "$tok")" \
+    --prompt-field question --response-field text --seq-len 1024 --pad-token '<|im_end|>' -o "$out/packed.npz"
