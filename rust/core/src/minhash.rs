@@ -4,7 +4,7 @@
 //! `h_i(x) = (a_i * x + b_i) >> 32` over a 32-bit fold of the shingle hash,
 //! with 64-bit odd `a_i` and random `b_i`: a strongly universal family that
 //! needs one widening multiply per lane, so the loop over permutations
-//! vectorizes (AVX2 is picked at run time where the CPU has it).
+//! vectorizes (AVX-512 or AVX2 is picked at run time where the CPU has it).
 
 #[derive(Clone, Debug)]
 pub struct MinHasher {
@@ -52,6 +52,11 @@ impl MinHasher {
         assert_eq!(out.len(), self.num_perm(), "signature buffer has the wrong length");
         #[cfg(target_arch = "x86_64")]
         {
+            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512dq") {
+                // SAFETY: the CPU supports AVX-512F/DQ, checked just above.
+                unsafe { signature_avx512(&self.a, &self.b, shingles, out) };
+                return;
+            }
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU supports AVX2, checked just above.
                 unsafe { signature_avx2(&self.a, &self.b, shingles, out) };
@@ -70,13 +75,15 @@ impl MinHasher {
 
 #[inline(always)]
 fn signature_kernel(a: &[u64], b: &[u64], shingles: &[u64], out: &mut [u32]) {
-    let folded: Vec<u64> = shingles.iter().map(|&x| (x ^ (x >> 32)) & 0xFFFF_FFFF).collect();
+    // 32-bit inputs let the widening multiply use one 32x32->64 instruction per half
+    let folded: Vec<u32> = shingles.iter().map(|&x| (x ^ (x >> 32)) as u32).collect();
     for ((a, b), out) in a.chunks(BLOCK).zip(b.chunks(BLOCK)).zip(out.chunks_mut(BLOCK)) {
         if a.len() == BLOCK {
             let a: &[u64; BLOCK] = a.try_into().unwrap();
             let b: &[u64; BLOCK] = b.try_into().unwrap();
             let mut acc = [u32::MAX; BLOCK];
             for &x in &folded {
+                let x = x as u64;
                 for j in 0..BLOCK {
                     let h = (a[j].wrapping_mul(x).wrapping_add(b[j]) >> 32) as u32;
                     acc[j] = acc[j].min(h);
@@ -86,6 +93,7 @@ fn signature_kernel(a: &[u64], b: &[u64], shingles: &[u64], out: &mut [u32]) {
         } else {
             out.fill(u32::MAX);
             for &x in &folded {
+                let x = x as u64;
                 for j in 0..a.len() {
                     let h = (a[j].wrapping_mul(x).wrapping_add(b[j]) >> 32) as u32;
                     out[j] = out[j].min(h);
@@ -98,6 +106,12 @@ fn signature_kernel(a: &[u64], b: &[u64], shingles: &[u64], out: &mut [u32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn signature_avx2(a: &[u64], b: &[u64], shingles: &[u64], out: &mut [u32]) {
+    signature_kernel(a, b, shingles, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq")]
+unsafe fn signature_avx512(a: &[u64], b: &[u64], shingles: &[u64], out: &mut [u32]) {
     signature_kernel(a, b, shingles, out)
 }
 

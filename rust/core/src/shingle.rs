@@ -5,6 +5,22 @@
 
 use xxhash_rust::xxh3::xxh3_64;
 
+const WORD_HASH_SEED: u64 = 0xCBF2_9CE4_8422_2325;
+const WORD_HASH_PRIME: u64 = 0x0000_0100_0000_01B3;
+
+/// FNV-1a over the lowercased UTF-8 bytes of a word. Byte-at-a-time so the
+/// ASCII fast path can hash while it scans; [`combine_hashes`] mixes the
+/// result well, so the weak avalanche of FNV does not matter.
+#[inline(always)]
+fn hash_word_byte(h: u64, b: u8) -> u64 {
+    (h ^ b as u64).wrapping_mul(WORD_HASH_PRIME)
+}
+
+/// The hash of one (already lowercased) word.
+pub fn hash_word(word: &str) -> u64 {
+    word.bytes().fold(WORD_HASH_SEED, hash_word_byte)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shingles {
     /// n consecutive words.
@@ -68,10 +84,34 @@ pub fn for_each_word(text: &str, mut f: impl FnMut(&str)) {
     }
 }
 
-/// xxh3 hashes of the lowercased words of `text`, in order.
+/// Hashes ([`hash_word`]) of the lowercased words of `text`, in order.
 pub fn word_hashes(text: &str, out: &mut Vec<u64>) {
     out.clear();
-    for_each_word(text, |w| out.push(xxh3_64(w.as_bytes())));
+    if text.is_ascii() {
+        ascii_word_hashes(text.as_bytes(), out);
+    } else {
+        for_each_word(text, |w| out.push(hash_word(w)));
+    }
+}
+
+/// The common case, without decoding characters or copying words: the same
+/// hashes as the general path gives for ASCII text.
+fn ascii_word_hashes(bytes: &[u8], out: &mut Vec<u64>) {
+    let mut h = WORD_HASH_SEED;
+    let mut in_word = false;
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() || b == b'_' {
+            h = hash_word_byte(h, b.to_ascii_lowercase());
+            in_word = true;
+        } else if in_word {
+            out.push(h);
+            h = WORD_HASH_SEED;
+            in_word = false;
+        }
+    }
+    if in_word {
+        out.push(h);
+    }
 }
 
 /// Order-sensitive combination of consecutive word hashes into one shingle hash.
@@ -171,6 +211,20 @@ mod tests {
         assert_eq!(shingles("a b", Shingles::Words(3)).len(), 1);
         assert!(shingles(" ,.; ", Shingles::Words(3)).is_empty());
         assert_eq!(shingles("a b c", Shingles::Words(1)).len(), 3);
+    }
+
+    #[test]
+    fn ascii_fast_path_matches_the_general_path() {
+        let text = "The CAT_2 sat, on... the mat!";
+        let mut fast = Vec::new();
+        word_hashes(text, &mut fast);
+        let mut general = Vec::new();
+        for_each_word(text, |w| general.push(hash_word(w)));
+        assert_eq!(fast, general);
+        // an accented word elsewhere in the text does not change the other words' hashes
+        let mut mixed = Vec::new();
+        word_hashes("the cat_2 sat on the mat école", &mut mixed);
+        assert_eq!(&mixed[..6], &fast[..]);
     }
 
     #[test]
