@@ -1,6 +1,7 @@
 """Shared helpers for the benchmarks in ``bench/``.
 
-- :func:`time_median` — wall time of a callable, median (and all runs) of N repeats.
+- :func:`time_median` — wall time of a callable, median (and all runs) of N repeats;
+  :func:`time_interleaved` — the same for several callables, round-robin.
 - :func:`md_table` — a markdown table from headers and rows.
 - :func:`env_info` — CPU count/model, Python and package versions, native thread count.
 - :func:`write_results` — ``bench/out/<name>.json`` (and ``<name>.md``); ``bench/out`` is gitignored.
@@ -87,6 +88,29 @@ def time_median(fn: Callable[[], Any], runs: int = 5, warmup: int = 1) -> Timing
     return Timing(times, result)
 
 
+def time_interleaved(fns: dict[str, Callable[[], Any]], runs: int = 5, warmup: int = 1) -> dict[str, Timing]:
+    """Like :func:`time_median` for several callables, but round-robin (run 1 of
+    each, then run 2 of each, ...) so that a change in machine load hits all of
+    them alike. Returns one :class:`Timing` per name, with its last result."""
+    results: dict[str, Any] = {}
+    for name, fn in fns.items():
+        for _ in range(warmup):
+            results[name] = fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(max(1, runs)):
+        for name, fn in fns.items():
+            results.pop(name, None)
+            gc.collect()
+            gc.disable()
+            try:
+                t0 = time.perf_counter()
+                results[name] = fn()
+                times[name].append(time.perf_counter() - t0)
+            finally:
+                gc.enable()
+    return {name: Timing(times[name], results.get(name)) for name in fns}
+
+
 def time_once(fn: Callable[[], Any]) -> Timing:
     gc.collect()
     t0 = time.perf_counter()
@@ -155,14 +179,17 @@ def env_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "native_threads": threads,
         "INDEXER_NUM_THREADS": os.environ.get("INDEXER_NUM_THREADS"),
+        "loadavg_1m_5m_15m": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "versions": versions,
     }
 
 
 def env_markdown(env: dict[str, Any]) -> str:
     v = ", ".join(f"{k} {val}" for k, val in env["versions"].items() if val)
+    load = env.get("loadavg_1m_5m_15m")
+    load_s = f", load average {load[0]:.2f} (1 min, at the end)" if load else ""
     return (f"{env['cpu_count']} CPUs ({env['cpu_model']}), Python {env['python']}, "
-            f"native threads {env['native_threads']}; {v}")
+            f"native threads {env['native_threads']}{load_s}; {v}")
 
 
 def write_results(name: str, results: dict[str, Any], markdown: str) -> Path:

@@ -9,6 +9,13 @@ from typing import Any, final
 import numpy as np
 import numpy.typing as npt
 
+__all__ = [
+    "CorruptFileError", "DataError", "DataIOError", "InvalidInputError", "LshIndex", "Tokenizer",
+    "TokenizerError", "build_sft_examples", "chunk", "cluster_signatures", "content_hashes",
+    "decontaminate", "exact_dedup", "lsh_params", "minhash_signatures", "normalize", "num_threads",
+    "pack_conversations", "pack_examples",
+]
+
 _Texts = Iterable[str | bytes]
 _Path = str | os.PathLike[str]
 
@@ -94,7 +101,7 @@ class LshIndex:
     @staticmethod
     def load(path: _Path) -> LshIndex: ...
     def __len__(self) -> int: ...
-    def __contains__(self, key: str) -> bool: ...
+    def __contains__(self, key: str, /) -> bool: ...
     @property
     def threshold(self) -> float: ...
     @property

@@ -137,7 +137,7 @@ def cmd_pack(args: argparse.Namespace) -> int:
     if args.output:
         np.savez_compressed(args.output, input_ids=packed.input_ids.astype(np.int32),
                             labels=packed.labels.astype(np.int32), position_ids=packed.position_ids.astype(np.int32))
-    real = int((packed.position_ids >= 0).sum() * packed.efficiency) if packed.num_sequences else 0
+    real = sum(map(sum, packed.example_lengths))
     _print_summary(f"pack {args.input}", [
         ("examples", len(conversations)),
         ("sequences", f"{packed.num_sequences} x {args.seq_len} tokens"),

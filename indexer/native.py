@@ -48,6 +48,14 @@ __all__ = [
 ]
 
 
+def _counts(**values: int) -> None:
+    """Integer settings must be non-negative ints; the native conversion would
+    raise a bare OverflowError/TypeError without naming the setting."""
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidInputError(f"{name} must be a non-negative integer, got {value!r}")
+
+
 def num_threads() -> int:
     """Worker threads used by batch calls (``INDEXER_NUM_THREADS``)."""
     return _native.num_threads()
@@ -87,6 +95,7 @@ def exact_dedup(
 
 def lsh_params(threshold: float, num_perm: int = 128) -> tuple[int, int]:
     """``(bands, rows)`` that balance false positives and negatives at ``threshold``."""
+    _counts(num_perm=num_perm)
     return _native.lsh_params(threshold, num_perm)
 
 
@@ -101,6 +110,7 @@ def minhash_signatures(
 ) -> npt.NDArray[np.uint32]:
     """MinHash signatures, shape ``(len(texts), num_perm)``. Shingles are
     lowercased word (``\\w+``) or character n-grams after NFKC."""
+    _counts(num_perm=num_perm, seed=seed, shingle_size=shingle_size)
     return _native.minhash_signatures(
         texts, num_perm=num_perm, seed=seed, shingle=shingle,
         shingle_size=shingle_size, strip_boilerplate=strip_boilerplate,
@@ -175,6 +185,7 @@ def decontaminate(
     evaluation items too short to check (fewer than ``min_words`` words);
     items shorter than ``ngram`` but not than ``min_words`` are matched whole.
     """
+    _counts(ngram=ngram, min_words=min_words)
     overlaps, skipped = _native.decontaminate(train, eval, ngram=ngram, min_words=min_words)
     return [Overlap(t, list(e), s) for t, e, s in overlaps], skipped
 
@@ -186,6 +197,7 @@ def chunk(
     paragraph and sentence boundaries, consecutive ones sharing about
     ``overlap`` tokens, as ``(start, end)`` character offsets:
     ``text[start:end]`` is the passage."""
+    _counts(max_tokens=max_tokens, overlap=overlap)
     return _native.chunk(texts, max_tokens=max_tokens, overlap=overlap, tokenizer=tokenizer)
 
 
@@ -266,6 +278,7 @@ def pack_examples(
     overlong: Overlong = "truncate",
 ) -> PackedBatch:
     """Best-fit-decreasing packing of ``(input_ids, labels)`` examples."""
+    _counts(seq_len=seq_len, pad_id=pad_id)
     out = _native.pack_examples(
         [(list(i), list(l)) for i, l in examples], seq_len=seq_len, pad_id=pad_id, overlong=overlong
     )
@@ -282,6 +295,7 @@ def pack_conversations(
     overlong: Overlong = "truncate",
 ) -> PackedBatch:
     """Renders, tokenizes (prompt tokens masked) and packs in one native call."""
+    _counts(seq_len=seq_len, pad_id=pad_id)
     out = _native.pack_conversations(
         tokenizer, conversations, chat_format.as_dict(), seq_len=seq_len, pad_id=pad_id, overlong=overlong
     )

@@ -22,6 +22,8 @@ settings.register_profile(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+# HYPOTHESIS_PROFILE=thorough for a long local run.
+settings.register_profile("thorough", parent=settings.get_profile("suite"), max_examples=1500)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "suite"))
 
 SPECIAL_TOKENS = ["<pad>", "<|im_start|>", "<|im_end|>"]

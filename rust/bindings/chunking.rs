@@ -1,9 +1,8 @@
 //! Chunking with character offsets (Python string indices).
 
 use crate::convert::{byte_to_char_offsets, TextBatch};
-use crate::errors::IntoPyResult;
 use crate::packing::Tokenizer;
-use crate::runtime::detach;
+use crate::runtime::detach_core;
 use datacore::chunk::{chunk_text, word_token_spans, ChunkOptions};
 use pyo3::prelude::*;
 use rayon::prelude::*;
@@ -24,7 +23,7 @@ pub fn chunk(
     let strs = batch.strs();
     let opts = ChunkOptions { max_tokens, overlap_tokens: overlap };
     let tok = tokenizer.as_ref().map(|t| t.core());
-    detach(py, || {
+    detach_core(py, || {
         strs.par_iter()
             .map(|text| {
                 let tokens = match tok {
@@ -38,5 +37,4 @@ pub fn chunk(
             })
             .collect::<datacore::Result<Vec<_>>>()
     })
-    .py_err()
 }

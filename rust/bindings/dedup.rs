@@ -2,7 +2,7 @@
 
 use crate::convert::{type_name, TextBatch};
 use crate::errors::{invalid, IntoPyResult};
-use crate::runtime::detach;
+use crate::runtime::{detach, detach_core};
 use datacore::decontam::{find_overlaps, DecontamOptions};
 use datacore::fingerprint::{FingerprintConfig, Fingerprinter};
 use datacore::lsh::{self, KeepPolicy, LshParams};
@@ -54,7 +54,7 @@ pub fn minhash_signatures<'py>(
     let fingerprinter = Fingerprinter::new(config).py_err()?;
     let batch = TextBatch::extract(texts, "texts")?;
     let strs = batch.strs();
-    let flat = detach(py, || fingerprinter.signatures(&strs));
+    let flat = detach(py, || fingerprinter.signatures(&strs))?;
     flat.into_pyarray(py).reshape([batch.len(), num_perm])
 }
 
@@ -79,15 +79,16 @@ pub fn cluster_signatures<'py>(
     if policy == KeepPolicy::Longest && lengths.len() != n {
         return Err(invalid(format!("keep='longest' needs lengths for all {n} rows, got {}", lengths.len())));
     }
+    // as_slice also accepts Fortran order, whose memory order is column-major
     let owned;
     let flat: &[u32] = match array.as_slice() {
-        Ok(s) => s,
-        Err(_) => {
+        Ok(s) if array.is_c_contiguous() => s,
+        _ => {
             owned = array.as_array().iter().copied().collect::<Vec<u32>>();
             &owned
         }
     };
-    let clusters = detach(py, || lsh::cluster_signatures(flat, num_perm, params, policy, &lengths)).py_err()?;
+    let clusters = detach_core(py, || lsh::cluster_signatures(flat, num_perm, params, policy, &lengths))?;
     let out = PyDict::new(py);
     out.set_item("cluster_of", clusters.cluster_of.into_pyarray(py))?;
     out.set_item("keep", clusters.keep.into_pyarray(py))?;
@@ -114,7 +115,7 @@ pub fn decontaminate(
     let train = TextBatch::extract(train, "train")?;
     let eval = TextBatch::extract(eval, "eval")?;
     let (t, e) = (train.strs(), eval.strs());
-    let report = detach(py, || find_overlaps(&t, &e, DecontamOptions { ngram, min_words })).py_err()?;
+    let report = detach_core(py, || find_overlaps(&t, &e, DecontamOptions { ngram, min_words }))?;
     let overlaps = report.overlaps.into_iter().map(|o| (o.train_index, o.eval_indices, o.shared_ngrams)).collect();
     Ok((overlaps, report.skipped_eval))
 }
@@ -160,21 +161,20 @@ impl LshIndex {
         }
         let strs = batch.strs();
         let k = self.fingerprinter.num_perm();
-        detach(py, || {
+        detach_core(py, || {
             let sigs = self.fingerprinter.signatures(&strs);
             let mut index = self.inner.write().unwrap_or_else(|p| p.into_inner());
             keys.iter().zip(sigs.chunks(k)).try_for_each(|(key, sig)| index.insert(key, sig))
         })
-        .py_err()
     }
 
     /// Removes keys; returns how many were present.
     fn remove(&self, py: Python<'_>, keys: &Bound<'_, PyAny>) -> PyResult<usize> {
         let keys = keys_of(keys)?;
-        Ok(detach(py, || {
+        detach(py, || {
             let mut index = self.inner.write().unwrap_or_else(|p| p.into_inner());
             keys.iter().filter(|k| index.remove(k)).count()
-        }))
+        })
     }
 
     /// For each text, the stored `(key, similarity)` pairs at or above the threshold.
@@ -182,22 +182,21 @@ impl LshIndex {
         let batch = TextBatch::extract(texts, "texts")?;
         let strs = batch.strs();
         let k = self.fingerprinter.num_perm();
-        let matches = detach(py, || {
+        let matches = detach_core(py, || {
             let sigs = self.fingerprinter.signatures(&strs);
             let index = self.read();
             sigs.chunks(k).map(|sig| index.query(sig)).collect::<datacore::Result<Vec<_>>>()
-        })
-        .py_err()?;
+        })?;
         Ok(matches.into_iter().map(|ms| ms.into_iter().map(|m| (m.key, m.similarity)).collect()).collect())
     }
 
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        detach(py, || self.read().save(&path)).py_err()
+        detach_core(py, || self.read().save(&path))
     }
 
     #[staticmethod]
     fn load(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        Self::wrap(detach(py, || lsh::LshIndex::load(&path)).py_err()?)
+        Self::wrap(detach_core(py, || lsh::LshIndex::load(&path))?)
     }
 
     fn __len__(&self) -> usize {

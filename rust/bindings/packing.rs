@@ -1,8 +1,8 @@
 //! Tokenizer, chat-formatted SFT examples and packing.
 
 use crate::convert::{type_name, TextBatch};
-use crate::errors::{invalid, IntoPyResult};
-use crate::runtime::detach;
+use crate::errors::invalid;
+use crate::runtime::detach_core;
 use datacore::pack::{self, ChatFormat, Message, OverLong, PackOptions, Packed, Role, SftExample};
 use datacore::tokenize::TextTokenizer;
 use numpy::{IntoPyArray, PyArrayMethods};
@@ -26,13 +26,13 @@ impl Tokenizer {
 impl Tokenizer {
     #[staticmethod]
     fn from_file(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let inner = detach(py, || TextTokenizer::from_file(&path)).py_err()?;
+        let inner = detach_core(py, || TextTokenizer::from_file(&path))?;
         Ok(Tokenizer { inner })
     }
 
     #[staticmethod]
     fn from_str(py: Python<'_>, json: &str) -> PyResult<Self> {
-        let inner = detach(py, || TextTokenizer::from_json(json)).py_err()?;
+        let inner = detach_core(py, || TextTokenizer::from_json(json))?;
         Ok(Tokenizer { inner })
     }
 
@@ -44,7 +44,7 @@ impl Tokenizer {
     fn encode_batch(&self, py: Python<'_>, texts: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u32>>> {
         let batch = TextBatch::extract(texts, "texts")?;
         let strs = batch.strs();
-        detach(py, || self.inner.encode_batch(&strs)).py_err()
+        detach_core(py, || self.inner.encode_batch(&strs))
     }
 }
 
@@ -120,7 +120,7 @@ pub fn build_sft_examples(
     let convs = conversations(conversations_)?;
     let format = chat_format(chat_format_)?;
     let tok = tokenizer.core();
-    let examples = detach(py, || pack::build_examples(tok, &format, &convs)).py_err()?;
+    let examples = detach_core(py, || pack::build_examples(tok, &format, &convs))?;
     Ok(examples.into_iter().map(|e| (e.input_ids, e.labels)).collect())
 }
 
@@ -156,7 +156,7 @@ pub fn pack_examples<'py>(
         }
     }
     let examples: Vec<SftExample> = examples.into_iter().map(|(input_ids, labels)| SftExample { input_ids, labels }).collect();
-    let packed = detach(py, || pack::pack_examples(&examples, opts)).py_err()?;
+    let packed = detach_core(py, || pack::pack_examples(&examples, opts))?;
     packed_to_dict(py, packed)
 }
 
@@ -179,10 +179,9 @@ pub fn pack_conversations<'py>(
     let convs = conversations(conversations_)?;
     let format = chat_format(chat_format_)?;
     let tok = tokenizer.core();
-    let packed = detach(py, || {
+    let packed = detach_core(py, || {
         let examples = pack::build_examples(tok, &format, &convs)?;
         pack::pack_examples(&examples, opts)
-    })
-    .py_err()?;
+    })?;
     packed_to_dict(py, packed)
 }

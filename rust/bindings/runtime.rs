@@ -4,8 +4,10 @@
 //! The pool is rebuilt in a forked child (its worker threads do not survive
 //! `fork`), so a dataloader that forks after using the extension keeps working.
 
+use crate::errors::DataError;
 use pyo3::prelude::*;
 use rayon::ThreadPool;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
 const ENV_THREADS: &str = "INDEXER_NUM_THREADS";
@@ -42,13 +44,32 @@ fn pool() -> Arc<ThreadPool> {
     pool
 }
 
-/// Runs `work` on the extension's pool with the GIL released.
-pub fn detach<T, F>(py: Python<'_>, work: F) -> T
+/// Runs `work` on the extension's pool with the GIL released. A panic (a bug:
+/// the core returns errors for bad input) becomes a `DataError` rather than
+/// PyO3's `PanicException`, which derives from `BaseException` and would
+/// escape ordinary `except Exception` handlers in a server.
+pub fn detach<T, F>(py: Python<'_>, work: F) -> PyResult<T>
 where
     T: Send,
     F: FnOnce() -> T + Send,
 {
-    py.detach(|| pool().install(work))
+    py.detach(|| catch_unwind(AssertUnwindSafe(|| pool().install(work)))).map_err(|payload| {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        DataError::new_err(format!("internal error in the native data core (please report it): {msg}"))
+    })
+}
+
+/// [`detach`] for work that returns a core result: both failures become Python exceptions.
+pub fn detach_core<T, F>(py: Python<'_>, work: F) -> PyResult<T>
+where
+    T: Send,
+    F: FnOnce() -> datacore::Result<T> + Send,
+{
+    detach(py, work)?.map_err(crate::errors::to_py)
 }
 
 /// Number of worker threads batch calls use (set by `INDEXER_NUM_THREADS`).

@@ -15,7 +15,7 @@ pub fn normalize(py: Python<'_>, texts: &Bound<'_, PyAny>, lowercase: bool, stri
     let batch = TextBatch::extract(texts, "texts")?;
     let opts = NormalizeOptions { lowercase, strip_boilerplate };
     let strs = batch.strs();
-    Ok(detach(py, || strs.par_iter().map(|t| core_normalize(t, opts)).collect()))
+    detach(py, || strs.par_iter().map(|t| core_normalize(t, opts)).collect())
 }
 
 #[pyfunction]
@@ -24,7 +24,7 @@ pub fn content_hashes(py: Python<'_>, texts: &Bound<'_, PyAny>, bits: u32) -> Py
     let width = HashWidth::from_bits(bits).py_err()?;
     let batch = TextBatch::extract(texts, "texts")?;
     let strs = batch.strs();
-    let hashes = detach(py, || core_hashes(&strs, width));
+    let hashes = detach(py, || core_hashes(&strs, width))?;
     let digits = (bits / 4) as usize;
     Ok(hashes.iter().map(|h| format!("{h:0digits$x}")).collect())
 }
@@ -57,6 +57,6 @@ pub fn exact_dedup<'py>(
             })
             .collect();
         find_exact_duplicates(&hashes)
-    });
+    })?;
     Ok((result.keep.into_pyarray(py), result.duplicate_of.into_pyarray(py)))
 }

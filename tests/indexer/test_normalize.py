@@ -45,7 +45,7 @@ def test_normalize_is_idempotent(text: str, lowercase: bool, strip: bool) -> Non
     assert twice == once, f"{ascii(text)}: {ascii(once[0])} -> {ascii(twice[0])}"
 
 
-@pytest.mark.parametrize("text", ["e\u200b\u0301", "e\x00\u0301", "a\ufeff\u0308", "A\u00ad\u030a"])
+@pytest.mark.parametrize("text", ["e\u200b\u0301", "A\x00\u030a"])
 def test_normalize_is_idempotent_when_a_dropped_char_separated_a_combining_mark(text: str) -> None:
     # NFKC runs before invisible/control characters are dropped, so dropping
     # one can leave a letter + combining mark that a second NFKC composes.

@@ -172,6 +172,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::needless_range_loop)] // j indexes a, b and s alike
     fn odd_num_perm_uses_the_tail_path() {
         let h = MinHasher::new(21, 5).unwrap();
         let s = h.signature(&set(0..10));

@@ -27,12 +27,44 @@ fn is_invisible_format(c: char) -> bool {
         | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
 }
 
-/// Cleans one text: NFKC; CRLF and lone CR become LF; control and invisible
-/// format characters are dropped (tabs and other Unicode spaces become a
-/// space); runs of spaces collapse to one; lines are trimmed; three or more
+/// Control characters other than whitespace, and invisible format characters.
+fn is_invisible(c: char) -> bool {
+    (c.is_control() && !c.is_whitespace()) || is_invisible_format(c)
+}
+
+/// `text` without invisible characters, borrowed when it has none. This runs
+/// before NFKC: dropping a character between a letter and a combining mark
+/// after composition would leave an uncomposed pair behind.
+fn drop_invisible(text: &str) -> Cow<'_, str> {
+    if text.chars().any(is_invisible) {
+        Cow::Owned(text.chars().filter(|&c| !is_invisible(c)).collect())
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// Cleans one text: control and invisible format characters are dropped;
+/// NFKC; CRLF and lone CR become LF; tabs and other Unicode spaces become a
+/// space; runs of spaces collapse to one; lines are trimmed; three or more
 /// line breaks collapse to a paragraph break; the result is trimmed.
+/// Normalizing twice gives the same text as normalizing once.
 pub fn normalize(text: &str, opts: NormalizeOptions) -> String {
-    let text = nfkc(text);
+    let visible = drop_invisible(text);
+    let composed = nfkc(&visible);
+    let mut out = collapse_whitespace(&composed, opts.lowercase);
+    if opts.lowercase && !out.is_ascii() {
+        // a few lowercase mappings leave sequences that NFKC composes
+        if let Cow::Owned(recomposed) = nfkc(&out) {
+            out = recomposed;
+        }
+    }
+    if opts.strip_boilerplate {
+        out = strip_boilerplate_lines(&out);
+    }
+    out
+}
+
+fn collapse_whitespace(text: &str, lowercase: bool) -> String {
     let mut out = String::with_capacity(text.len());
     let mut pending_space = false;
     let mut pending_newlines = 0usize;
@@ -53,9 +85,6 @@ pub fn normalize(text: &str, opts: NormalizeOptions) -> String {
             pending_space = true;
             continue;
         }
-        if c.is_control() || is_invisible_format(c) {
-            continue;
-        }
         if !out.is_empty() {
             if pending_newlines > 0 {
                 out.push_str(if pending_newlines >= 2 { "\n\n" } else { "\n" });
@@ -65,14 +94,11 @@ pub fn normalize(text: &str, opts: NormalizeOptions) -> String {
         }
         pending_newlines = 0;
         pending_space = false;
-        if opts.lowercase {
+        if lowercase {
             out.extend(c.to_lowercase());
         } else {
             out.push(c);
         }
-    }
-    if opts.strip_boilerplate {
-        out = strip_boilerplate_lines(&out);
     }
     out
 }
@@ -211,7 +237,7 @@ mod tests {
 
     #[test]
     fn normalization_is_idempotent() {
-        let samples = ["  A  b\n\n\n\nc ", "ﬁ\u{200B}x\r\ny", "Page 2\nreal text"];
+        let samples = ["  A  b\n\n\n\nc ", "ﬁ\u{200B}x\r\ny", "Page 2\nreal text", "e\u{200B}\u{0301}", "A\u{0000}\u{030A}"];
         for s in samples {
             for opts in [NormalizeOptions::default(), NormalizeOptions { lowercase: true, strip_boilerplate: true }] {
                 let once = normalize(s, opts);
