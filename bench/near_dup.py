@@ -79,7 +79,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     env_info, env_markdown, fmt, mb, md_table, medquad_records, parse_args, pass_fail,
-    time_median, time_once, write_results,
+    time_interleaved, time_median, time_once, write_results,
 )
 
 from indexer import native  # noqa: E402
@@ -393,10 +393,18 @@ def banding_ablation(sigs: np.ndarray, ds: dict, copy_j: np.ndarray) -> dict:
     for lo, hi in J_BINS:
         m = (copy_j[copies] >= lo) & (copy_j[copies] < hi)
         out["est_ge_thr"][bin_label(lo, hi)] = float(est_ok[m].mean()) if m.any() else float("nan")
+    kinds = np.array(ds["kinds"], dtype=object)[copies]
+    kind_masks = {}
+    for kind in ["sub1", "sub3"]:
+        kind_masks[f"{kind} (all copies)"] = kinds == kind
+        kind_masks[f"{kind} (copies with J≥0.8)"] = (kinds == kind) & (copy_j[copies] >= THRESHOLD)
+    out["kinds"] = {}
+    for lab, m in kind_masks.items():
+        out["est_ge_thr"][lab] = float(est_ok[m].mean()) if m.any() else float("nan")
     for bands, rows in BANDINGS:
         collide = eq[:, :bands * rows].reshape(len(copies), bands, rows).all(axis=2).any(axis=1)
         found = collide & est_ok
-        per_bin = {}
+        per_bin = {lab: float(found[m].mean()) if m.any() else float("nan") for lab, m in kind_masks.items()}
         for lo, hi in J_BINS:
             m = (copy_j[copies] >= lo) & (copy_j[copies] < hi)
             per_bin[bin_label(lo, hi)] = float(found[m].mean()) if m.any() else float("nan")
@@ -465,12 +473,14 @@ def main() -> None:
         reps[name] = np.asarray(t.result)
 
     print("ours ...", file=sys.stderr)
-    t_ours = time_median(lambda: run_ours(texts), runs=args.runs)
+    sigs = native.minhash_signatures(texts, num_perm=NUM_PERM)
+    T = time_interleaved({
+        "ours": lambda: run_ours(texts),
+        "minhash": lambda: native.minhash_signatures(texts, num_perm=NUM_PERM),
+        "cluster": lambda: native.cluster_signatures(sigs, threshold=THRESHOLD),
+    }, runs=args.runs)
+    t_ours, t_sig, t_clu = T["ours"], T["minhash"], T["cluster"]
     record("ours", t_ours, f"median of {args.runs}, {native.num_threads()} threads")
-    # phases (informative)
-    t_sig = time_median(lambda: native.minhash_signatures(texts, num_perm=NUM_PERM), runs=args.runs)
-    sigs = t_sig.result
-    t_clu = time_median(lambda: native.cluster_signatures(sigs, threshold=THRESHOLD), runs=args.runs)
     nd = t_clu.result
     phases = {"minhash_signatures_s": t_sig.median, "cluster_signatures_s": t_clu.median,
               "bands": nd.bands, "rows": nd.rows, "candidate_pairs": nd.candidate_pairs,
@@ -554,6 +564,8 @@ def main() -> None:
         lab = bin_label(lo, hi)
         abl_rows.append([lab, bins["ours"][k][0], abl["est_ge_thr"][lab]] +
                         [abl["found"][f"{b}x{r}"][lab] for b, r in BANDINGS])
+    for lab in [k for k in abl["est_ge_thr"] if k.startswith("sub")]:
+        abl_rows.append([lab, None, abl["est_ge_thr"][lab]] + [abl["found"][f"{b}x{r}"][lab] for b, r in BANDINGS])
     abl_rows.append(["band-bucket pairs on the whole set", None, None] +
                      [abl["candidate_pairs"][f"{b}x{r}"] for b, r in BANDINGS])
     t_abl = md_table(["exact J(copy, base)", "copies", "our estimate ≥ 0.8"] +

@@ -12,7 +12,7 @@ format (``tokenizer.json`` from ``assistant.base_model.tokenizer_json()``; the
 :class:`ChatFormat` from ``ChatFormat.from_hf_tokenizer`` on the transformers
 tokenizer loaded from that directory; it adds SmolLM2's default system message).
 
-Measured (median of ``--runs``, pipelines timed round-robin; tokens/s counts the
+Measured (median of ``--runs``, default 3, pipelines timed round-robin; tokens/s counts the
 tokens each pipeline encodes):
 
 - (a) ours: ``native.pack_conversations(tok, convs, fmt, seq_len=1024)`` end to end
@@ -129,6 +129,8 @@ def python_pipeline(hf_tok, fmt, convs, seq_len: int = SEQ_LEN):
 
 def main() -> None:
     args = parse_args(__doc__)
+    if "--runs" not in sys.argv:
+        args.runs = 3  # each pass is several seconds
     from tokenizers import Tokenizer as HFTokenizer
 
     records = medquad_records()
@@ -166,7 +168,7 @@ def main() -> None:
         "c_pack": lambda: python_bfd([len(e[0]) for e in py["examples"]], SEQ_LEN),
         "d": lambda: hf(rendered, add_special_tokens=False),
         "e": lambda: tok.encode_batch(rendered),
-    }, runs=args.runs)
+    }, runs=args.runs, warmup=0)  # the untimed checks above already warmed every path
     packed = T["a"].result
 
     rows = [
