@@ -48,7 +48,7 @@ def exact_dedup(
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64]]:
     """`(keep, duplicate_of)` by xxh3 of the (normalized) text; first occurrence kept."""
 
-def lsh_params(threshold: float, num_perm: int = 128) -> tuple[int, int]:
+def lsh_params(threshold: float, num_perm: int = 128, *, false_negative_weight: float = 0.9) -> tuple[int, int]:
     """`(bands, rows)` chosen for a Jaccard threshold."""
 
 def minhash_signatures(
@@ -68,6 +68,7 @@ def cluster_signatures(
     threshold: float = 0.8,
     keep: str = "first",
     lengths: Sequence[int] | None = None,
+    false_negative_weight: float = 0.9,
 ) -> dict[str, Any]:
     """LSH clustering of signature rows: `cluster_of`, `keep`, `num_dup_clusters`,
     `candidate_pairs`, `verified_pairs`, `bands`, `rows`."""
@@ -90,6 +91,7 @@ class LshIndex:
         shingle: str = "word",
         shingle_size: int = 5,
         strip_boilerplate: bool = False,
+        false_negative_weight: float = 0.9,
     ) -> LshIndex: ...
     def insert(self, keys: Sequence[str], texts: _Texts) -> None:
         """Inserts (or replaces) one document per key."""

@@ -93,10 +93,18 @@ def exact_dedup(
     return ExactDedupResult(keep=keep, duplicate_of=dup)
 
 
-def lsh_params(threshold: float, num_perm: int = 128) -> tuple[int, int]:
-    """``(bands, rows)`` that balance false positives and negatives at ``threshold``."""
+FALSE_NEGATIVE_WEIGHT = 0.9
+"""Weight of missed pairs against needless candidates when choosing bands ×
+rows. Candidates are verified, so misses weigh more; 0.5 is datasketch's choice."""
+
+
+def lsh_params(
+    threshold: float, num_perm: int = 128, *, false_negative_weight: float = FALSE_NEGATIVE_WEIGHT
+) -> tuple[int, int]:
+    """``(bands, rows)`` minimising the weighted false-positive and
+    false-negative probability mass around ``threshold``."""
     _counts(num_perm=num_perm)
-    return _native.lsh_params(threshold, num_perm)
+    return _native.lsh_params(threshold, num_perm, false_negative_weight=false_negative_weight)
 
 
 def minhash_signatures(
@@ -140,11 +148,13 @@ def cluster_signatures(
     threshold: float = 0.8,
     keep: KeepPolicy = "first",
     lengths: Sequence[int] | None = None,
+    false_negative_weight: float = FALSE_NEGATIVE_WEIGHT,
 ) -> NearDedupResult:
     """Near-duplicate clusters of signature rows: LSH banding, candidate
     verification by estimated Jaccard >= ``threshold``, union-find."""
     out = _native.cluster_signatures(
-        signatures, threshold=threshold, keep=keep, lengths=None if lengths is None else list(lengths)
+        signatures, threshold=threshold, keep=keep, lengths=None if lengths is None else list(lengths),
+        false_negative_weight=false_negative_weight,
     )
     return NearDedupResult(**out)
 
@@ -159,6 +169,7 @@ def near_dedup(
     shingle_size: int = 5,
     keep: KeepPolicy = "first",
     strip_boilerplate: bool = False,
+    false_negative_weight: float = FALSE_NEGATIVE_WEIGHT,
 ) -> NearDedupResult:
     """Near-duplicate detection from raw texts to a keep-mask."""
     sigs = minhash_signatures(
@@ -166,7 +177,9 @@ def near_dedup(
         shingle_size=shingle_size, strip_boilerplate=strip_boilerplate,
     )
     lengths = [len(t) for t in texts] if keep == "longest" else None
-    return cluster_signatures(sigs, threshold=threshold, keep=keep, lengths=lengths)
+    return cluster_signatures(
+        sigs, threshold=threshold, keep=keep, lengths=lengths, false_negative_weight=false_negative_weight
+    )
 
 
 @dataclass(frozen=True)

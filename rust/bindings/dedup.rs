@@ -33,9 +33,9 @@ fn keep_policy(keep: &str) -> PyResult<KeepPolicy> {
 
 /// `(bands, rows)` chosen for a Jaccard threshold.
 #[pyfunction]
-#[pyo3(signature = (threshold, num_perm=128))]
-pub fn lsh_params(threshold: f64, num_perm: usize) -> PyResult<(usize, usize)> {
-    let p = LshParams::for_threshold(threshold, num_perm).py_err()?;
+#[pyo3(signature = (threshold, num_perm=128, *, false_negative_weight=0.9))]
+pub fn lsh_params(threshold: f64, num_perm: usize, false_negative_weight: f64) -> PyResult<(usize, usize)> {
+    let p = LshParams::weighted(threshold, num_perm, false_negative_weight).py_err()?;
     Ok((p.bands, p.rows))
 }
 
@@ -61,20 +61,21 @@ pub fn minhash_signatures<'py>(
 /// Clusters signature rows; returns a dict with `cluster_of`, `keep`,
 /// `num_dup_clusters`, `candidate_pairs`, `verified_pairs`, `bands`, `rows`.
 #[pyfunction]
-#[pyo3(signature = (signatures, *, threshold=0.8, keep="first", lengths=None))]
+#[pyo3(signature = (signatures, *, threshold=0.8, keep="first", lengths=None, false_negative_weight=0.9))]
 pub fn cluster_signatures<'py>(
     py: Python<'py>,
     signatures: &Bound<'py, PyAny>,
     threshold: f64,
     keep: &str,
     lengths: Option<Vec<usize>>,
+    false_negative_weight: f64,
 ) -> PyResult<Bound<'py, PyDict>> {
     let policy = keep_policy(keep)?;
     let array: PyReadonlyArray2<u32> = signatures.extract().map_err(|_| {
         invalid(format!("signatures must be a 2-D numpy uint32 array, got {}", type_name(signatures)))
     })?;
     let [n, num_perm] = [array.shape()[0], array.shape()[1]];
-    let params = LshParams::for_threshold(threshold, num_perm).py_err()?;
+    let params = LshParams::weighted(threshold, num_perm, false_negative_weight).py_err()?;
     let lengths = lengths.unwrap_or_default();
     if policy == KeepPolicy::Longest && lengths.len() != n {
         return Err(invalid(format!("keep='longest' needs lengths for all {n} rows, got {}", lengths.len())));
@@ -145,10 +146,19 @@ impl LshIndex {
 #[pymethods]
 impl LshIndex {
     #[new]
-    #[pyo3(signature = (*, threshold=0.8, num_perm=128, seed=1, shingle="word", shingle_size=5, strip_boilerplate=false))]
-    fn new(threshold: f64, num_perm: usize, seed: u64, shingle: &str, shingle_size: usize, strip_boilerplate: bool) -> PyResult<Self> {
+    #[pyo3(signature = (*, threshold=0.8, num_perm=128, seed=1, shingle="word", shingle_size=5, strip_boilerplate=false, false_negative_weight=0.9))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        threshold: f64,
+        num_perm: usize,
+        seed: u64,
+        shingle: &str,
+        shingle_size: usize,
+        strip_boilerplate: bool,
+        false_negative_weight: f64,
+    ) -> PyResult<Self> {
         let config = fingerprint_config(num_perm, seed, shingle, shingle_size, strip_boilerplate)?;
-        let params = LshParams::for_threshold(threshold, num_perm).py_err()?;
+        let params = LshParams::weighted(threshold, num_perm, false_negative_weight).py_err()?;
         Self::wrap(lsh::LshIndex::new(config, params).py_err()?)
     }
 

@@ -117,8 +117,16 @@ def test_strip_boilerplate_option() -> None:
 
 
 @pytest.mark.parametrize(("threshold", "num_perm", "expected"), [(0.5, 128, (25, 5)), (0.7, 128, (14, 9)), (0.8, 128, (9, 13))])
-def test_lsh_params_known_values(threshold: float, num_perm: int, expected: tuple[int, int]) -> None:
-    assert native.lsh_params(threshold, num_perm) == expected
+def test_lsh_params_with_equal_weights_match_datasketch(threshold: float, num_perm: int, expected: tuple[int, int]) -> None:
+    assert native.lsh_params(threshold, num_perm, false_negative_weight=0.5) == expected
+
+
+def test_default_lsh_params_favour_recall() -> None:
+    # misses weigh 0.9: more, shorter bands than datasketch's 9 x 13 at 0.8
+    assert native.lsh_params(0.8) == (14, 9)
+    for weight in (0.0, 1.0, 1.5):
+        with pytest.raises(native.InvalidInputError, match="false_negative_weight"):
+            native.lsh_params(0.8, false_negative_weight=weight)
 
 
 @given(st.floats(0.05, 1.0), st.integers(1, 300))

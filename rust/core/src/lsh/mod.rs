@@ -6,7 +6,6 @@
 //! candidate pair counts as a near duplicate when its estimated Jaccard
 //! similarity reaches the threshold. Candidates are always verified, so the
 //! banding only decides recall and speed, never precision.
-
 //!
 //! - [`params`]: bands × rows for a threshold, and the band hash.
 //! - [`cluster`]: batch clustering of a signature matrix.
@@ -21,4 +20,4 @@ mod tests;
 
 pub use cluster::{cluster_signatures, Clusters, KeepPolicy};
 pub use index::{LshIndex, Match};
-pub use params::{optimal_params, LshParams};
+pub use params::{optimal_params, weighted_params, LshParams, DEFAULT_FALSE_NEGATIVE_WEIGHT};

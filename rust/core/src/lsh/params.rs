@@ -32,12 +32,29 @@ fn simpson(f: impl Fn(f64) -> f64, a: f64, b: f64) -> f64 {
     (f(a) + f(b) + inner) * h / 3.0
 }
 
+/// How much a missed pair weighs against a needless candidate when bands
+/// and rows are chosen. Every candidate is verified by estimated Jaccard, so a
+/// needless candidate costs one comparison while a miss loses a duplicate:
+/// misses weigh 9× more by default.
+pub const DEFAULT_FALSE_NEGATIVE_WEIGHT: f64 = 0.9;
+
 /// Bands and rows (`bands * rows <= num_perm`) that minimise the weighted sum
 /// of false-positive and false-negative probability mass around `threshold`,
 /// with equal weights, as datasketch's `_optimal_param` does.
 pub fn optimal_params(threshold: f64, num_perm: usize) -> crate::Result<(usize, usize)> {
+    weighted_params(threshold, num_perm, 0.5)
+}
+
+/// As [`optimal_params`], with `false_negative_weight` in (0, 1) on the
+/// false-negative mass and its complement on the false-positive mass.
+pub fn weighted_params(threshold: f64, num_perm: usize, false_negative_weight: f64) -> crate::Result<(usize, usize)> {
     check_threshold(threshold)?;
     check_num_perm(num_perm)?;
+    if !(false_negative_weight > 0.0 && false_negative_weight < 1.0) {
+        return Err(CoreError::invalid(format!(
+            "false_negative_weight must be in (0, 1), got {false_negative_weight}"
+        )));
+    }
     // P(candidate | similarity s) = 1 - (1 - s^r)^b.
     let mut best = (f64::INFINITY, (1, 1));
     for b in 1..=num_perm {
@@ -45,7 +62,7 @@ pub fn optimal_params(threshold: f64, num_perm: usize) -> crate::Result<(usize, 
             let miss = |s: f64| (1.0 - s.powi(r as i32)).powi(b as i32);
             let false_pos = simpson(|s| 1.0 - miss(s), 0.0, threshold);
             let false_neg = simpson(miss, threshold, 1.0);
-            let error = 0.5 * false_pos + 0.5 * false_neg;
+            let error = (1.0 - false_negative_weight) * false_pos + false_negative_weight * false_neg;
             // Strict `<`: the first minimum in (b, r) order wins, as in datasketch.
             if error < best.0 {
                 best = (error, (b, r));
@@ -63,9 +80,15 @@ pub struct LshParams {
 }
 
 impl LshParams {
-    /// Validates `threshold` in (0, 1] and picks bands × rows with [`optimal_params`].
+    /// Validates `threshold` in (0, 1] and picks bands × rows with
+    /// [`weighted_params`] at [`DEFAULT_FALSE_NEGATIVE_WEIGHT`].
     pub fn for_threshold(threshold: f64, num_perm: usize) -> crate::Result<Self> {
-        let (bands, rows) = optimal_params(threshold, num_perm)?;
+        Self::weighted(threshold, num_perm, DEFAULT_FALSE_NEGATIVE_WEIGHT)
+    }
+
+    /// Bands × rows from [`weighted_params`]; 0.5 gives datasketch's choice.
+    pub fn weighted(threshold: f64, num_perm: usize, false_negative_weight: f64) -> crate::Result<Self> {
+        let (bands, rows) = weighted_params(threshold, num_perm, false_negative_weight)?;
         Ok(LshParams { threshold, bands, rows })
     }
 

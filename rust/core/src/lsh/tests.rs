@@ -44,6 +44,17 @@ fn optimal_params_match_datasketch() {
 }
 
 #[test]
+fn recall_weighted_params_use_more_bands() {
+    // the default favours recall: verification removes the extra candidates
+    let p = LshParams::for_threshold(0.8, 128).unwrap();
+    assert_eq!((p.bands, p.rows), (14, 9));
+    assert_eq!(weighted_params(0.8, 128, 0.5).unwrap(), optimal_params(0.8, 128).unwrap());
+    for w in [0.0, 1.0, -0.5, f64::NAN] {
+        assert!(weighted_params(0.8, 128, w).is_err(), "{w}");
+    }
+}
+
+#[test]
 fn optimal_params_are_sane() {
     let mut last_rows = 0;
     for t in [0.3, 0.5, 0.7, 0.8, 0.9, 0.95] {
