@@ -36,12 +36,13 @@ if str(REPO_ROOT) not in sys.path:
 PACKAGES = ("domain-assistant", "numpy", "datasketch", "rensa", "tokenizers", "transformers")
 
 
-def parse_args(description: str, argv: Sequence[str] | None = None, **extra: Any) -> argparse.Namespace:
+def parse_args(description: str | None, argv: Sequence[str] | None = None,
+               extra: dict[str, dict[str, Any]] | None = None) -> argparse.Namespace:
     """``--quick`` (small sizes, a fast check) and ``--runs N`` (timing repeats)."""
-    p = argparse.ArgumentParser(description=description.strip().splitlines()[0])
+    p = argparse.ArgumentParser(description=(description or "").strip().splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes for a fast check")
     p.add_argument("--runs", type=int, default=None, help="timing repeats (default 5, 3 with --quick)")
-    for name, kw in extra.items():
+    for name, kw in (extra or {}).items():
         p.add_argument(name, **kw)
     args = p.parse_args(argv)
     if args.runs is None:
@@ -159,7 +160,7 @@ def cpu_model() -> str:
 
 
 def env_info() -> dict[str, Any]:
-    versions = {}
+    versions: dict[str, str | None] = {}
     for pkg in PACKAGES:
         try:
             versions[pkg] = metadata.version(pkg)
@@ -168,7 +169,7 @@ def env_info() -> dict[str, Any]:
     try:
         from indexer import native
 
-        threads = native.num_threads()
+        threads: int | str = native.num_threads()
     except Exception as e:  # noqa: BLE001 - reported, not fatal
         threads = f"unavailable: {e}"
     return {
@@ -193,8 +194,11 @@ def env_markdown(env: dict[str, Any]) -> str:
 
 
 def write_results(name: str, results: dict[str, Any], markdown: str) -> Path:
-    """Writes ``bench/out/<name>.json`` (results + environment) and ``<name>.md``."""
+    """Writes ``bench/out/<name>.json`` (results + environment) and ``<name>.md``
+    (``<name>-quick.*`` for ``--quick`` runs, so a fast check never replaces full results)."""
     OUT_DIR.mkdir(parents=True, exist_ok=True)
+    if "--quick" in sys.argv[1:]:
+        name += "-quick"
     path = OUT_DIR / f"{name}.json"
     payload = {"name": name, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": sys.argv[1:],
                "env": env_info(), "results": results, "markdown": markdown}

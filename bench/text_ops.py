@@ -37,6 +37,7 @@ import re
 import sys
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -94,7 +95,8 @@ def py_chunk_one(text: str, max_tokens: int = 256, overlap: int = 32) -> list[tu
     for u in units:
         if size + len(u) > max_tokens and cur:
             chunks.append((cur[0][0][0], cur[-1][-1][1]))
-            carry, carried = [], 0
+            carry: list[list[tuple[int, int]]] = []
+            carried = 0
             for prev in reversed(cur):
                 if carried + len(prev) > overlap:
                     break
@@ -114,19 +116,17 @@ def py_chunk(texts: list[str]) -> list[list[tuple[int, int]]]:
     return [py_chunk_one(t) for t in texts]
 
 
-def section(name: str, fns: dict, runs: int, size_mb: float, n: int, notes: dict | None = None) -> tuple[list, dict]:
+def section(name: str, fns: dict[str, Any], runs: int, size_mb: float, n: int) -> tuple[list, dict]:
+    """Times ``fns`` round-robin; the first is ours, the others are compared with it."""
     print(f"{name} ...", file=sys.stderr)
     T = time_interleaved(fns, runs=runs)
-    rows, out = [], {}
+    ours = T[next(iter(T))].median
+    rows: list[list[Any]] = []
+    out: dict[str, Any] = {}
     for label, t in T.items():
-        rows.append([name, label, n, round(size_mb, 1), t.median, size_mb / t.median, None])
+        # last column: how many times longer than ours
+        rows.append([name, label, n, round(size_mb, 1), t.median, size_mb / t.median, t.median / ours])
         out[label] = t.as_dict()
-    ours_label = next(iter(T))
-    for r in rows:
-        r[6] = T[r[1]].median / T[ours_label].median  # how many times slower than ours
-    if notes:
-        for r in rows:
-            r[1] = r[1] + notes.get(r[1], "")
     return rows, {"timings": out, "results": {k: v.result for k, v in T.items()}}
 
 

@@ -1,8 +1,11 @@
-//! Where batch work runs: a rayon pool sized once from `INDEXER_NUM_THREADS`
-//! (default: all cores), entered with the GIL released.
-//!
-//! The pool is rebuilt in a forked child (its worker threads do not survive
-//! `fork`), so a dataloader that forks after using the extension keeps working.
+//! Where batch work runs, always with the GIL released. `INDEXER_NUM_THREADS`
+//! (default: all cores) is read once:
+//! - above 1, calls share one rayon pool of that many workers; the pool is
+//!   rebuilt in a forked child (worker threads do not survive `fork`), so a
+//!   dataloader that forks after using the extension keeps working;
+//! - at 1, each call runs on its calling thread (a per-thread rayon pool of
+//!   that thread alone), so calls from several Python threads run in
+//!   parallel instead of queueing on one shared worker.
 
 use crate::errors::DataError;
 use pyo3::prelude::*;
@@ -25,7 +28,21 @@ fn configured_threads() -> usize {
         .clamp(1, MAX_THREADS)
 }
 
-fn pool() -> Arc<ThreadPool> {
+thread_local! {
+    /// The calling thread as a one-thread pool: `install` runs inline on it.
+    static INLINE: ThreadPool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .use_current_thread()
+        .build()
+        .expect("cannot make the calling thread a rayon pool");
+}
+
+fn threads() -> usize {
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(configured_threads)
+}
+
+fn shared_pool() -> Arc<ThreadPool> {
     let pid = std::process::id();
     let mut guard = POOL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if let Some((owner, pool)) = guard.as_ref() {
@@ -35,7 +52,7 @@ fn pool() -> Arc<ThreadPool> {
     }
     let pool = Arc::new(
         rayon::ThreadPoolBuilder::new()
-            .num_threads(configured_threads())
+            .num_threads(threads())
             .thread_name(|i| format!("indexer-native-{i}"))
             .build()
             .expect("cannot start the rayon thread pool"),
@@ -53,7 +70,14 @@ where
     T: Send,
     F: FnOnce() -> T + Send,
 {
-    py.detach(|| catch_unwind(AssertUnwindSafe(|| pool().install(work)))).map_err(|payload| {
+    let run = || {
+        if threads() == 1 {
+            INLINE.with(|pool| pool.install(work))
+        } else {
+            shared_pool().install(work)
+        }
+    };
+    py.detach(|| catch_unwind(AssertUnwindSafe(run))).map_err(|payload| {
         let msg = payload
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
@@ -72,8 +96,8 @@ where
     detach(py, work)?.map_err(crate::errors::to_py)
 }
 
-/// Number of worker threads batch calls use (set by `INDEXER_NUM_THREADS`).
+/// Number of threads one batch call uses (set by `INDEXER_NUM_THREADS`).
 #[pyfunction]
 pub fn num_threads() -> usize {
-    pool().current_num_threads()
+    threads()
 }

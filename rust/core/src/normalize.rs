@@ -36,7 +36,13 @@ fn is_invisible(c: char) -> bool {
 /// before NFKC: dropping a character between a letter and a combining mark
 /// after composition would leave an uncomposed pair behind.
 fn drop_invisible(text: &str) -> Cow<'_, str> {
-    if text.chars().any(is_invisible) {
+    let has_invisible = if text.is_ascii() {
+        // the common case, byte by byte: C0 controls other than whitespace, and DEL
+        text.bytes().any(|b| (b < 0x20 && !b.is_ascii_whitespace() && b != 0x0B) || b == 0x7F)
+    } else {
+        text.chars().any(is_invisible)
+    };
+    if has_invisible {
         Cow::Owned(text.chars().filter(|&c| !is_invisible(c)).collect())
     } else {
         Cow::Borrowed(text)
