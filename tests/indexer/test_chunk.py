@@ -183,3 +183,26 @@ def test_chunk_with_tokenizer_counts_its_tokens(tiny_tokenizer, hf_tiny) -> None
 def test_bad_budget(max_tokens: int, overlap: int) -> None:
     with pytest.raises(native.InvalidInputError, match="max_tokens"):
         native.chunk(["some text here"], max_tokens=max_tokens, overlap=overlap)
+
+
+def test_a_tokenizer_json_that_truncates_still_sees_the_whole_text(tmp_path) -> None:
+    # all-MiniLM's tokenizer.json truncates at 128 tokens; chunking must not
+    import json
+
+    from tokenizers import Tokenizer as HfTokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    vocab = {"[UNK]": 0, **{f"w{i}": i + 1 for i in range(50)}}
+    hf = HfTokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    hf.pre_tokenizer = Whitespace()
+    hf.enable_truncation(max_length=8)
+    path = tmp_path / "tokenizer.json"
+    path.write_text(hf.to_str())
+    assert json.loads(path.read_text())["truncation"]["max_length"] == 8
+    tok = native.load_tokenizer(path)
+    text = " ".join(f"w{i % 50}." for i in range(100))
+    assert len(tok.encode_batch([text])[0]) == 200  # 100 words and 100 full stops
+    spans = native.chunk([text], max_tokens=20, overlap=0, tokenizer=tok)[0]
+    assert spans[0][0] == 0 and spans[-1][1] == len(text)
+    assert len(spans) >= 10

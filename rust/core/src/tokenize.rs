@@ -33,8 +33,13 @@ impl TextTokenizer {
             .map_err(|e| CoreError::Tokenizer(format!("cannot parse tokenizer JSON: {e}")))
     }
 
-    /// Wraps an already built tokenizer.
-    pub fn from_inner(inner: tokenizers::Tokenizer) -> Self {
+    /// Wraps an already built tokenizer. Truncation and padding stored in a
+    /// `tokenizer.json` (all-MiniLM's truncates at 128 tokens) are turned off:
+    /// chunking and packing must see every token and decide lengths themselves.
+    pub fn from_inner(mut inner: tokenizers::Tokenizer) -> Self {
+        // with_truncation(None) cannot fail: only a stride >= max_length is rejected
+        let _ = inner.with_truncation(None);
+        inner.with_padding(None);
         TextTokenizer { inner }
     }
 
@@ -181,6 +186,22 @@ mod tests {
             Err(CoreError::Io { path: p, .. }) => assert!(p.contains("nope.json")),
             other => panic!("expected Io error, got {:?}", other.err()),
         }
+    }
+
+    #[test]
+    fn truncation_and_padding_in_the_file_are_ignored() {
+        let base = test_tokenizer();
+        let mut inner = base.inner().clone();
+        inner
+            .with_truncation(Some(tokenizers::TruncationParams { max_length: 2, ..Default::default() }))
+            .unwrap();
+        inner.with_padding(Some(tokenizers::PaddingParams::default()));
+        let json = inner.to_string(false).unwrap();
+        let tok = TextTokenizer::from_json(&json).unwrap();
+        let text = "Hello world Hello world Hello";
+        assert_eq!(tok.encode(text).unwrap().len(), 5);
+        assert_eq!(tok.encode_batch(&[text, "Hello"]).unwrap()[1].len(), 1);
+        assert_eq!(tok.token_spans(text).unwrap().len(), 5);
     }
 
     #[test]
