@@ -1,0 +1,365 @@
+"""A persistent hybrid index in one directory: ``index.sqlite`` (documents,
+chunks, FTS5 keywords: the source of truth), ``vectors-<gen>.faiss`` and
+``lsh-<gen>.bin`` (snapshots brought up to date from SQLite on open).
+
+    with Index.open("my-index") as index:
+        report = index.ingest(["docs/"], tags=["cardio"])
+        for hit in index.search("what raises blood pressure?", k=5):
+            print(hit.score, hit.doc_id, hit.text[:80])
+
+One process writes at a time (a lock file); any number may search, each
+seeing committed documents only, whole.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from indexer import native, store
+from indexer.search import (
+    SearchFilter,
+    SearchMode,
+    bm25_ranking,
+    filtered_chunk_ids,
+    reciprocal_rank_fusion,
+    vectors_of,
+)
+from indexer.settings import IndexSettings
+from indexer.vectors import VectorIndex
+
+DB_NAME = "index.sqlite"
+LOCK_NAME = "writer.lock"
+LSH_PREFIX, LSH_SUFFIX = "lsh", ".bin"
+EXACT_FILTER_LIMIT = 20_000  # filtered sets up to this size are searched exactly
+
+
+class IndexError_(ValueError):
+    """Base class of index errors (named to avoid shadowing the builtin)."""
+
+
+class IndexMismatchError(IndexError_):
+    """The index was built with other settings (model, chunking) than requested."""
+
+
+class IndexBusyError(IndexError_):
+    """Another process is writing to the index."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    chunk_id: int
+    doc_id: str
+    source: str
+    start: int
+    end: int
+    text: str
+    score: float
+    dense_score: float | None
+    bm25_score: float | None
+    metadata: dict[str, object]
+    tags: list[str]
+
+
+@dataclass
+class IngestReport:
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    exact_duplicates: int = 0
+    near_duplicates: int = 0
+    chunks: int = 0
+    seconds: float = 0.0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """``(source, reason)`` for every file, record or document not stored."""
+
+    @property
+    def chunks_per_s(self) -> float:
+        return self.chunks / self.seconds if self.seconds > 0 else 0.0
+
+
+class Index:
+    def __init__(self, directory: Path, settings: IndexSettings, conn: sqlite3.Connection, dim: int):
+        self.directory = directory
+        self.settings = settings
+        self.dim = dim
+        self._conn = conn  # writer connection, used under _write_lock
+        self._write_lock = threading.RLock()
+        self._readers = threading.local()
+        self._embedder = None
+        self._embedder_lock = threading.Lock()
+        self._lock_file: int | None = None
+        committed = store.generation(conn)
+        self.vectors = VectorIndex.load(directory, dim, settings.vector_index, committed)
+        self.lsh, lsh_gen = self._load_lsh(committed)
+        # each structure replays the writes its snapshot has not seen
+        self._applied = {"vectors": self.vectors.gen, "lsh": lsh_gen}
+        self._catch_up()
+
+    # ---- opening -------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike[str], settings: IndexSettings | None = None, *,
+             create: bool = True) -> "Index":
+        """Opens (or creates) the index in ``directory``. ``settings`` None keeps
+        the settings the index was built with; given settings must match them."""
+        path = Path(directory)
+        db = path / DB_NAME
+        if not db.exists() and not create:
+            raise FileNotFoundError(f"no index at {path} (no {DB_NAME}); create one with `indexer ingest`")
+        path.mkdir(parents=True, exist_ok=True)
+        conn = store.connect(db)
+        meta = store.get_meta(conn)
+        if "embedding_model" in meta:
+            settings = _settings_of_existing(path, meta, settings)
+            dim = int(meta["dim"])
+        else:
+            settings = settings or IndexSettings.from_env()
+            index_dim = cls._probe_dim(settings)
+            with store.transaction(conn):
+                store.set_meta(conn, {**settings.build_values(), "dim": str(index_dim),
+                                      "schema_version": store.SCHEMA_VERSION, "generation": "0"})
+            dim = index_dim
+        return cls(path, settings, conn, dim)
+
+    @staticmethod
+    def _probe_dim(settings: IndexSettings) -> int:
+        from indexer.embedder import Embedder
+
+        return Embedder(settings.embedding_model).dim
+
+    @property
+    def embedder(self):
+        with self._embedder_lock:
+            if self._embedder is None:
+                from indexer.embedder import Embedder
+
+                self._embedder = Embedder(self.settings.embedding_model, batch_size=self.settings.embed_batch_size)
+                if self._embedder.dim != self.dim:
+                    raise IndexMismatchError(
+                        f"model {self.settings.embedding_model} gives {self._embedder.dim}-d vectors; "
+                        f"the index at {self.directory} holds {self.dim}-d vectors"
+                    )
+            return self._embedder
+
+    def close(self) -> None:
+        with self._write_lock:
+            self._release_writer()
+            self._conn.close()
+
+    def __enter__(self) -> "Index":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- snapshots and catching up -----------------------------------------------------
+
+    def _load_lsh(self, max_gen: int) -> tuple[native.LshIndex, int]:
+        from indexer import snapshots
+
+        found = snapshots.latest(self.directory, LSH_PREFIX, LSH_SUFFIX, max_gen)
+        if found is None:
+            return native.LshIndex(threshold=self.settings.near_duplicate_threshold), 0
+        gen, path = found
+        return native.LshIndex.load(path), gen
+
+    def _reload_lsh(self) -> None:
+        """Back to the last snapshot plus committed writes (after a failed batch)."""
+        with self._write_lock:
+            self.lsh, self._applied["lsh"] = self._load_lsh(store.generation(self._conn))
+            self._catch_up()
+
+    @property
+    def applied_gen(self) -> int:
+        return min(self._applied.values())
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._readers, "conn", None)
+        if conn is None:
+            conn = self._readers.conn = store.connect(self.directory / DB_NAME, read_only=True)
+        return conn
+
+    def _catch_up(self) -> None:
+        """Applies every write committed after ``applied_gen`` (by this or another process)."""
+        with self._write_lock:
+            gen = store.generation(self._conn)
+            if gen <= self.applied_gen:
+                return
+            since = self._applied["vectors"]
+            if since < gen:
+                self.vectors.remove(store.chunks_deleted_after(self._conn, since))
+                self.vectors.add(*store.vectors_added_after(self._conn, since, self.dim))
+            since = self._applied["lsh"]
+            if since < gen:
+                gone = store.docs_deleted_after(self._conn, since)
+                if gone:
+                    self.lsh.remove(gone)
+                added = store.texts_added_after(self._conn, since)
+                if added:
+                    self.lsh.insert([d for d, _ in added], [t for _, t in added])
+            self._applied = {"vectors": gen, "lsh": gen}
+
+    def save_snapshots(self) -> None:
+        """Writes the FAISS and LSH snapshots at the current generation and
+        forgets deletion records they reflect."""
+        from indexer import snapshots
+
+        with self._write_lock:
+            self._catch_up()
+            gen = self.applied_gen
+            self.vectors.save(self.directory, gen)
+            snapshots.write_atomically(snapshots.path_for(self.directory, LSH_PREFIX, gen, LSH_SUFFIX),
+                                       lambda tmp: self.lsh.save(tmp))
+            snapshots.remove_older(self.directory, LSH_PREFIX, LSH_SUFFIX, gen)
+            with store.transaction(self._conn):
+                store.prune_logs(self._conn, gen)
+
+    # ---- writing -------------------------------------------------------------------------
+
+    def _acquire_writer(self) -> None:
+        if self._lock_file is not None:
+            return
+        fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + 30.0
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise IndexBusyError(f"another process is writing to the index at {self.directory}") from None
+                time.sleep(0.1)
+        self._lock_file = fd
+
+    def _release_writer(self) -> None:
+        if self._lock_file is not None:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            os.close(self._lock_file)
+            self._lock_file = None
+
+    def ingest(self, paths: Sequence[str | os.PathLike[str]], *, tags: Sequence[str] = (), progress: bool = False,
+               text_field: str = "text", id_field: str = "id", allowed_roots: Sequence[str | os.PathLike[str]] | None = None,
+               on_commit=None) -> IngestReport:
+        """Loads files and folders (see :mod:`indexer.loaders`) and ingests them."""
+        from indexer.ingest import ingest_documents
+        from indexer.loaders import load_paths
+
+        items = load_paths(paths, text_field=text_field, id_field=id_field,
+                           max_file_bytes=self.settings.max_document_bytes, allowed_roots=allowed_roots)
+        return ingest_documents(self, items, tags=tags, progress=progress, on_commit=on_commit)
+
+    def ingest_documents(self, docs: Iterable, *, tags: Sequence[str] = (), progress: bool = False,
+                         on_commit=None) -> IngestReport:
+        from indexer.ingest import ingest_documents
+
+        return ingest_documents(self, docs, tags=tags, progress=progress, on_commit=on_commit)
+
+    def delete(self, doc_id: str) -> bool:
+        """Removes a document from SQLite, the keyword index, FAISS and the LSH index."""
+        with self._write_lock:
+            self._acquire_writer()
+            with store.transaction(self._conn):
+                if store.document_hash(self._conn, doc_id) is None:
+                    return False
+                store.delete_document(self._conn, doc_id, store.next_generation(self._conn))
+            self.save_snapshots()
+            return True
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def search(self, query: str, *, k: int = 10, mode: SearchMode = "hybrid",
+               filters: SearchFilter | None = None) -> list[Hit]:
+        """The ``k`` best chunks for ``query``: dense (FAISS), keyword (BM25) or
+        both fused by reciprocal rank fusion."""
+        if mode not in ("hybrid", "dense", "bm25"):
+            raise ValueError(f"mode must be hybrid, dense or bm25, got {mode!r}")
+        if not 1 <= k <= 1000:
+            raise ValueError(f"k must be in 1..1000, got {k}")
+        filt = filters or SearchFilter()
+        self._catch_up()
+        depth = max(50, 4 * k)
+        conn = self._reader()
+        conn.execute("BEGIN")  # one snapshot for every statement of this search
+        try:
+            dense = self._dense(conn, query, depth, filt) if mode != "bm25" else []
+            keyword = bm25_ranking(conn, query, depth, filt) if mode != "dense" else []
+            chunks = store.load_chunks(conn, [c for c, _ in dense] + [c for c, _ in keyword])
+        finally:
+            conn.execute("COMMIT")
+        # vectors of uncommitted or deleted chunks are dropped here
+        dense = [(c, s) for c, s in dense if c in chunks]
+        keyword = [(c, s) for c, s in keyword if c in chunks]
+        fused = reciprocal_rank_fusion(dense, keyword)
+        if mode == "dense":
+            fused.sort(key=lambda f: -(f.dense_score or 0.0))
+        elif mode == "bm25":
+            fused.sort(key=lambda f: -(f.bm25_score or 0.0))
+        hits = []
+        for f in fused[:k]:
+            c = chunks[f.chunk_id]
+            score = f.score if mode == "hybrid" else (f.dense_score if mode == "dense" else f.bm25_score)
+            hits.append(Hit(c.chunk_id, c.doc_id, c.source, c.start, c.end, c.text, float(score or 0.0),
+                            f.dense_score, f.bm25_score, c.metadata, c.tags))
+        return hits
+
+    def _dense(self, conn: sqlite3.Connection, query: str, depth: int, filt: SearchFilter) -> list[tuple[int, float]]:
+        q = self.embedder.embed([query])
+        if not filt.is_empty():
+            allowed = filtered_chunk_ids(conn, filt, EXACT_FILTER_LIMIT)
+            if allowed is not None:  # small filtered set: exact scores over its vectors
+                ids, vecs = vectors_of(conn, allowed, self.dim)
+                scores = vecs @ q[0]
+                order = np.argsort(-scores)[:depth]
+                return [(int(ids[i]), float(scores[i])) for i in order]
+            depth *= 10  # large filtered set: over-fetch, the join below filters
+        scores, ids = self.vectors.search(q, depth)
+        found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        if not filt.is_empty():
+            where, params = filt.sql()
+            keep = {r[0] for r in conn.execute(
+                f"SELECT c.chunk_id FROM chunks c JOIN documents d ON d.doc_id = c.doc_id"
+                f" WHERE c.chunk_id IN ({','.join('?' * len(found))}) AND {where}",
+                [i for i, _ in found] + params)} if found else set()
+            found = [(i, s) for i, s in found if i in keep]
+        return found
+
+    def stats(self) -> dict[str, object]:
+        conn = self._reader()
+        docs = conn.execute("SELECT count(*) FROM documents").fetchone()[0]
+        chunks = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        size = sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file())
+        return {
+            "directory": str(self.directory), "documents": docs, "chunks": chunks,
+            "generation": store.generation(conn), "vectors": self.vectors.size, "dimension": self.dim,
+            "embedding_model": self.settings.embedding_model, "vector_index": self.settings.vector_index,
+            "chunk_tokens": self.settings.chunk_tokens, "chunk_overlap": self.settings.chunk_overlap,
+            "disk_bytes": size,
+        }
+
+
+def _settings_of_existing(path: Path, meta: dict[str, str], requested: IndexSettings | None) -> IndexSettings:
+    built = IndexSettings(
+        embedding_model=meta["embedding_model"], chunk_tokens=int(meta["chunk_tokens"]),
+        chunk_overlap=int(meta["chunk_overlap"]), vector_index=meta["vector_index"],  # type: ignore[arg-type]
+    )
+    if requested is None:
+        return built
+    for key in IndexSettings.BUILD_KEYS:
+        want, have = str(getattr(requested, key)), meta[key]
+        if want != have:
+            flag = "--" + key.replace("_", "-")
+            raise IndexMismatchError(
+                f"the index at {path} was built with {key} = {have}, not {want}; "
+                f"re-ingest into a new index, or pass {flag} {have}"
+            )
+    return requested

@@ -1,0 +1,162 @@
+"""The ingestion pipeline: load → normalize (Rust) → exact and near-duplicate
+check against what is indexed (Rust LSH) → chunk by tokens of the embedding
+model (Rust) → embed in batches → store, one SQLite transaction per batch.
+
+A document is acknowledged (``on_commit``) once its batch has committed; a
+crash before that leaves the index as it was after the previous batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from tqdm import tqdm
+
+from indexer import native, store
+from indexer.index import Index, IngestReport
+from indexer.loaders import Document, LoadProblem
+
+BATCH_DOCS = 32
+
+
+@dataclass
+class _Accepted:
+    doc: Document
+    text: str
+    content_hash: str
+    replaces: bool
+
+
+def ingest_documents(index: Index, items: Iterable[Document | LoadProblem], *, tags: Sequence[str] = (),
+                     progress: bool = False, on_commit: Callable[[list[str]], None] | None = None) -> IngestReport:
+    report = IngestReport()
+    start = time.perf_counter()
+    changed = False
+    with index._write_lock:
+        index._acquire_writer()
+        index._catch_up()
+        with tqdm(desc="ingest", unit="doc", disable=not progress) as bar:
+            batch: list[Document] = []
+            for item in items:
+                if isinstance(item, LoadProblem):
+                    report.skipped.append((item.source, item.reason))
+                    continue
+                batch.append(item)
+                if len(batch) >= BATCH_DOCS:
+                    changed |= _ingest_batch(index, batch, tags, report, on_commit)
+                    bar.update(len(batch))
+                    bar.set_postfix(chunks=report.chunks, skipped=len(report.skipped))
+                    batch = []
+            if batch:
+                changed |= _ingest_batch(index, batch, tags, report, on_commit)
+                bar.update(len(batch))
+        if changed:
+            index.save_snapshots()
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _normalize(docs: list[Document], report: IngestReport) -> list[tuple[Document, str]]:
+    try:
+        return list(zip(docs, native.normalize([d.text for d in docs])))
+    except native.DataError:
+        out = []  # find the offending documents one by one
+        for d in docs:
+            try:
+                out.append((d, native.normalize([d.text])[0]))
+            except native.DataError as exc:
+                report.skipped.append((d.source, f"invalid text: {exc}"))
+        return out
+
+
+def _classify(index: Index, pairs: list[tuple[Document, str]], report: IngestReport) -> list[_Accepted]:
+    """Drops unchanged documents and duplicates; adds the accepted ones to the LSH index."""
+    conn = index._conn
+    hashes = native.content_hashes([t for _, t in pairs]) if pairs else []
+    seen: dict[str, str] = {}
+    accepted: dict[str, _Accepted] = {}
+    for (doc, text), h in zip(pairs, hashes):
+        if not text:
+            report.skipped.append((doc.source, "empty after normalization"))
+            continue
+        existing = store.document_hash(conn, doc.doc_id)
+        if existing == h:
+            report.unchanged += 1
+            continue
+        twin = seen.get(h) or store.doc_with_hash(conn, h)
+        if twin is not None and twin != doc.doc_id:
+            report.exact_duplicates += 1
+            report.skipped.append((doc.source, f"exact duplicate of {twin}"))
+            continue
+        if index.settings.near_duplicates == "skip":
+            matches = [(k, s) for k, s in index.lsh.query([text])[0] if k != doc.doc_id]
+            if matches:
+                report.near_duplicates += 1
+                report.skipped.append((doc.source, f"near duplicate of {matches[0][0]} (similarity {matches[0][1]:.2f})"))
+                continue
+        earlier = accepted.pop(doc.doc_id, None)
+        if earlier is not None:  # the same id twice in one run: the later record wins
+            seen.pop(earlier.content_hash, None)
+            report.skipped.append((earlier.doc.source, f"superseded by a later record with id {doc.doc_id}"))
+        index.lsh.insert([doc.doc_id], [text])
+        seen[h] = doc.doc_id
+        accepted[doc.doc_id] = _Accepted(doc, text, h, existing is not None)
+    return list(accepted.values())
+
+
+def _tags_of(doc: Document, extra: Sequence[str]) -> list[str]:
+    own = doc.metadata.get("tags")
+    own_tags = [t.strip() for t in own.split(",")] if isinstance(own, str) else []
+    return sorted({t for t in [*own_tags, *extra] if t})
+
+
+def _ingest_batch(index: Index, docs: list[Document], tags: Sequence[str], report: IngestReport,
+                  on_commit: Callable[[list[str]], None] | None) -> bool:
+    try:
+        accepted = _classify(index, _normalize(docs, report), report)
+        if not accepted:
+            return False
+        embedder = index.embedder
+        spans = native.chunk([a.text for a in accepted], max_tokens=index.settings.chunk_tokens,
+                             overlap=index.settings.chunk_overlap, tokenizer=embedder.tokenizer)
+        ready = []
+        for a, doc_spans in zip(accepted, spans):
+            if doc_spans:
+                ready.append((a, doc_spans))
+            else:
+                index.lsh.remove([a.doc.doc_id])
+                report.skipped.append((a.doc.source, "no indexable text"))
+        pieces = [a.text[s:e] for a, doc_spans in ready for s, e in doc_spans]
+        vectors = embedder.embed(pieces)
+        new_docs, offset = [], 0
+        for a, doc_spans in ready:
+            n = len(doc_spans)
+            new_docs.append(store.NewDocument(
+                doc_id=a.doc.doc_id, source=a.doc.source, content_hash=a.content_hash, text=a.text,
+                metadata=dict(a.doc.metadata), tags=_tags_of(a.doc, tags), spans=doc_spans,
+                vectors=vectors[offset : offset + n],
+            ))
+            offset += n
+        with store.transaction(index._conn):
+            gen = store.next_generation(index._conn)
+            for a, nd in zip((a for a, _ in ready), new_docs):
+                if a.replaces:
+                    store.delete_document(index._conn, nd.doc_id, gen)
+                store.insert_document(index._conn, nd, gen)
+    except BaseException:
+        # the LSH index may hold documents of a batch that never committed
+        index._reload_lsh()
+        raise
+    index._catch_up()
+    for a, nd in zip((a for a, _ in ready), new_docs):
+        report.chunks += len(nd.spans)
+        if a.replaces:
+            report.updated += 1
+        else:
+            report.added += 1
+    if on_commit is not None:
+        on_commit([nd.doc_id for nd in new_docs])
+    return bool(new_docs)
+

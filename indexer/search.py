@@ -1,0 +1,159 @@
+"""Hybrid retrieval pieces: the BM25 query over SQLite FTS5, metadata filters,
+and reciprocal rank fusion of the dense and keyword rankings."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+SearchMode = Literal["hybrid", "dense", "bm25"]
+RRF_K = 60  # Cormack et al. 2009: robust across collections
+WORD = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    """Metadata filters; all given conditions must hold."""
+
+    sources: tuple[str, ...] = ()
+    """Exact sources, or prefixes ending in ``*`` (e.g. ``docs/cardio/*``)."""
+    tags: tuple[str, ...] = ()
+    """At least one of these tags."""
+    date_from: str | None = None
+    """ISO dates compared with the documents' ``date`` metadata field."""
+    date_to: str | None = None
+    doc_ids: tuple[str, ...] = ()
+
+    def is_empty(self) -> bool:
+        return not (self.sources or self.tags or self.date_from or self.date_to or self.doc_ids)
+
+    @classmethod
+    def parse(cls, items: Sequence[str]) -> "SearchFilter":
+        """From ``key=value`` strings: source=, tag=, date_from=, date_to=, doc_id= (repeatable)."""
+        values: dict[str, list[str]] = {"source": [], "tag": [], "doc_id": [], "date_from": [], "date_to": []}
+        for item in items:
+            key, sep, value = item.partition("=")
+            key = key.strip()
+            if not sep or key not in values:
+                raise ValueError(f"filter {item!r} must be key=value with key in {sorted(values)}")
+            values[key].append(value.strip())
+        return cls(
+            sources=tuple(values["source"]), tags=tuple(values["tag"]), doc_ids=tuple(values["doc_id"]),
+            date_from=values["date_from"][-1] if values["date_from"] else None,
+            date_to=values["date_to"][-1] if values["date_to"] else None,
+        )
+
+    def sql(self) -> tuple[str, list[object]]:
+        """A WHERE clause over ``documents d`` and its parameters."""
+        clauses: list[str] = []
+        params: list[object] = []
+        if self.sources:
+            parts = []
+            for s in self.sources:
+                if s.endswith("*"):
+                    parts.append("d.source LIKE ? ESCAPE '\\'")
+                    params.append(_like_prefix(s[:-1]))
+                else:
+                    parts.append("d.source = ?")
+                    params.append(s)
+            clauses.append("(" + " OR ".join(parts) + ")")
+        if self.tags:
+            marks = ",".join("?" * len(self.tags))
+            clauses.append(f"EXISTS (SELECT 1 FROM json_each(d.tags) WHERE json_each.value IN ({marks}))")
+            params.extend(self.tags)
+        if self.date_from:
+            clauses.append("json_extract(d.metadata, '$.date') >= ?")
+            params.append(self.date_from)
+        if self.date_to:
+            clauses.append("json_extract(d.metadata, '$.date') <= ?")
+            params.append(self.date_to)
+        if self.doc_ids:
+            clauses.append(f"d.doc_id IN ({','.join('?' * len(self.doc_ids))})")
+            params.extend(self.doc_ids)
+        return (" AND ".join(clauses) or "1"), params
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def fts_query(text: str) -> str | None:
+    """An FTS5 MATCH expression: every word of the query, quoted, OR-ed (BM25
+    ranks documents with more and rarer words first). None when no words."""
+    words = WORD.findall(text.lower())
+    if not words:
+        return None
+    return " OR ".join('"' + w.replace('"', '""') + '"' for w in dict.fromkeys(words))
+
+
+def bm25_ranking(conn: sqlite3.Connection, query: str, limit: int, filt: SearchFilter) -> list[tuple[int, float]]:
+    """``(chunk_id, score)`` best first; the score is FTS5's bm25 negated (higher is better)."""
+    match = fts_query(query)
+    if match is None:
+        return []
+    if filt.is_empty():
+        rows = conn.execute(
+            "SELECT rowid, bm25(chunks_fts) AS s FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY s LIMIT ?",
+            (match, limit),
+        ).fetchall()
+    else:
+        where, params = filt.sql()
+        rows = conn.execute(
+            "SELECT f.rowid, bm25(chunks_fts) AS s FROM chunks_fts f JOIN chunks c ON c.chunk_id = f.rowid"
+            f" JOIN documents d ON d.doc_id = c.doc_id WHERE chunks_fts MATCH ? AND {where} ORDER BY s LIMIT ?",
+            (match, *params, limit),
+        ).fetchall()
+    return [(int(r[0]), -float(r[1])) for r in rows]
+
+
+def filtered_chunk_ids(conn: sqlite3.Connection, filt: SearchFilter, limit: int) -> list[int] | None:
+    """Chunk ids passing ``filt``, or None when more than ``limit`` do (then the
+    dense search over-fetches from FAISS and filters instead)."""
+    where, params = filt.sql()
+    rows = conn.execute(
+        f"SELECT c.chunk_id FROM chunks c JOIN documents d ON d.doc_id = c.doc_id WHERE {where} LIMIT ?",
+        (*params, limit + 1),
+    ).fetchall()
+    return None if len(rows) > limit else [r[0] for r in rows]
+
+
+def vectors_of(conn: sqlite3.Connection, chunk_ids: Sequence[int], dim: int):
+    import numpy as np
+
+    found: dict[int, bytes] = {}
+    for i in range(0, len(chunk_ids), 500):
+        batch = list(chunk_ids[i : i + 500])
+        marks = ",".join("?" * len(batch))
+        found.update(conn.execute(f"SELECT chunk_id, vector FROM chunks WHERE chunk_id IN ({marks})", batch).fetchall())
+    ids = np.fromiter(found.keys(), dtype=np.int64, count=len(found))
+    vecs = np.frombuffer(b"".join(found.values()), dtype=np.float32).reshape(len(found), dim)
+    return ids, vecs
+
+
+@dataclass
+class Fused:
+    chunk_id: int
+    score: float
+    dense_score: float | None = None
+    bm25_score: float | None = None
+    dense_rank: int | None = None
+    bm25_rank: int | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def reciprocal_rank_fusion(dense: list[tuple[int, float]], bm25: list[tuple[int, float]]) -> list[Fused]:
+    """Each list best first; fused score = sum of 1 / (RRF_K + rank), rank from 1."""
+    fused: dict[int, Fused] = {}
+    for rank, (cid, score) in enumerate(dense, start=1):
+        f = fused.setdefault(cid, Fused(cid, 0.0))
+        f.score += 1.0 / (RRF_K + rank)
+        f.dense_score, f.dense_rank = score, rank
+    for rank, (cid, score) in enumerate(bm25, start=1):
+        f = fused.setdefault(cid, Fused(cid, 0.0))
+        f.score += 1.0 / (RRF_K + rank)
+        f.bm25_score, f.bm25_rank = score, rank
+    return sorted(fused.values(), key=lambda f: (-f.score, f.chunk_id))
+

@@ -1,0 +1,69 @@
+"""Settings of a document index, read from the environment once and stored
+with the index (a reopened index keeps the model and chunking it was built with).
+
+    INDEXER_EMBEDDING_MODEL   sentence-transformers model name or path
+                              (default: the bundled all-MiniLM-L6-v2)
+    INDEXER_CHUNK_TOKENS      tokens per chunk (default 200)
+    INDEXER_CHUNK_OVERLAP     tokens shared by consecutive chunks (default 32)
+    INDEXER_VECTOR_INDEX      flat | hnsw (default flat: exact inner product)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from typing import Literal
+
+BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
+VectorIndexKind = Literal["flat", "hnsw"]
+NearDuplicatePolicy = Literal["skip", "keep"]
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    embedding_model: str = field(default=BUNDLED_MODEL, metadata={"help": "sentence-transformers model name or path"})
+    chunk_tokens: int = field(default=200, metadata={"help": "tokens of the embedding model per chunk"})
+    chunk_overlap: int = field(default=32, metadata={"help": "tokens shared by consecutive chunks"})
+    vector_index: VectorIndexKind = field(default="flat", metadata={"help": "flat (exact) or hnsw (approximate)"})
+    near_duplicates: NearDuplicatePolicy = field(default="skip", metadata={"help": "skip or keep near duplicates"})
+    near_duplicate_threshold: float = field(default=0.8, metadata={"help": "Jaccard threshold for near duplicates"})
+    embed_batch_size: int = field(default=64, metadata={"help": "chunks per embedding batch"})
+    max_document_bytes: int = field(default=50_000_000, metadata={"help": "larger files are skipped"})
+
+    def __post_init__(self) -> None:
+        if self.chunk_tokens < 16:
+            raise ValueError(f"chunk_tokens must be at least 16, got {self.chunk_tokens}")
+        if not 0 <= self.chunk_overlap < self.chunk_tokens:
+            raise ValueError(f"chunk_overlap must be in [0, chunk_tokens), got {self.chunk_overlap}")
+        if self.vector_index not in ("flat", "hnsw"):
+            raise ValueError(f"vector_index must be 'flat' or 'hnsw', got {self.vector_index!r}")
+        if self.near_duplicates not in ("skip", "keep"):
+            raise ValueError(f"near_duplicates must be 'skip' or 'keep', got {self.near_duplicates!r}")
+        if not 0.0 < self.near_duplicate_threshold <= 1.0:
+            raise ValueError(f"near_duplicate_threshold must be in (0, 1], got {self.near_duplicate_threshold}")
+        if self.embed_batch_size < 1:
+            raise ValueError(f"embed_batch_size must be positive, got {self.embed_batch_size}")
+
+    @classmethod
+    def from_env(cls) -> "IndexSettings":
+        env = os.environ
+        kwargs: dict[str, object] = {}
+        if "INDEXER_EMBEDDING_MODEL" in env:
+            kwargs["embedding_model"] = env["INDEXER_EMBEDDING_MODEL"]
+        if "INDEXER_CHUNK_TOKENS" in env:
+            kwargs["chunk_tokens"] = int(env["INDEXER_CHUNK_TOKENS"])
+        if "INDEXER_CHUNK_OVERLAP" in env:
+            kwargs["chunk_overlap"] = int(env["INDEXER_CHUNK_OVERLAP"])
+        if "INDEXER_VECTOR_INDEX" in env:
+            kwargs["vector_index"] = env["INDEXER_VECTOR_INDEX"]
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+    # the settings a built index is tied to; the others may change between runs
+    BUILD_KEYS = ("embedding_model", "chunk_tokens", "chunk_overlap", "vector_index")
+
+    def build_values(self) -> dict[str, str]:
+        return {k: str(getattr(self, k)) for k in self.BUILD_KEYS}
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]

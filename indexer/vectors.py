@@ -1,0 +1,84 @@
+"""The FAISS side of an index: inner product over L2-normalised vectors.
+
+``flat`` is exact (``IndexIDMap2`` over ``IndexFlatIP``); ``hnsw`` is an
+approximate graph index for large collections. HNSW cannot remove vectors, so
+deleted chunks stay in the graph until a rebuild; search results are always
+joined against the SQLite store, which drops them (and any vector whose
+transaction never committed).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from indexer import snapshots
+
+PREFIX, SUFFIX = "vectors", ".faiss"
+HNSW_NEIGHBOURS = 32
+HNSW_EF_CONSTRUCTION = 80
+HNSW_EF_SEARCH = 128
+
+
+def _new_index(dim: int, kind: str) -> faiss.Index:
+    if kind == "flat":
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    if kind == "hnsw":
+        hnsw = faiss.IndexHNSWFlat(dim, HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        hnsw.hnsw.efSearch = HNSW_EF_SEARCH
+        return faiss.IndexIDMap2(hnsw)
+    raise ValueError(f"unknown vector index kind {kind!r}")
+
+
+class VectorIndex:
+    """A FAISS index and the store generation it reflects; thread-safe."""
+
+    def __init__(self, dim: int, kind: str, index: faiss.Index | None = None, gen: int = 0):
+        self.dim, self.kind = dim, kind
+        self.index = index if index is not None else _new_index(dim, kind)
+        self.gen = gen
+        self._lock = threading.Lock()
+
+    @property
+    def size(self) -> int:
+        return int(self.index.ntotal)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids):
+            with self._lock:
+                self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
+
+    def remove(self, ids: np.ndarray) -> None:
+        if len(ids) and self.kind == "flat":
+            with self._lock:
+                self.index.remove_ids(ids.astype(np.int64))
+
+    def search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and ids of the ``k`` nearest vectors (ids -1 where fewer exist)."""
+        with self._lock:
+            if self.size == 0:
+                return np.zeros((len(query), 0), np.float32), np.zeros((len(query), 0), np.int64)
+            return self.index.search(np.ascontiguousarray(query, dtype=np.float32), min(k, self.size))
+
+    def save(self, directory: Path, gen: int) -> None:
+        with self._lock:
+            snapshots.write_atomically(snapshots.path_for(directory, PREFIX, gen, SUFFIX),
+                                       lambda tmp: faiss.write_index(self.index, str(tmp)))
+            self.gen = gen
+        snapshots.remove_older(directory, PREFIX, SUFFIX, gen)
+
+    @classmethod
+    def load(cls, directory: Path, dim: int, kind: str, max_gen: int) -> "VectorIndex":
+        """The newest snapshot at or below ``max_gen``, or an empty index at generation 0."""
+        found = snapshots.latest(directory, PREFIX, SUFFIX, max_gen)
+        if found is None:
+            return cls(dim, kind)
+        gen, path = found
+        index = faiss.read_index(str(path))
+        if index.d != dim:
+            raise ValueError(f"vector snapshot {path} has dimension {index.d}, the store has {dim}")
+        return cls(dim, kind, index, gen)
