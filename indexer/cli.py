@@ -3,6 +3,11 @@
     indexer dedup INPUT.jsonl --field text --threshold 0.8 -o OUT.jsonl
     indexer decontam TRAIN.jsonl EVAL.jsonl --train-field answer --eval-field question
     indexer pack QA.jsonl --tokenizer MODEL_DIR --seq-len 1024 -o packed.npz
+    indexer ingest PATH... --index DIR [--tags a b]
+    indexer search "query" --index DIR -k 10 [--mode hybrid] [--filter source=docs/*] [--json]
+    indexer delete DOC_ID --index DIR
+    indexer stats --index DIR
+    indexer eval --set covidqa | --corpus C --queries Q --qrels R [--index DIR] [--json]
 """
 
 from __future__ import annotations
@@ -149,6 +154,72 @@ def cmd_pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_index(directory: Path, *, create: bool):
+    from indexer.index import Index
+
+    return Index.open(directory, create=create)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    with _open_index(args.index, create=True) as index:
+        report = index.ingest(args.paths, tags=args.tags, progress=not args.quiet,
+                              text_field=args.text_field, id_field=args.id_field)
+        stats = index.stats()
+    if args.json:
+        print(json.dumps({**report.__dict__, "chunks_per_s": report.chunks_per_s, "index": stats}, default=str))
+        return 0
+    _print_summary(f"ingest into {args.index}", [
+        ("documents added", report.added),
+        ("documents updated", report.updated),
+        ("unchanged (no-op)", report.unchanged),
+        ("exact duplicates skipped", report.exact_duplicates),
+        ("near duplicates skipped", report.near_duplicates),
+        ("files/records skipped", len(report.skipped) - report.exact_duplicates - report.near_duplicates),
+        ("chunks added", report.chunks),
+        ("time", f"{report.seconds:.1f} s ({report.chunks_per_s:.0f} chunks/s)"),
+        ("index now", f"{stats['documents']} documents, {stats['chunks']} chunks"),
+    ])
+    for source, reason in report.skipped[:50]:
+        print(f"  skipped {source}: {reason}", file=sys.stderr)
+    if len(report.skipped) > 50:
+        print(f"  ... and {len(report.skipped) - 50} more", file=sys.stderr)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from indexer.search import SearchFilter
+
+    filters = SearchFilter.parse(args.filter)
+    with _open_index(args.index, create=False) as index:
+        hits = index.search(args.query, k=args.k, mode=args.mode, filters=filters)
+    if args.json:
+        print(json.dumps([h.__dict__ for h in hits], ensure_ascii=False))
+        return 0
+    if not hits:
+        print("no results")
+    for rank, h in enumerate(hits, start=1):
+        snippet = " ".join(h.text.split())[:160]
+        print(f"{rank:>2}. {h.score:.4f}  {h.doc_id}  [{h.source} {h.start}:{h.end}]\n    {snippet}")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    with _open_index(args.index, create=False) as index:
+        deleted = index.delete(args.doc_id)
+    print(f"deleted {args.doc_id}" if deleted else f"no document {args.doc_id!r} in {args.index}")
+    return 0 if deleted else 1
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    with _open_index(args.index, create=False) as index:
+        stats = index.stats()
+    if args.json:
+        print(json.dumps(stats))
+    else:
+        _print_summary(f"index {args.index}", list(stats.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="indexer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -187,6 +258,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overlong", choices=["truncate", "drop"], default="truncate")
     p.add_argument("-o", "--output", type=Path, help="write input_ids/labels/position_ids to this .npz")
     p.set_defaults(func=cmd_pack)
+
+    i = sub.add_parser("ingest", help="add files and folders to an index (txt, md, html, pdf, json, jsonl, csv)")
+    i.add_argument("paths", nargs="+", help="files or folders (walked recursively)")
+    i.add_argument("--index", type=Path, required=True, help="index folder (created if missing)")
+    i.add_argument("--tags", nargs="*", default=[], help="tags for every ingested document")
+    i.add_argument("--text-field", default="text", help="text field of JSON/JSONL/CSV records")
+    i.add_argument("--id-field", default="id", help="id field of JSON/JSONL/CSV records")
+    i.add_argument("--json", action="store_true", help="print the report as JSON")
+    i.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    i.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("search", help="hybrid (dense + BM25) search")
+    s.add_argument("query")
+    s.add_argument("--index", type=Path, required=True)
+    s.add_argument("-k", type=int, default=10, help="results (1..1000, default 10)")
+    s.add_argument("--mode", choices=["hybrid", "dense", "bm25"], default="hybrid")
+    s.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="source=PATH or PREFIX*, tag=T, date_from=ISO, date_to=ISO, doc_id=ID (repeatable)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_search)
+
+    de = sub.add_parser("delete", help="remove a document from the index")
+    de.add_argument("doc_id")
+    de.add_argument("--index", type=Path, required=True)
+    de.set_defaults(func=cmd_delete)
+
+    st = sub.add_parser("stats", help="documents, chunks, model and settings of an index")
+    st.add_argument("--index", type=Path, required=True)
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_stats)
+
+    from indexer.evaluation.cli import add_eval_parser
+
+    add_eval_parser(sub)
     return parser
 
 
@@ -194,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (native.DataError, ValueError, OSError) as exc:
+    except (native.DataError, ValueError, OSError, RuntimeError) as exc:
         print(f"indexer {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -54,8 +54,9 @@ class SearchFilter:
             parts = []
             for s in self.sources:
                 if s.endswith("*"):
-                    parts.append("d.source LIKE ? ESCAPE '\\'")
-                    params.append(_like_prefix(s[:-1]))
+                    # not LIKE: it ignores ASCII case, and paths are case-sensitive
+                    parts.append("substr(d.source, 1, ?) = ?")
+                    params.extend([len(s) - 1, s[:-1]])
                 else:
                     parts.append("d.source = ?")
                     params.append(s)
@@ -74,10 +75,6 @@ class SearchFilter:
             clauses.append(f"d.doc_id IN ({','.join('?' * len(self.doc_ids))})")
             params.extend(self.doc_ids)
         return (" AND ".join(clauses) or "1"), params
-
-
-def _like_prefix(prefix: str) -> str:
-    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def fts_query(text: str) -> str | None:

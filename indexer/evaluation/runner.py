@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from indexer.evaluation.beir import BeirSet, take_queries
 from indexer.evaluation.metrics import evaluate_run
-
-if TYPE_CHECKING:
-    from indexer.loaders import Document
+from indexer.loaders import Document, MetaValue
 
 MODES = ("dense", "bm25", "hybrid")
 log = logging.getLogger(__name__)
@@ -46,11 +44,11 @@ class SearchIndex(Protocol):
 
 def corpus_documents(beir: BeirSet) -> Iterator[Document]:
     """The corpus as Documents: the title, a blank line and the text when there is a title."""
-    from indexer.loaders import Document  # the loaders module is optional for metrics-only use
-
     for doc in beir.corpus.values():
         text = f"{doc.title}\n\n{doc.text}" if doc.title else doc.text
-        metadata = {"beir_id": doc.id, **({"title": doc.title} if doc.title else {})}
+        metadata: dict[str, MetaValue] = {"format": "beir", "beir_id": doc.id}
+        if doc.title:
+            metadata["title"] = doc.title
         yield Document(doc_id=doc.id, text=text, source=f"beir:{doc.id}", metadata=metadata)
 
 

@@ -191,3 +191,14 @@ def test_eval_command_errors(argv, message, tmp_path: Path, monkeypatch: pytest.
     assert cli.main(argv) == 2
     assert message in capsys.readouterr().err
     assert fake_index_module == []
+
+
+def test_runner_warns_when_the_index_drops_documents(caplog: pytest.LogCaptureFixture) -> None:
+    class DroppingIndex(FakeIndex):
+        def ingest_documents(self, docs: Iterable[Document]) -> object:
+            super().ingest_documents(docs)
+            return types.SimpleNamespace(skipped=[("beir:heart", "near duplicate of beir:kidney")])
+
+    with caplog.at_level("WARNING", logger="indexer.evaluation.runner"):
+        run_retrieval_eval(BEIR, DroppingIndex(), modes=("bm25",))
+    assert "1 corpus documents were not stored" in caplog.text and "beir:heart" in caplog.text
