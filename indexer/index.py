@@ -97,8 +97,10 @@ class Index:
         self._embedder = None
         self._embedder_lock = threading.Lock()
         self._lock_file: int | None = None
+        self.writer_lock_timeout = 30.0  # seconds to wait for another process's write
+        self._executor = None  # a thread pool for hybrid search, made on first use
         committed = store.generation(conn)
-        self.vectors = VectorIndex.load(directory, dim, settings.vector_index, committed)
+        self.vectors = self._load_vectors(committed)
         self.lsh, lsh_gen = self._load_lsh(committed)
         # each structure replays the writes its snapshot has not seen
         self._applied = {"vectors": self.vectors.gen, "lsh": lsh_gen}
@@ -117,24 +119,27 @@ class Index:
             raise FileNotFoundError(f"no index at {path} (no {DB_NAME}); create one with `indexer ingest`")
         path.mkdir(parents=True, exist_ok=True)
         conn = store.connect(db)
-        meta = store.get_meta(conn)
-        if "embedding_model" in meta:
-            settings = _settings_of_existing(path, meta, settings)
-            dim = int(meta["dim"])
-        else:
-            settings = settings or IndexSettings.from_env()
-            index_dim = cls._probe_dim(settings)
-            with store.transaction(conn):
-                store.set_meta(conn, {**settings.build_values(), "dim": str(index_dim),
-                                      "schema_version": store.SCHEMA_VERSION, "generation": "0"})
-            dim = index_dim
-        return cls(path, settings, conn, dim)
+        embedder = None
+        try:
+            meta = store.get_meta(conn)
+            if "embedding_model" in meta:
+                settings = _settings_of_existing(path, meta, settings)
+                dim = int(meta["dim"])
+            else:
+                from indexer.embedder import Embedder
 
-    @staticmethod
-    def _probe_dim(settings: IndexSettings) -> int:
-        from indexer.embedder import Embedder
-
-        return Embedder(settings.embedding_model).dim
+                settings = settings or IndexSettings.from_env()
+                embedder = Embedder(settings.embedding_model, batch_size=settings.embed_batch_size)
+                dim = embedder.dim
+                with store.transaction(conn):
+                    store.set_meta(conn, {**settings.build_values(), "dim": str(dim),
+                                          "schema_version": store.SCHEMA_VERSION, "generation": "0"})
+            index = cls(path, settings, conn, dim)
+        except BaseException:
+            conn.close()
+            raise
+        index._embedder = embedder  # a new index has loaded its model already
+        return index
 
     @property
     def embedder(self):
@@ -152,6 +157,8 @@ class Index:
 
     def close(self) -> None:
         with self._write_lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
             self._release_writer()
             self._conn.close()
 
@@ -163,14 +170,20 @@ class Index:
 
     # ---- snapshots and catching up -----------------------------------------------------
 
+    def _load_vectors(self, max_gen: int) -> VectorIndex:
+        return _retrying(lambda: VectorIndex.load(self.directory, self.dim, self.settings.vector_index, max_gen))
+
     def _load_lsh(self, max_gen: int) -> tuple[native.LshIndex, int]:
         from indexer import snapshots
 
-        found = snapshots.latest(self.directory, LSH_PREFIX, LSH_SUFFIX, max_gen)
-        if found is None:
-            return native.LshIndex(threshold=self.settings.near_duplicate_threshold), 0
-        gen, path = found
-        return native.LshIndex.load(path), gen
+        def load() -> tuple[native.LshIndex, int]:
+            found = snapshots.latest(self.directory, LSH_PREFIX, LSH_SUFFIX, max_gen)
+            if found is None:
+                return native.LshIndex(threshold=self.settings.near_duplicate_threshold), 0
+            gen, path = found
+            return native.LshIndex.load(path), gen
+
+        return _retrying(load)
 
     def _reload_lsh(self) -> None:
         """Back to the last snapshot plus committed writes (after a failed batch)."""
@@ -191,22 +204,36 @@ class Index:
     def _catch_up(self) -> None:
         """Applies every write committed after ``applied_gen`` (by this or another process)."""
         with self._write_lock:
-            gen = store.generation(self._conn)
-            if gen <= self.applied_gen:
-                return
-            since = self._applied["vectors"]
-            if since < gen:
-                self.vectors.remove(store.chunks_deleted_after(self._conn, since))
-                self.vectors.add(*store.vectors_added_after(self._conn, since, self.dim))
-            since = self._applied["lsh"]
-            if since < gen:
-                gone = store.docs_deleted_after(self._conn, since)
-                if gone:
-                    self.lsh.remove(gone)
-                added = store.texts_added_after(self._conn, since)
-                if added:
-                    self.lsh.insert([d for d, _ in added], [t for _, t in added])
-            self._applied = {"vectors": gen, "lsh": gen}
+            # one read snapshot: a commit by another process between these
+            # reads would otherwise be applied now and again next time
+            self._conn.execute("BEGIN")
+            try:
+                self._apply_committed()
+            finally:
+                self._conn.execute("COMMIT")
+
+    def _apply_committed(self) -> None:
+        gen = store.generation(self._conn)
+        if gen <= self.applied_gen:
+            return
+        if self.applied_gen < store.pruned_through(self._conn):
+            # deletions we have not applied were pruned: start from the snapshots
+            self.vectors = self._load_vectors(gen)
+            self.lsh, lsh_gen = self._load_lsh(gen)
+            self._applied = {"vectors": self.vectors.gen, "lsh": lsh_gen}
+        since = self._applied["vectors"]
+        if since < gen:
+            self.vectors.remove(store.chunks_deleted_after(self._conn, since))
+            self.vectors.add(*store.vectors_added_after(self._conn, since, self.dim))
+        since = self._applied["lsh"]
+        if since < gen:
+            gone = store.docs_deleted_after(self._conn, since)
+            if gone:
+                self.lsh.remove(gone)
+            added = store.texts_added_after(self._conn, since)
+            if added:
+                self.lsh.insert([d for d, _ in added], [t for _, t in added])
+        self._applied = {"vectors": gen, "lsh": gen}
 
     def save_snapshots(self) -> None:
         """Writes the FAISS and LSH snapshots at the current generation and
@@ -229,7 +256,7 @@ class Index:
         if self._lock_file is not None:
             return
         fd = os.open(self.directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + 30.0
+        deadline = time.monotonic() + self.writer_lock_timeout
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -286,13 +313,28 @@ class Index:
         if not 1 <= k <= 1000:
             raise ValueError(f"k must be in 1..1000, got {k}")
         filt = filters or SearchFilter()
-        self._catch_up()
+        # An ingest in this object holds the write lock for its whole run and
+        # applies each commit itself; don't wait for it to catch up.
+        if self._write_lock.acquire(blocking=False):
+            try:
+                self._catch_up()
+            finally:
+                self._write_lock.release()
         depth = max(50, 4 * k)
+        query_vector = self.embedder.embed([query]) if mode != "bm25" else None
         conn = self._reader()
         conn.execute("BEGIN")  # one snapshot for every statement of this search
         try:
-            dense = self._dense(conn, query, depth, filt) if mode != "bm25" else []
-            keyword = bm25_ranking(conn, query, depth, filt) if mode != "dense" else []
+            keyword: list[tuple[int, float]] = []
+            if mode == "hybrid" and filt.is_empty():
+                # FAISS and SQLite release the GIL: rank both ways at once (the
+                # unfiltered dense ranking does not touch the connection)
+                future = self._pool().submit(self._dense, conn, query_vector, depth, filt)
+                keyword = bm25_ranking(conn, query, depth, filt)
+                dense = future.result()
+            else:
+                dense = self._dense(conn, query_vector, depth, filt) if mode != "bm25" else []
+                keyword = bm25_ranking(conn, query, depth, filt) if mode != "dense" else []
             chunks = store.load_chunks(conn, [c for c, _ in dense] + [c for c, _ in keyword])
         finally:
             conn.execute("COMMIT")
@@ -312,8 +354,15 @@ class Index:
                             f.dense_score, f.bm25_score, c.metadata, c.tags))
         return hits
 
-    def _dense(self, conn: sqlite3.Connection, query: str, depth: int, filt: SearchFilter) -> list[tuple[int, float]]:
-        q = self.embedder.embed([query])
+    def _pool(self):
+        with self._embedder_lock:
+            if self._executor is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="index-search")
+            return self._executor
+
+    def _dense(self, conn: sqlite3.Connection, q: np.ndarray, depth: int, filt: SearchFilter) -> list[tuple[int, float]]:
         if not filt.is_empty():
             allowed = filtered_chunk_ids(conn, filt, EXACT_FILTER_LIMIT)
             if allowed is not None:  # small filtered set: exact scores over its vectors
@@ -323,7 +372,11 @@ class Index:
                 return [(int(ids[i]), float(scores[i])) for i in order]
             depth *= 10  # large filtered set: over-fetch, the join below filters
         scores, ids = self.vectors.search(q, depth)
-        found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        best: dict[int, float] = {}  # one entry per id, whatever the vector index holds
+        for i, s in zip(ids[0], scores[0]):
+            if i >= 0 and int(i) not in best:
+                best[int(i)] = float(s)
+        found = list(best.items())
         if not filt.is_empty():
             where, params = filt.sql()
             keep = {r[0] for r in conn.execute(
@@ -345,6 +398,18 @@ class Index:
             "chunk_tokens": self.settings.chunk_tokens, "chunk_overlap": self.settings.chunk_overlap,
             "disk_bytes": size,
         }
+
+
+def _retrying(load):
+    """A writer replaces a snapshot file and then removes the older one; a
+    reader that listed the older one just before may find it gone: look again."""
+    for attempt in range(5):
+        try:
+            return load()
+        except (FileNotFoundError, native.DataIOError):
+            if attempt == 4:
+                raise
+            time.sleep(0.05)
 
 
 def _settings_of_existing(path: Path, meta: dict[str, str], requested: IndexSettings | None) -> IndexSettings:

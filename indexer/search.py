@@ -77,12 +77,26 @@ class SearchFilter:
         return (" AND ".join(clauses) or "1"), params
 
 
+# Function words that match most chunks: scoring every one of their postings
+# made BM25 slow at scale while adding nothing to the ranking.
+STOPWORDS = frozenset("""
+a about above after again against all am an and any are as at be because been before being below between
+both but by can could did do does doing down during each few for from further had has have having he her
+here hers herself him himself his how i if in into is it its itself just me more most my myself no nor not
+now of off on once only or other our ours ourselves out over own same she should so some such than that the
+their theirs them themselves then there these they this those through to too under until up very was we
+were what when where which while who whom why will with would you your yours yourself yourselves
+""".split())
+
+
 def fts_query(text: str) -> str | None:
-    """An FTS5 MATCH expression: every word of the query, quoted, OR-ed (BM25
-    ranks documents with more and rarer words first). None when no words."""
+    """An FTS5 MATCH expression: the query's words other than stopwords (all
+    of them when nothing else is left), quoted, OR-ed (BM25 ranks chunks with
+    more and rarer words first). None when the query has no words."""
     words = WORD.findall(text.lower())
     if not words:
         return None
+    words = [w for w in words if w not in STOPWORDS] or words
     return " OR ".join('"' + w.replace('"', '""') + '"' for w in dict.fromkeys(words))
 
 

@@ -36,7 +36,9 @@ CREATE TABLE IF NOT EXISTS documents (
 CREATE INDEX IF NOT EXISTS documents_hash ON documents(content_hash);
 CREATE INDEX IF NOT EXISTS documents_source ON documents(source);
 CREATE TABLE IF NOT EXISTS chunks (
-    chunk_id INTEGER PRIMARY KEY,  -- the FAISS id
+    -- the FAISS id; AUTOINCREMENT so a deleted chunk's id is never reused (HNSW
+    -- cannot remove vectors: a reused id would inherit the old vector)
+    chunk_id INTEGER PRIMARY KEY AUTOINCREMENT,
     doc_id TEXT NOT NULL REFERENCES documents(doc_id) ON DELETE CASCADE,
     ord INTEGER NOT NULL,
     start INTEGER NOT NULL,
@@ -191,9 +193,16 @@ def docs_deleted_after(conn: sqlite3.Connection, gen: int) -> list[str]:
 
 
 def prune_logs(conn: sqlite3.Connection, up_to_gen: int) -> None:
-    """Drops deletion records every snapshot already reflects."""
+    """Drops deletion records the snapshots at ``up_to_gen`` reflect, and notes
+    it: a reader further behind must reload those snapshots instead of replaying."""
     conn.execute("DELETE FROM chunk_deletions WHERE gen <= ?", (up_to_gen,))
     conn.execute("DELETE FROM doc_deletions WHERE gen <= ?", (up_to_gen,))
+    set_meta(conn, {"pruned_through": str(up_to_gen)})
+
+
+def pruned_through(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'pruned_through'").fetchone()
+    return int(row[0]) if row else 0
 
 
 def load_chunks(conn: sqlite3.Connection, chunk_ids: Sequence[int]) -> dict[int, StoredChunk]:

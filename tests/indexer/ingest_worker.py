@@ -19,7 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Short documents and chunks keep embedding fast; every fourth document has
+# Short documents and chunks keep embedding fast; every eighth document has
 # several chunks, so "a document is whole" means something.
 CHUNK_TOKENS = 24
 CHUNK_OVERLAP = 4
@@ -40,11 +40,11 @@ def doc_id(i: int) -> str:
 def doc_text(i: int) -> str:
     """A header naming the number, then random words (no two documents share
     a 5-word shingle, so none is a near duplicate of another): one chunk, or
-    for every fourth document several."""
+    for every eighth document several."""
     rng = random.Random(i)
-    sentences = [f"Generated record {i:05d} begins here."]
-    for _ in range(4 if i % 4 == 3 else 1):
-        sentences.append(" ".join(rng.choice(VOCABULARY) for _ in range(8)).capitalize() + ".")
+    sentences = [f"Generated record {i:05d}."]
+    for _ in range(4 if i % 8 == 7 else 1):
+        sentences.append(" ".join(rng.choice(VOCABULARY) for _ in range(7)).capitalize() + ".")
     return " ".join(sentences)
 
 
