@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,16 @@ def cli_env() -> dict[str, str]:
 def venv_bin() -> Path:
     """Folder of the console scripts of the interpreter running the tests."""
     return Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """For modules that embed (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``):
+    queries and small batches embed several times faster on one thread on
+    a small, busy CPU; the setting is restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
