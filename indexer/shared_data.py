@@ -38,14 +38,15 @@ def iter_medquad() -> Iterator[dict[str, str]]:
 
 
 def write_medquad_answers(out: Path) -> int:
-    """Writes one ``{"id", "text", "question", "source", "focus"}`` line per answer."""
+    """Writes one ``{"id", "text", "question", "source", "focus", "medquad_id"}`` line per
+    answer. MedQuAD's own ids repeat across its source sites, so ``id`` is
+    ``medquad-<record number>``: unique and stable for the file."""
     n = 0
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as f:
-        for r in iter_medquad():
-            f.write(json.dumps({"id": r["id"], "text": r["answer"], "question": r["question"],
-                                "source": r["source"], "focus": r["focus"]}) + "\n")
-            n += 1
+        for n, r in enumerate(iter_medquad(), start=1):
+            f.write(json.dumps({"id": f"medquad-{n}", "text": r["answer"], "question": r["question"],
+                                "source": r["source"], "focus": r["focus"], "medquad_id": r["id"]}) + "\n")
     return n
 
 

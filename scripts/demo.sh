@@ -36,3 +36,10 @@ echo; echo "== 4. chat-formatted SFT examples packed into 1024-token sequences (
 tok=$($bin/python -m assistant.base_model tokenizer 2>/dev/null | tail -n 1)
 $bin/indexer pack "$out/medquad.dedup.jsonl" --tokenizer "$(dirname "$tok")" \
     --prompt-field question --response-field text --seq-len 1024 --pad-token '<|im_end|>' -o "$out/packed.npz"
+
+echo; echo "== 5. a document index: ingest 200 deduplicated answers, then a hybrid (dense + BM25) search"
+rm -rf "$out/index"
+head -n 200 "$out/medquad.dedup.jsonl" > "$out/sample.jsonl"
+$bin/indexer ingest "$out/sample.jsonl" --index "$out/index" --tags medquad -q 2> "$out/ingest.log"
+echo "  (skipped records and warnings: $out/ingest.log)"
+$bin/indexer search "How is age-related macular degeneration treated?" --index "$out/index" -k 3
