@@ -29,6 +29,7 @@ from indexer.search import (
     SearchFilter,
     SearchMode,
     bm25_ranking,
+    chunks_passing,
     filtered_chunk_ids,
     reciprocal_rank_fusion,
     vectors_of,
@@ -341,11 +342,8 @@ class Index:
         # vectors of uncommitted or deleted chunks are dropped here
         dense = [(c, s) for c, s in dense if c in chunks]
         keyword = [(c, s) for c, s in keyword if c in chunks]
+        # with one ranking, fusion keeps its order: 1 / (RRF_K + rank) falls with rank
         fused = reciprocal_rank_fusion(dense, keyword)
-        if mode == "dense":
-            fused.sort(key=lambda f: -(f.dense_score or 0.0))
-        elif mode == "bm25":
-            fused.sort(key=lambda f: -(f.bm25_score or 0.0))
         hits = []
         for f in fused[:k]:
             c = chunks[f.chunk_id]
@@ -378,11 +376,7 @@ class Index:
                 best[int(i)] = float(s)
         found = list(best.items())
         if not filt.is_empty():
-            where, params = filt.sql()
-            keep = {r[0] for r in conn.execute(
-                f"SELECT c.chunk_id FROM chunks c JOIN documents d ON d.doc_id = c.doc_id"
-                f" WHERE c.chunk_id IN ({','.join('?' * len(found))}) AND {where}",
-                [i for i, _ in found] + params)} if found else set()
+            keep = chunks_passing(conn, filt, [i for i, _ in found])
             found = [(i, s) for i, s in found if i in keep]
         return found
 

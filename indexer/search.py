@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
+
 SearchMode = Literal["hybrid", "dense", "bm25"]
 RRF_K = 60  # Cormack et al. 2009: robust across collections
 WORD = re.compile(r"\w+", re.UNICODE)
@@ -131,9 +133,20 @@ def filtered_chunk_ids(conn: sqlite3.Connection, filt: SearchFilter, limit: int)
     return None if len(rows) > limit else [r[0] for r in rows]
 
 
-def vectors_of(conn: sqlite3.Connection, chunk_ids: Sequence[int], dim: int):
-    import numpy as np
+def chunks_passing(conn: sqlite3.Connection, filt: SearchFilter, chunk_ids: Sequence[int]) -> set[int]:
+    """Those of ``chunk_ids`` whose documents pass ``filt``."""
+    if not chunk_ids:
+        return set()
+    where, params = filt.sql()
+    rows = conn.execute(
+        f"SELECT c.chunk_id FROM chunks c JOIN documents d ON d.doc_id = c.doc_id"
+        f" WHERE c.chunk_id IN ({','.join('?' * len(chunk_ids))}) AND {where}",
+        [*chunk_ids, *params],
+    ).fetchall()
+    return {r[0] for r in rows}
 
+
+def vectors_of(conn: sqlite3.Connection, chunk_ids: Sequence[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
     found: dict[int, bytes] = {}
     for i in range(0, len(chunk_ids), 500):
         batch = list(chunk_ids[i : i + 500])
