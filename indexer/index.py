@@ -13,6 +13,7 @@ seeing committed documents only, whole.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
 import sqlite3
@@ -32,6 +33,7 @@ from indexer.search import (
     chunks_passing,
     filtered_chunk_ids,
     reciprocal_rank_fusion,
+    score_fusion,
     vectors_of,
 )
 from indexer.settings import IndexSettings
@@ -308,7 +310,7 @@ class Index:
     def search(self, query: str, *, k: int = 10, mode: SearchMode = "hybrid",
                filters: SearchFilter | None = None) -> list[Hit]:
         """The ``k`` best chunks for ``query``: dense (FAISS), keyword (BM25) or
-        both fused by reciprocal rank fusion."""
+        both fused (by score, or by reciprocal rank; ``IndexSettings.fusion``)."""
         if mode not in ("hybrid", "dense", "bm25"):
             raise ValueError(f"mode must be hybrid, dense or bm25, got {mode!r}")
         if not 1 <= k <= 1000:
@@ -322,28 +324,36 @@ class Index:
             finally:
                 self._write_lock.release()
         depth = max(50, 4 * k)
-        query_vector = self.embedder.embed([query]) if mode != "bm25" else None
         conn = self._reader()
         conn.execute("BEGIN")  # one snapshot for every statement of this search
         try:
             keyword: list[tuple[int, float]] = []
             if mode == "hybrid" and filt.is_empty():
-                # FAISS and SQLite release the GIL: rank both ways at once (the
-                # unfiltered dense ranking does not touch the connection)
-                future = self._pool().submit(self._dense, conn, query_vector, depth, filt)
-                keyword = bm25_ranking(conn, query, depth, filt)
-                dense = future.result()
+                # BM25 needs no query vector: SQLite ranks on a worker while this
+                # thread embeds the query and searches FAISS (all three release
+                # the GIL; the unfiltered dense search does not touch the connection)
+                future = self._pool().submit(bm25_ranking, conn, query, depth, filt)
+                try:
+                    query_vector = self.embedder.embed([query])
+                    dense = self._dense(conn, query_vector, depth, filt)
+                finally:
+                    keyword = future.result()  # never leave the worker on the connection
             else:
+                query_vector = self.embedder.embed([query]) if mode != "bm25" else None
                 dense = self._dense(conn, query_vector, depth, filt) if mode != "bm25" else []
                 keyword = bm25_ranking(conn, query, depth, filt) if mode != "dense" else []
             chunks = store.load_chunks(conn, [c for c, _ in dense] + [c for c, _ in keyword])
+            by_score = mode == "hybrid" and self.settings.fusion == "score"
+            cosines = self._dense_scores(conn, query_vector, dense, keyword) if by_score else {}
         finally:
             conn.execute("COMMIT")
         # vectors of uncommitted or deleted chunks are dropped here
         dense = [(c, s) for c, s in dense if c in chunks]
         keyword = [(c, s) for c, s in keyword if c in chunks]
-        # with one ranking, fusion keeps its order: 1 / (RRF_K + rank) falls with rank
-        fused = reciprocal_rank_fusion(dense, keyword)
+        if by_score:
+            fused = score_fusion(dense, keyword, cosines, self.settings.hybrid_dense_weight)
+        else:  # with one ranking, fusion keeps its order: 1 / (RRF_K + rank) falls with rank
+            fused = reciprocal_rank_fusion(dense, keyword)
         hits = []
         for f in fused[:k]:
             c = chunks[f.chunk_id]
@@ -351,6 +361,16 @@ class Index:
             hits.append(Hit(c.chunk_id, c.doc_id, c.source, c.start, c.end, c.text, float(score or 0.0),
                             f.dense_score, f.bm25_score, c.metadata, c.tags))
         return hits
+
+    def _dense_scores(self, conn: sqlite3.Connection, q: np.ndarray, dense: list[tuple[int, float]],
+                      keyword: list[tuple[int, float]]) -> dict[int, float]:
+        """Cosine of every candidate: FAISS's for its own, the stored vector's for those only BM25 found."""
+        scores = dict(dense)
+        missing = [c for c, _ in keyword if c not in scores]
+        if missing:
+            ids, vecs = vectors_of(conn, missing, self.dim)
+            scores.update(zip(ids.tolist(), (vecs @ q[0]).tolist()))
+        return scores
 
     def _pool(self):
         with self._embedder_lock:
@@ -407,8 +427,9 @@ def _retrying(load):
 
 
 def _settings_of_existing(path: Path, meta: dict[str, str], requested: IndexSettings | None) -> IndexSettings:
-    built = IndexSettings(
-        embedding_model=meta["embedding_model"], chunk_tokens=int(meta["chunk_tokens"]),
+    # the build settings come from the index; the others (fusion, batch sizes ...) from the environment
+    built = dataclasses.replace(
+        IndexSettings.from_env(), embedding_model=meta["embedding_model"], chunk_tokens=int(meta["chunk_tokens"]),
         chunk_overlap=int(meta["chunk_overlap"]), vector_index=meta["vector_index"],  # type: ignore[arg-type]
     )
     if requested is None:

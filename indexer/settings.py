@@ -6,13 +6,17 @@ with the index (a reopened index keeps the model and chunking it was built with)
     INDEXER_CHUNK_TOKENS      tokens per chunk (default 200)
     INDEXER_CHUNK_OVERLAP     tokens shared by consecutive chunks (default 32)
     INDEXER_VECTOR_INDEX      flat | hnsw (default flat: exact inner product)
+    INDEXER_FUSION            score | rrf: how hybrid search fuses its two rankings (default score)
+    INDEXER_HYBRID_DENSE_WEIGHT  the dense ranking's share in score fusion, 0..1 (default 0.5)
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
-from typing import Literal
+from typing import Literal, get_args
+
+from indexer.search import FusionMethod
 
 BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
 VectorIndexKind = Literal["flat", "hnsw"]
@@ -27,6 +31,8 @@ class IndexSettings:
     vector_index: VectorIndexKind = field(default="flat", metadata={"help": "flat (exact) or hnsw (approximate)"})
     near_duplicates: NearDuplicatePolicy = field(default="skip", metadata={"help": "skip or keep near duplicates"})
     near_duplicate_threshold: float = field(default=0.8, metadata={"help": "Jaccard threshold for near duplicates"})
+    fusion: FusionMethod = field(default="score", metadata={"help": "hybrid fusion: score or rrf"})
+    hybrid_dense_weight: float = field(default=0.5, metadata={"help": "dense share in score fusion, 0..1"})
     embed_batch_size: int = field(default=64, metadata={"help": "chunks per embedding batch"})
     max_document_bytes: int = field(default=50_000_000, metadata={"help": "larger files are skipped"})
 
@@ -41,6 +47,10 @@ class IndexSettings:
             raise ValueError(f"near_duplicates must be 'skip' or 'keep', got {self.near_duplicates!r}")
         if not 0.0 < self.near_duplicate_threshold <= 1.0:
             raise ValueError(f"near_duplicate_threshold must be in (0, 1], got {self.near_duplicate_threshold}")
+        if self.fusion not in get_args(FusionMethod):
+            raise ValueError(f"fusion must be 'score' or 'rrf', got {self.fusion!r}")
+        if not 0.0 <= self.hybrid_dense_weight <= 1.0:
+            raise ValueError(f"hybrid_dense_weight must be in [0, 1], got {self.hybrid_dense_weight}")
         if self.embed_batch_size < 1:
             raise ValueError(f"embed_batch_size must be positive, got {self.embed_batch_size}")
 
@@ -56,6 +66,10 @@ class IndexSettings:
             kwargs["chunk_overlap"] = int(env["INDEXER_CHUNK_OVERLAP"])
         if "INDEXER_VECTOR_INDEX" in env:
             kwargs["vector_index"] = env["INDEXER_VECTOR_INDEX"]
+        if "INDEXER_FUSION" in env:
+            kwargs["fusion"] = env["INDEXER_FUSION"]
+        if "INDEXER_HYBRID_DENSE_WEIGHT" in env:
+            kwargs["hybrid_dense_weight"] = float(env["INDEXER_HYBRID_DENSE_WEIGHT"])
         return cls(**kwargs)  # type: ignore[arg-type]
 
     # the settings a built index is tied to; the others may change between runs

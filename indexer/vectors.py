@@ -9,7 +9,9 @@ transaction never committed).
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
@@ -34,6 +36,30 @@ def _new_index(dim: int, kind: str) -> faiss.Index:
     raise ValueError(f"unknown vector index kind {kind!r}")
 
 
+DEFAULT_OMP_THREADS = faiss.omp_get_max_threads()
+
+
+def _search_on_calling_thread() -> None:
+    """One query runs on the calling thread. Spreading it over FAISS's OpenMP
+    threads cost more than it saved while the query embedding's and SQLite's
+    threads held the two cores: hybrid p50 at 100k chunks went from 54 to 25 ms.
+    The setting is per calling thread (an OpenMP ICV) and stays set: putting it
+    back after each search brought the slowdown back (measured, 41 ms)."""
+    if faiss.omp_get_max_threads() != 1:
+        faiss.omp_set_num_threads(1)
+
+
+@contextlib.contextmanager
+def _all_omp_threads() -> Iterator[None]:
+    """Building a graph index is parallel work: use every thread for it."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(DEFAULT_OMP_THREADS)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
 class VectorIndex:
     """A FAISS index and the store generation it reflects; thread-safe."""
 
@@ -49,7 +75,7 @@ class VectorIndex:
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
-            with self._lock:
+            with self._lock, _all_omp_threads():
                 self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), ids.astype(np.int64))
 
     def remove(self, ids: np.ndarray) -> None:
@@ -62,6 +88,8 @@ class VectorIndex:
         with self._lock:
             if self.size == 0:
                 return np.zeros((len(query), 0), np.float32), np.zeros((len(query), 0), np.int64)
+            if len(query) == 1:
+                _search_on_calling_thread()
             return self.index.search(np.ascontiguousarray(query, dtype=np.float32), min(k, self.size))
 
     def save(self, directory: Path, gen: int) -> None:

@@ -450,6 +450,8 @@ def test_open_missing_index_without_create(tmp_path: Path) -> None:
     ({"near_duplicate_threshold": 0.0}, "near_duplicate_threshold"),
     ({"near_duplicate_threshold": 1.5}, "near_duplicate_threshold"),
     ({"embed_batch_size": 0}, "embed_batch_size"),
+    ({"fusion": "max"}, "fusion"),
+    ({"hybrid_dense_weight": 1.5}, "hybrid_dense_weight"),
 ])
 def test_settings_validation(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -608,8 +610,6 @@ def test_bad_inputs_are_reported_and_the_rest_is_ingested(live: Index, tmp_path:
 def test_hnsw_vectors_of_deleted_chunks_do_not_count_for_new_chunks(tmp_path: Path) -> None:
     """HNSW keeps deleted chunks' vectors (the store join is meant to drop
     them); a new chunk must not inherit the score of a deleted one."""
-    from indexer.search import RRF_K
-
     volcanic = "Volcanic lightning flashes inside thick ash plumes during eruptions."
     with Index.open(tmp_path / "hnsw", IndexSettings(vector_index="hnsw")) as index:
         index.ingest_documents([
@@ -622,6 +622,8 @@ def test_hnsw_vectors_of_deleted_chunks_do_not_count_for_new_chunks(tmp_path: Pa
         assert index.stats()["chunks"] == 3
         hits = index.search(volcanic, k=5, mode="hybrid")
         assert {h.doc_id for h in hits} == {"penguins", "press", "knitting"}
+        query = index.embedder.embed([volcanic])[0]
         for h in hits:
             assert h.bm25_score is None  # no shared words: each hit is ranked once, by the dense search
-            assert h.score <= 1.0 / (RRF_K + 1) + 1e-12, (h.doc_id, h.score)
+            own = float(index.embedder.embed([h.text])[0] @ query)
+            assert h.dense_score == pytest.approx(own, abs=1e-4), h.doc_id  # its own vector's score
