@@ -1,12 +1,20 @@
-"""The ``assistant`` command line. Today: ``assistant info`` reports the
-installation (native core, offline models). Serving and tuning come next."""
+"""The ``assistant`` command line.
+
+    assistant serve --index DIR [--host 127.0.0.1] [--port 8000] [--no-auth]
+    assistant ask "question" --index DIR [--json]
+    assistant keys create --name NAME --role reader|editor|admin --index DIR
+    assistant keys list|revoke KEY_ID --index DIR
+    assistant info
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib.util
 import json
 import sys
+from pathlib import Path
 
 from assistant import __version__
 
@@ -21,14 +29,118 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings(args: argparse.Namespace, **extra: object):
+    from assistant.settings import ServiceSettings
+
+    return ServiceSettings.from_env(index_dir=args.index, data_dir=getattr(args, "data_dir", None), **extra)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from assistant.server import create_app
+
+    settings = _settings(args, host=args.host, port=args.port, auth=False if args.no_auth else None)
+    print(f"loading the index at {settings.index_dir} and the model ...", file=sys.stderr)
+    app = create_app(settings)
+    print(f"serving on http://{settings.host}:{settings.port} (API schema at /schema)", file=sys.stderr)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from assistant.answering import AskRequest
+    from assistant.lifecycle import open_resources
+
+    settings = _settings(args)
+    resources = open_resources(settings)
+    try:
+        result = asyncio.run(resources["answerer"].ask(AskRequest(args.question, top_k=args.top_k or settings.top_k,
+                                                                  adapter=args.adapter)))
+    finally:
+        resources["close_all"]()
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(result["answer"])
+    for c in result["citations"] or result.get("closest", []):
+        print(f"  [{c['number']}] {c['source']} ({c['start']}-{c['end']}): {c['snippet'][:100]}")
+    t = result["timings"]
+    print(f"({result['model']}, adapter {result['adapter'] or 'none'}; retrieval {t['retrieval_ms']:.0f} ms, "
+          f"generation {t['generation_ms']:.0f} ms)", file=sys.stderr)
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from assistant.keys import KeyStore
+
+    settings = _settings(args)
+    keys = KeyStore(settings.service_db)
+    try:
+        if args.action == "create":
+            key, token = keys.create(args.name, args.role)
+            print(json.dumps({"key_id": key.key_id, "role": key.role, "key": token}) if args.json else
+                  f"{token}\n(key {key.key_id}, role {key.role}; shown once, store it now)")
+        elif args.action == "revoke":
+            if not keys.revoke(args.key_id):
+                print(f"no live key {args.key_id}", file=sys.stderr)
+                return 1
+            print(f"revoked {args.key_id}")
+        else:
+            for k in keys.list():
+                print(f"{k.key_id}  {k.role:<6}  {k.name}  {'revoked' if k.revoked else 'live'}")
+    finally:
+        keys.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="assistant", description=__doc__)
+    parser = argparse.ArgumentParser(prog="assistant", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="report what is installed")
     info.add_argument("--json", action="store_true")
     info.set_defaults(func=cmd_info)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--index", type=Path, help="the index folder (or ASSISTANT_INDEX_DIR)")
+        p.add_argument("--data-dir", type=Path, help="keys, uploads, answers (default: beside the index)")
+
+    serve = sub.add_parser("serve", help="run the HTTP service")
+    common(serve)
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--no-auth", action="store_true", help="no API keys (only on 127.0.0.1)")
+    serve.set_defaults(func=cmd_serve)
+
+    ask = sub.add_parser("ask", help="answer one question from the index")
+    common(ask)
+    ask.add_argument("question")
+    ask.add_argument("--top-k", type=int)
+    ask.add_argument("--adapter")
+    ask.add_argument("--json", action="store_true")
+    ask.set_defaults(func=cmd_ask)
+
+    keys = sub.add_parser("keys", help="create, list or revoke API keys")
+    keys_sub = keys.add_subparsers(dest="action", required=True)
+    create = keys_sub.add_parser("create")
+    common(create)
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", required=True, choices=("reader", "editor", "admin"))
+    create.add_argument("--json", action="store_true")
+    revoke = keys_sub.add_parser("revoke")
+    common(revoke)
+    revoke.add_argument("key_id")
+    listing = keys_sub.add_parser("list")
+    common(listing)
+    keys.set_defaults(func=cmd_keys)
+
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

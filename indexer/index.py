@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import json
 import os
 import sqlite3
 import threading
@@ -399,6 +400,16 @@ class Index:
             keep = chunks_passing(conn, filt, [i for i, _ in found])
             found = [(i, s) for i, s in found if i in keep]
         return found
+
+    def list_documents(self, *, limit: int = 100, offset: int = 0, source_prefix: str | None = None) -> list[dict[str, object]]:
+        """Stored documents, oldest first: id, source, chunk count, metadata and tags."""
+        conn = self._reader()
+        where, params = ("WHERE substr(d.source, 1, ?) = ?", [len(source_prefix), source_prefix]) if source_prefix else ("", [])
+        rows = conn.execute(
+            f"SELECT d.doc_id, d.source, (SELECT count(*) FROM chunks c WHERE c.doc_id = d.doc_id), d.metadata, d.tags,"
+            f" length(d.text) FROM documents d {where} ORDER BY d.rowid LIMIT ? OFFSET ?", (*params, limit, offset)).fetchall()
+        return [{"doc_id": r[0], "source": r[1], "chunks": r[2], "metadata": json.loads(r[3]), "tags": json.loads(r[4]),
+                 "characters": r[5]} for r in rows]
 
     def stats(self) -> dict[str, object]:
         conn = self._reader()

@@ -1,0 +1,120 @@
+"""Grounded answering: retrieve passages, prompt the model with them, check
+the answer's citations, and abstain when the documents don't hold the answer.
+
+No web framework here: the HTTP layer (``assistant.server``) and the command
+line (``assistant ask``) both call :class:`Answerer`. Retrieval runs in a
+worker thread and generation in the generation queue's thread, so an event
+loop is never blocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from assistant.grounding import Passage, build_messages, finalize, passages_from_hits
+from indexer.search import SearchFilter
+
+
+@dataclass(frozen=True)
+class AskRequest:
+    question: str
+    top_k: int = 4
+    adapter: str | None = None
+    filters: SearchFilter = field(default_factory=SearchFilter)
+    max_new_tokens: int | None = None
+
+
+def _relevance(p: Passage) -> float:
+    return p.dense_score if p.dense_score is not None else p.score
+
+
+class Answerer:
+    """Index + generation queue + the grounding check, with the service's threshold."""
+
+    def __init__(self, index: Any, generator: Any, queue: Any, *, min_score: float, records: Any | None = None):
+        self.index, self.generator, self.queue = index, generator, queue
+        self.min_score = min_score
+        self.records = records
+
+    def retrieve(self, question: str, top_k: int, filters: SearchFilter | None = None) -> list[Passage]:
+        return passages_from_hits(self.index.search(question, k=top_k, mode="hybrid", filters=filters))
+
+    def prompt(self, question: str, passages: list[Passage]) -> str:
+        return self.generator.chat_prompt(build_messages(question, passages))
+
+    def _answerable(self, passages: list[Passage]) -> bool:
+        return bool(passages) and max(_relevance(p) for p in passages) >= self.min_score
+
+    def _result(self, req: AskRequest, text: str, passages: list[Passage], timings: dict[str, float],
+                adapter: str | None) -> dict[str, Any]:
+        grounded = finalize(text, passages, min_score=self.min_score)
+        out = grounded.to_dict()
+        out["model"] = self.generator.model_name
+        out["adapter"] = adapter
+        out["timings"] = timings
+        if self.records is not None:
+            out["answer_id"] = self.records.add_answer(req.question, out["answer"], out["grounded"],
+                                                       out["citations"], self.generator.model_name, adapter)
+        return out
+
+    async def ask(self, req: AskRequest) -> dict[str, Any]:
+        started = time.perf_counter()
+        passages = await asyncio.to_thread(self.retrieve, req.question, req.top_k, req.filters)
+        retrieved = time.perf_counter()
+        timings = {"retrieval_ms": (retrieved - started) * 1000}
+        adapter = req.adapter if req.adapter is not None else getattr(self.generator, "active_adapter", None)
+        if not self._answerable(passages):  # nothing relevant: don't spend the model on it
+            timings.update(generation_ms=0.0, total_ms=(time.perf_counter() - started) * 1000,
+                           prompt_tokens=0, completion_tokens=0)
+            return self._result(req, "", passages, timings, adapter)
+        future = self.queue.submit(self.prompt(req.question, passages), max_new_tokens=req.max_new_tokens,
+                                   adapter=req.adapter)
+        result = await asyncio.wrap_future(future)
+        done = time.perf_counter()
+        timings.update(_generation_timings(result, done - retrieved), total_ms=(done - started) * 1000)
+        return self._result(req, result.text, passages, timings, adapter)
+
+    async def ask_stream(self, req: AskRequest) -> AsyncIterator[dict[str, Any]]:
+        """Events: ``{"event": "token", "text": ...}`` as the model writes, then
+        one ``{"event": "answer", ...}`` with the checked result. Streamed text is
+        provisional: when the check fails, the final answer replaces it."""
+        started = time.perf_counter()
+        passages = await asyncio.to_thread(self.retrieve, req.question, req.top_k, req.filters)
+        retrieved = time.perf_counter()
+        timings = {"retrieval_ms": (retrieved - started) * 1000}
+        adapter = req.adapter if req.adapter is not None else getattr(self.generator, "active_adapter", None)
+        if not self._answerable(passages):
+            timings.update(generation_ms=0.0, total_ms=(time.perf_counter() - started) * 1000,
+                           prompt_tokens=0, completion_tokens=0)
+            yield {"event": "answer", **self._result(req, "", passages, timings, adapter)}
+            return
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def on_token(text: str) -> None:  # called on the generation thread
+            loop.call_soon_threadsafe(pieces.put_nowait, text)
+
+        future = self.queue.submit(self.prompt(req.question, passages), max_new_tokens=req.max_new_tokens,
+                                   adapter=req.adapter, on_token=on_token)
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(pieces.put_nowait, None))
+        first_token: float | None = None
+        while (piece := await pieces.get()) is not None:
+            if first_token is None:
+                first_token = time.perf_counter()
+            yield {"event": "token", "text": piece}
+        result = await asyncio.wrap_future(future)
+        done = time.perf_counter()
+        timings.update(_generation_timings(result, done - retrieved), total_ms=(done - started) * 1000)
+        if first_token is not None:
+            timings["first_token_ms"] = (first_token - started) * 1000
+        yield {"event": "answer", **self._result(req, result.text, passages, timings, adapter)}
+
+
+def _generation_timings(result: Any, seconds: float) -> dict[str, float]:
+    return {"generation_ms": seconds * 1000, "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "tokens_per_s": result.completion_tokens / seconds if seconds > 0 else 0.0}

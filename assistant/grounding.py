@@ -1,0 +1,227 @@
+"""Grounded answering: the prompt that shows retrieved passages to the model,
+and the post-check that decides whether its answer may be shown.
+
+    passages = passages_from_hits(index.search(question, k=5))
+    messages = build_messages(question, passages)
+    reply = generate(messages)                       # any chat model
+    result = finalize(reply, passages, min_score=0.3)
+    print(result.answer, result.citations)
+
+An answer is shown only when it cites existing passages as ``[n]``, every
+quotation in it appears verbatim in a cited passage, and the best passage is
+relevant enough; otherwise the user gets ``NOT_FOUND_MESSAGE`` and the closest
+passages, never the model's text.
+
+Relevance is ``Passage.relevance``: the cosine similarity ``dense_score`` when
+the search computed one (dense and hybrid modes), else the search ``score``.
+The cosine is preferred because hybrid scores are min-max scaled per query, so
+the best hit always scores near 1 however poor it is; a cosine means the same
+on every query. ``min_score`` is a setting that must match that scale.
+
+Pure Python: no torch, no web framework; hits are read by attribute.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from indexer.index import Hit
+
+NOT_FOUND_MESSAGE = "The documents do not contain an answer to this question."
+DEFAULT_PASSAGE_CHARS = 600  # five passages of this fit a 2k-token context with room to answer
+SNIPPET_CHARS = 300
+CLOSEST_K = 3
+MIN_QUOTE_WORDS = 3
+MAX_RANGE = 50  # a range wider than this ("[1-9999]") is read as its two ends only
+
+DEFAULT_SYSTEM = (
+    "Answer the question using only the numbered passages. "
+    "After each claim, cite its passage as [n]. "
+    "When you quote, copy the words exactly. "
+    "If the passages do not contain the answer, say: "
+    "I cannot find the answer in the documents."
+)
+
+# Phrases by which a model declines; matched after normalisation. Kept narrow
+# because a grounded answer may well say "does not contain" about its subject.
+REFUSAL_PHRASES = (
+    "not in the documents", "not in the passages", "not in the provided",
+    "cannot find", "can't find", "could not find", "couldn't find", "unable to find",
+    "i don't know", "i do not know",
+    "documents do not contain", "documents don't contain",
+    "passages do not contain", "passages don't contain",
+)
+
+_CITATION = re.compile(r"\[(\s*\d+\s*(?:[-\u2013,;]\s*\d+\s*)*)\]")
+_RANGE = re.compile(r"(\d+)\s*[-\u2013]\s*(\d+)")
+_QUOTE = re.compile(r"\u201c([^\u201d]*)\u201d|\"([^\"]*)\"")
+_ELLIPSIS = re.compile(r"\.\.\.|\u2026")
+_EDGE_PUNCT = " \t\n.,;:!?'\u2018\u2019"
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One retrieved chunk as the model sees it, numbered from 1."""
+
+    number: int
+    doc_id: str
+    source: str
+    start: int
+    end: int
+    text: str
+    score: float
+    dense_score: float | None = None
+
+    @property
+    def relevance(self) -> float:
+        """The cosine when known (comparable across queries), else the search score."""
+        return self.dense_score if self.dense_score is not None else self.score
+
+    def as_citation(self) -> dict[str, object]:
+        return {
+            "number": self.number, "doc_id": self.doc_id, "source": self.source,
+            "start": self.start, "end": self.end,
+            "snippet": truncate(self.text, SNIPPET_CHARS), "score": self.score,
+        }
+
+
+def passages_from_hits(hits: Iterable[Hit]) -> list[Passage]:
+    """Number search hits 1, 2, … in the order the index ranked them."""
+    return [
+        Passage(n, h.doc_id, h.source, h.start, h.end, h.text, float(h.score),
+                None if h.dense_score is None else float(h.dense_score))
+        for n, h in enumerate(hits, start=1)
+    ]
+
+
+def truncate(text: str, limit: int) -> str:
+    """At most ``limit`` characters, cut at a word boundary and marked with "…"."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[: max(limit - 1, 0)]
+    # Back up to a space unless that would throw away most of the budget.
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip() + "\u2026"
+
+
+def build_messages(question: str, passages: Sequence[Passage], *, system: str | None = None,
+                   max_passage_chars: int = DEFAULT_PASSAGE_CHARS) -> list[dict[str, str]]:
+    """System and user chat messages; each passage shown as ``[n] (source) text``."""
+    if max_passage_chars < 1:
+        raise ValueError(f"max_passage_chars must be at least 1, got {max_passage_chars}; "
+                         f"the default is {DEFAULT_PASSAGE_CHARS}")
+    blocks = [f"[{p.number}] ({p.source}) {truncate(p.text, max_passage_chars)}" for p in passages]
+    user = "Passages:\n" + ("\n\n".join(blocks) if blocks else "(none)") + f"\n\nQuestion: {question.strip()}"
+    return [{"role": "system", "content": system or DEFAULT_SYSTEM}, {"role": "user", "content": user}]
+
+
+def parse_citations(answer: str) -> list[int]:
+    """Numbers cited as ``[n]``, ``[n, m]``, ``[n][m]`` or ``[n-m]``; first appearance, no repeats."""
+    seen: dict[int, None] = {}
+    for match in _CITATION.finditer(answer):
+        for part in re.split(r"[,;]", match.group(1)):
+            rng = _RANGE.fullmatch(part.strip())
+            if rng is None:
+                seen.setdefault(int(part), None)
+                continue
+            lo, hi = int(rng.group(1)), int(rng.group(2))
+            numbers = range(lo, hi + 1) if 0 <= hi - lo <= MAX_RANGE else (lo, hi)
+            for n in numbers:
+                seen.setdefault(n, None)
+    return list(seen)
+
+
+def _normalise(text: str) -> str:
+    text = text.replace("\u2019", "'").replace("\u2018", "'")
+    return " ".join(text.casefold().split())
+
+
+def quotes_in(answer: str) -> list[str]:
+    """Spans in "…" or “…” of at least ``MIN_QUOTE_WORDS`` words; shorter ones are usually terms."""
+    spans = (m.group(1) if m.group(1) is not None else m.group(2) for m in _QUOTE.finditer(answer))
+    return [s.strip() for s in spans if len(s.split()) >= MIN_QUOTE_WORDS]
+
+
+def _quote_found(quote: str, haystack: str) -> bool:
+    # An ellipsis inside a quote marks omitted words: each piece must appear.
+    pieces = (_normalise(p).strip(_EDGE_PUNCT) for p in _ELLIPSIS.split(quote))
+    return all(p in haystack for p in pieces if p)
+
+
+def is_refusal(answer: str) -> bool:
+    text = _normalise(answer)
+    return any(phrase in text for phrase in REFUSAL_PHRASES)
+
+
+@dataclass
+class Verdict:
+    grounded: bool
+    reasons: list[str] = field(default_factory=list)
+    citations: list[Passage] = field(default_factory=list)
+    invalid_citations: list[int] = field(default_factory=list)
+    unsupported_quotes: list[str] = field(default_factory=list)
+
+
+def check_answer(answer: str, passages: Sequence[Passage], *, min_score: float) -> Verdict:
+    """Every reason not to show ``answer``; it is grounded when there is none."""
+    by_number = {p.number: p for p in passages}
+    cited = parse_citations(answer)
+    verdict = Verdict(
+        grounded=False,
+        citations=[by_number[n] for n in cited if n in by_number],
+        invalid_citations=[n for n in cited if n not in by_number],
+    )
+    reasons = verdict.reasons
+    if not passages:
+        reasons.append("no passages were retrieved")
+    else:
+        best = max(p.relevance for p in passages)
+        if best < min_score:
+            reasons.append(f"best passage relevance {best:.3f} is below min_score {min_score:.3f}")
+    if is_refusal(answer):
+        reasons.append("the model said the documents do not contain the answer")
+    if verdict.invalid_citations:
+        listed = ", ".join(f"[{n}]" for n in verdict.invalid_citations)
+        reasons.append(f"cited passage(s) {listed} do not exist; there are {len(passages)} passages")
+    if not verdict.citations:
+        reasons.append("the answer cites no passage")
+    haystack = "\n".join(_normalise(p.text) for p in verdict.citations)
+    verdict.unsupported_quotes = [q for q in quotes_in(answer) if not _quote_found(q, haystack)]
+    for quote in verdict.unsupported_quotes:
+        reasons.append(f"quote \"{quote}\" is not in the cited passages")
+    verdict.grounded = not reasons
+    return verdict
+
+
+@dataclass
+class GroundedAnswer:
+    """What the user is shown, and why."""
+
+    answer: str
+    grounded: bool
+    abstained_reason: str | None
+    citations: list[dict[str, object]]
+    closest: list[dict[str, object]]
+    raw_answer: str
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def finalize(answer_text: str, passages: Sequence[Passage], *, min_score: float,
+             closest_k: int = CLOSEST_K) -> GroundedAnswer:
+    """Check ``answer_text`` and build the reply: the model's words only when grounded."""
+    verdict = check_answer(answer_text, passages, min_score=min_score)
+    if verdict.grounded:
+        return GroundedAnswer(answer_text.strip(), True, None,
+                              [p.as_citation() for p in verdict.citations], [], answer_text)
+    # Abstaining: nothing the model wrote is shown, only where the user might look.
+    return GroundedAnswer(NOT_FOUND_MESSAGE, False, "; ".join(verdict.reasons), [],
+                          [p.as_citation() for p in passages[:closest_k]], answer_text)
