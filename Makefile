@@ -10,7 +10,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 BUILT  := $(VENV)/.native-built
 RUST_SOURCES := Cargo.toml Cargo.lock rust/core/Cargo.toml $(shell find rust -name '*.rs' 2>/dev/null)
 
-.PHONY: setup demo test test-rust test-python bench clean
+.PHONY: setup demo test test-rust test-python bench clean browser
 
 setup: $(BUILT)
 
@@ -35,7 +35,17 @@ demo: setup
 test-rust:
 	cargo test -p datacore --release
 
-test-python: setup
+# The chat page is tested in Debian's chromium; install it when missing and
+# when we may (root, or sudo without a password). Otherwise that test skips,
+# except under CI, where it fails.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -q chromium chromium-driver >/dev/null || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }; \
+	  elif sudo -n true 2>/dev/null; then sudo apt-get install -y -q chromium chromium-driver >/dev/null; \
+	  else echo "chromium not installed: the chat page test will skip"; fi; }
+
+test-python: setup browser
 	$(PY) -m mypy.stubtest indexer._native --allowlist tests/stubtest-allowlist.txt
 	$(VENV)/bin/pytest
 

@@ -30,6 +30,7 @@ def open_resources(settings: ServiceSettings, *, index: Any | None = None, gener
         queue = GenerationQueue(generator, max_batch_size=gen_settings.max_batch_size,
                                 queue_size=gen_settings.queue_size)
         owned.append(queue)
+    index.search("warm up", k=1)  # loads the embedding model now, so /readyz means ready
     keys = KeyStore(settings.service_db)
     records = Records(settings.service_db)
     owned += [keys, records]

@@ -43,3 +43,39 @@ head -n 200 "$out/medquad.dedup.jsonl" > "$out/sample.jsonl"
 $bin/indexer ingest "$out/sample.jsonl" --index "$out/index" --tags medquad -q 2> "$out/ingest.log"
 echo "  (skipped records and warnings: $out/ingest.log)"
 $bin/indexer search "How is age-related macular degeneration treated?" --index "$out/index" -k 3
+
+echo; echo "== 6. the service: a reader key, the server on 127.0.0.1, one grounded question over HTTP"
+rm -rf "$out/service"
+key=$($bin/assistant keys create --name demo --role reader --index "$out/index" --data-dir "$out/service" --json \
+      | $bin/python -c 'import json, sys; print(json.load(sys.stdin)["key"])')
+port=$($bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+ASSISTANT_MAX_NEW_TOKENS=96 $bin/assistant serve --index "$out/index" --data-dir "$out/service" --host 127.0.0.1 --port "$port" \
+    2> "$out/serve.log" &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+$bin/python - "$port" "$key" <<'PY'
+import sys, time, httpx
+port, key = sys.argv[1:]
+url = f"http://127.0.0.1:{port}"
+for _ in range(600):  # the first start converts the bundled GGUF model once (about 30 s)
+    try:
+        if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+            break
+    except httpx.HTTPError:
+        pass
+    time.sleep(0.5)
+else:
+    sys.exit("the server did not become ready; see .cache/demo/serve.log")
+for question in ("How is age-related macular degeneration treated?", "Who won the 1966 football world cup?"):
+    r = httpx.post(url + "/v1/ask", json={"question": question}, headers={"Authorization": f"Bearer {key}"}, timeout=300)
+    r.raise_for_status()
+    body = r.json()
+    t = body["timings"]
+    print(f"\n  Q: {question}\n  A: {body['answer']}")
+    print(f"     grounded={body['grounded']} reason={body['abstained_reason']!r}")
+    print(f"     model said: {body['raw_answer'][:200]!r}")
+    for c in body["citations"] or body["closest"]:
+        print(f"     [{c['number']}] {c['source']}  score {c['score']:.2f}: {c['snippet'][:90]!r}")
+    print(f"     retrieval {t['retrieval_ms']:.0f} ms, generation {t['generation_ms']:.0f} ms, {t['completion_tokens']} tokens")
+print(f"\n  no key: {httpx.post(url + '/v1/ask', json={'question': 'x'}).status_code} (401 expected)")
+PY

@@ -303,3 +303,47 @@ def test_auth_off_is_refused_unless_on_loopback(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="127.0.0.1"):
         ServiceSettings(index_dir=tmp_path, host="0.0.0.0", auth=False)
     assert ServiceSettings(index_dir=tmp_path, host="127.0.0.1", auth=False).auth is False
+
+
+# ---- the chat page in a real browser ----------------------------------------------------------------
+
+
+def test_chat_page_streams_an_answer_with_a_citation(service: Service) -> None:
+    """Debian's chromium, headless, driven by selenium with Debian's chromedriver."""
+    import os
+    import shutil
+
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service as ChromeService
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        if os.environ.get("CI"):
+            pytest.fail("CI needs chromium and chromedriver: apt-get install chromium chromium-driver")
+        pytest.skip("chromium or chromedriver not installed (apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=ChromeService(executable_path=chromedriver), options=options)
+    try:
+        driver.get(service.url + "/")
+        driver.find_element(By.ID, "key").send_keys(service.keys["reader"])
+        driver.find_element(By.ID, "question").send_keys("What do pangolins eat?")
+        # count the answer's updates: a streamed answer changes more than once
+        driver.execute_script("window.updates = 0; new MutationObserver(() => window.updates++)"
+                              ".observe(document.getElementById('answer'), {childList: true, characterData: true, subtree: true});")
+        driver.find_element(By.ID, "ask").click()
+        WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "a.citation"))
+        assert driver.find_element(By.ID, "answer").text == CITING
+        assert driver.execute_script("return window.updates") >= 3
+        link = driver.find_element(By.CSS_SELECTOR, "a.citation")
+        assert "[1] zoo/pangolin.txt" in link.text
+        passage = driver.find_element(By.ID, "passage-1")
+        assert not passage.is_displayed()
+        link.click()
+        assert passage.is_displayed() and "ants and termites" in passage.text
+    finally:
+        driver.quit()
