@@ -10,10 +10,12 @@ feedback) < admin (tuning, adapters); a role may do what the roles below it do.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,13 +41,27 @@ def _hash(secret: str) -> str:
 
 
 class KeyStore:
+    """One short-lived connection per call: the service runs for weeks while
+    ``assistant keys`` changes the file from other processes, and a long-lived
+    connection was seen to keep answering from a stale snapshot after another
+    process had opened and closed the file (a revoked key still verified)."""
+
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("""CREATE TABLE IF NOT EXISTS api_keys (
-            key_id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, hash TEXT NOT NULL UNIQUE,
-            created REAL NOT NULL, revoked REAL)""")
+        self.path = path
+        with self._connect() as conn:
+            conn.execute("PRAGMA journal_mode=WAL").fetchall()
+            conn.execute("""CREATE TABLE IF NOT EXISTS api_keys (
+                key_id TEXT PRIMARY KEY, name TEXT NOT NULL, role TEXT NOT NULL, hash TEXT NOT NULL UNIQUE,
+                created REAL NOT NULL, revoked REAL)""")
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=10)
+        try:
+            yield conn
+        finally:
+            conn.close()
 
     def create(self, name: str, role: str) -> tuple[ApiKey, str]:
         """A new key and its secret form, shown once (only the hash is kept)."""
@@ -54,28 +70,31 @@ class KeyStore:
         key_id = secrets.token_hex(4)
         token = f"{PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
         created = time.time()
-        self._conn.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, NULL)",
-                           (key_id, name, role, _hash(token), created))
+        with self._connect() as conn:
+            conn.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, NULL)", (key_id, name, role, _hash(token), created))
         return ApiKey(key_id, name, role, created, None), token
 
     def revoke(self, key_id: str) -> bool:
-        cur = self._conn.execute("UPDATE api_keys SET revoked = ? WHERE key_id = ? AND revoked IS NULL",
-                                 (time.time(), key_id))
-        return cur.rowcount == 1
+        with self._connect() as conn:
+            cur = conn.execute("UPDATE api_keys SET revoked = ? WHERE key_id = ? AND revoked IS NULL",
+                               (time.time(), key_id))
+            return cur.rowcount == 1
 
     def list(self) -> list[ApiKey]:
-        rows = self._conn.execute("SELECT key_id, name, role, created, revoked FROM api_keys ORDER BY created")
+        with self._connect() as conn:
+            rows = conn.execute("SELECT key_id, name, role, created, revoked FROM api_keys ORDER BY created").fetchall()
         return [ApiKey(*r) for r in rows]
 
     def verify(self, token: str) -> ApiKey | None:
         """The live key for ``token``, or None."""
         if not token.startswith(PREFIX):
             return None
-        row = self._conn.execute("SELECT key_id, name, role, created, revoked FROM api_keys WHERE hash = ?",
-                                 (_hash(token),)).fetchone()
-        if row is None or row[4] is not None:
+        with self._connect() as conn:
+            rows = conn.execute("SELECT key_id, name, role, created, revoked FROM api_keys WHERE hash = ?",
+                                (_hash(token),)).fetchall()
+        if not rows or rows[0][4] is not None:
             return None
-        return ApiKey(*row)
+        return ApiKey(*rows[0])
 
     def close(self) -> None:
-        self._conn.close()
+        """Nothing to release: connections are per call."""

@@ -26,7 +26,7 @@ class Records:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA journal_mode=WAL").fetchall()  # finish it: an open statement pins a snapshot
         self._conn.execute("PRAGMA synchronous=FULL")  # an acknowledged feedback survives a crash
         self._conn.executescript("""
             CREATE TABLE IF NOT EXISTS answers (
@@ -50,7 +50,7 @@ class Records:
         if rating not in RATINGS:
             raise ValueError(f"rating must be 'up' or 'down', got {rating!r}")
         with self._lock:
-            if self._conn.execute("SELECT 1 FROM answers WHERE answer_id = ?", (answer_id,)).fetchone() is None:
+            if not self._conn.execute("SELECT 1 FROM answers WHERE answer_id = ?", (answer_id,)).fetchall():
                 raise UnknownAnswerError(answer_id)
             cur = self._conn.execute(
                 "INSERT INTO feedback (answer_id, created, rating, correction, key_id) VALUES (?, ?, ?, ?, ?)",

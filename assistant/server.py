@@ -120,6 +120,15 @@ def _check_top_k(state: State, top_k: int | None) -> int:
     return top_k
 
 
+MAX_NEW_TOKENS = 1024
+
+
+def _check_max_tokens(value: int | None) -> int | None:
+    if value is not None and not 1 <= value <= MAX_NEW_TOKENS:
+        raise ValidationException(detail=f"max_new_tokens must be in 1..{MAX_NEW_TOKENS}, got {value}")
+    return value
+
+
 def _filters(body_filters: dict[str, Any] | None) -> SearchFilter:
     if not body_filters:
         return SearchFilter()
@@ -146,7 +155,7 @@ def _submit_guard(state: State) -> None:
 async def ask(data: JSONBody[AskBody], state: State) -> Response:
     """Answer a question from the indexed documents, with citations; ``stream: true`` for SSE."""
     req = AskRequest(question=_check_question(state, data.question), top_k=_check_top_k(state, data.top_k),
-                     adapter=data.adapter, filters=_filters(data.filters), max_new_tokens=data.max_new_tokens)
+                     adapter=data.adapter, filters=_filters(data.filters), max_new_tokens=_check_max_tokens(data.max_new_tokens))
     answerer: Answerer = state.answerer
     _submit_guard(state)
     if data.stream:
@@ -202,7 +211,7 @@ async def chat_completions(data: JSONBody[ChatBody], state: State) -> Response:
     if not users:
         raise ValidationException(detail="messages hold no user message")
     req = AskRequest(question=_check_question(state, str(users[-1].get("content", ""))),
-                     top_k=_check_top_k(state, data.top_k), adapter=data.adapter, max_new_tokens=data.max_tokens)
+                     top_k=_check_top_k(state, data.top_k), adapter=data.adapter, max_new_tokens=_check_max_tokens(data.max_tokens))
     _submit_guard(state)
     answerer: Answerer = state.answerer
     if data.stream:

@@ -40,3 +40,31 @@ def test_cache_dir_and_local_tokenizer(tmp_path, monkeypatch) -> None:
     # a local model directory with a tokenizer.json is used in place, nothing exported
     assert base_model.tokenizer_json(str(model_dir)) == model_dir / "tokenizer.json"
     assert not (tmp_path / "cache").exists()
+
+
+def test_keys_create_list_revoke(venv_bin, cli_env, tmp_path) -> None:
+    from assistant.keys import KeyStore
+
+    base = [str(venv_bin / "assistant"), "keys"]
+    where = ["--index", str(tmp_path / "index"), "--data-dir", str(tmp_path / "svc")]
+    r = subprocess.run([*base, "create", "--name", "ci", "--role", "editor", *where, "--json"],
+                       capture_output=True, text=True, env=cli_env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    made = json.loads(r.stdout)
+    store = KeyStore(tmp_path / "svc" / "service.sqlite")
+    assert store.verify(made["key"]).role == "editor"
+    assert made["key"] not in (tmp_path / "svc" / "service.sqlite").read_bytes().decode("latin-1")  # hashed at rest
+    listing = subprocess.run([*base, "list", *where], capture_output=True, text=True, env=cli_env, timeout=120)
+    assert f"{made['key_id']}  editor  ci  live" in listing.stdout
+    assert subprocess.run([*base, "revoke", made["key_id"], *where], env=cli_env, timeout=120).returncode == 0
+    assert store.verify(made["key"]) is None
+    bad = subprocess.run([*base, "create", "--name", "x", "--role", "root", *where], capture_output=True, text=True,
+                         env=cli_env, timeout=120)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
+    store.close()
+
+
+def test_ask_without_an_index_is_a_clear_error(venv_bin, cli_env, tmp_path) -> None:
+    r = subprocess.run([str(venv_bin / "assistant"), "ask", "What is asthma?", "--index", str(tmp_path / "none")],
+                       capture_output=True, text=True, env=cli_env, timeout=300)
+    assert r.returncode == 2 and "no index at" in r.stderr and "indexer ingest" in r.stderr
