@@ -22,6 +22,7 @@ Run::
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import sys
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import env_info, env_markdown, md_table, parse_args, write_results  # noqa: E402
+from common import OUT_DIR, env_info, env_markdown, md_table, parse_args, write_results  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -182,16 +183,27 @@ def bench_ann(n: int, n_queries: int = 1000, dim: int = 384) -> dict:
 
 
 def main() -> None:
-    args = parse_args(__doc__)
+    args = parse_args(__doc__, extra={"--parts": {"nargs": "*", "default": ["ingest", "latency", "ann"],
+                                                  "choices": ["ingest", "latency", "ann"],
+                                                  "help": "run only these parts (the others are read from the last results)"}})
     n_docs, n_chunks, n_queries, n_ann = (100, 20_000, 50, 100_000) if args.quick else (400, 100_000, 200, 1_000_000)
-    print("ingest ...", file=sys.stderr)
-    ing = bench_ingest(n_docs)
-    lat = {}
-    for kind in ("flat", "hnsw"):
-        print(f"latency ({kind}) ...", file=sys.stderr)
-        lat[kind] = bench_latency(n_chunks, n_queries, kind)
-    print(f"HNSW at {n_ann:,} vectors ...", file=sys.stderr)
-    ann = bench_ann(n_ann)
+    last_path = OUT_DIR / ("index_bench-quick.json" if args.quick else "index_bench.json")
+    last = json.loads(last_path.read_text())["results"] if last_path.is_file() else {}
+    if "ingest" in args.parts or "ingest" not in last:
+        print("ingest ...", file=sys.stderr)
+        ing = bench_ingest(n_docs)
+    else:
+        ing = last["ingest"]
+    lat = last.get("latency", {})
+    if "latency" in args.parts or not lat:
+        for kind in ("flat", "hnsw"):
+            print(f"latency ({kind}) ...", file=sys.stderr)
+            lat[kind] = bench_latency(n_chunks, n_queries, kind)
+    if "ann" in args.parts or "ann" not in last:
+        print(f"HNSW at {n_ann:,} vectors ...", file=sys.stderr)
+        ann = bench_ann(n_ann)
+    else:
+        ann = last["ann"]
     env = env_info()
     t_ing = md_table(["pipeline", "docs", "chunks", "seconds", "chunks/s", "× raw encode"], [
         ["Index.ingest_documents (normalize, dedup, chunk, embed, store)", ing["docs"], ing["chunks"],

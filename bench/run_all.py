@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BENCH_DIR, OUT_DIR, REPO_ROOT, env_info, env_markdown, parse_args  # noqa: E402
 
-BENCHMARKS = ["near_dup", "tokenize_pack", "text_ops", "gil", "index_bench"]
+BENCHMARKS = ["near_dup", "tokenize_pack", "text_ops", "gil", "index_bench", "service_bench"]
 
 
 def main() -> None:

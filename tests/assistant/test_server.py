@@ -22,6 +22,8 @@ from indexer.index import Index
 from indexer.loaders import Document
 from server_harness import ServerThread
 
+pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+
 DOCS = [
     Document("pangolin", "Pangolins are scaly mammals. Pangolins eat ants and termites, which they catch with "
              "long sticky tongues.", "zoo/pangolin.txt", {"format": "txt"}),
@@ -98,14 +100,16 @@ class Service:
         return httpx.get(self.url + path, headers=self.headers(role), timeout=60, **kw)
 
 
-def start_service(tmp: Path, model: Path | str, queue_size: int = 8, **overrides) -> Iterator[Service]:
+def start_service(tmp: Path, model: Path | str, queue_size: int = 8, adapters_dir: Path | None = None,
+                  **overrides) -> Iterator[Service]:
     index = Index.open(tmp / "index")
     index.ingest_documents(DOCS)
     settings = ServiceSettings(index_dir=tmp / "index", **overrides)
     store = KeyStore(settings.service_db)
     keys = {role: store.create(f"test-{role}", role)[1] for role in ("reader", "editor", "admin")}
     store.close()
-    generator = LocalGenerator(GenerationSettings(model=str(model), device="cpu", max_new_tokens=24))
+    generator = LocalGenerator(GenerationSettings(model=str(model), device="cpu", max_new_tokens=24,
+                                                  adapters_dir=adapters_dir))
     queue = GenerationQueue(generator, max_batch_size=4, queue_size=queue_size)
     app = create_app(settings, index=index, generator=generator, queue=queue)
     try:
@@ -183,6 +187,29 @@ def test_fabricated_citation_is_rejected(fabricating_model: Path, tmp_path: Path
         body = svc.post("/v1/ask", "reader", json={"question": "What do pangolins eat?"}).json()
         assert body["grounded"] is False and body["answer"] == NOT_FOUND_MESSAGE
         assert "[7]" in body["abstained_reason"] and body["raw_answer"] == FABRICATED
+
+
+def test_adapters_switch_without_a_restart(tiny_model_dir: Path, tiny_adapter_dir: Path, tmp_path: Path) -> None:
+    for svc in start_service(tmp_path, tiny_model_dir, adapters_dir=tiny_adapter_dir):
+        assert svc.get("/v1/adapters", "editor").status_code == 403  # admin only
+        listed = svc.get("/v1/adapters").json()
+        assert listed["adapters"] == ["demo"] and listed["active"] is None
+        question = {"question": "What do pangolins eat?", "top_k": 2}
+        base = svc.post("/v1/ask", "reader", json=question).json()
+        assert base["adapter"] is None
+        r = svc.post("/v1/adapters/demo/activate")
+        assert r.status_code == 200 and r.json()["active"] == "demo"
+        tuned = svc.post("/v1/ask", "reader", json=question).json()
+        assert tuned["adapter"] == "demo" and tuned["raw_answer"] != base["raw_answer"]  # the adapter changes output
+        assert svc.post("/v1/adapters/base/activate").json()["active"] is None
+        again = svc.post("/v1/ask", "reader", json=question).json()
+        assert again["raw_answer"] == base["raw_answer"]
+        named = svc.post("/v1/ask", "reader", json={**question, "adapter": "demo"}).json()  # per request
+        assert named["adapter"] == "demo" and named["raw_answer"] == tuned["raw_answer"]
+        missing = svc.post("/v1/adapters/nope/activate")
+        assert missing.status_code == 404 and "GET /v1/adapters" in missing.json()["detail"]
+        unknown = svc.post("/v1/ask", "reader", json={**question, "adapter": "nope"})
+        assert unknown.status_code == 422 and "no adapter 'nope'" in unknown.json()["detail"]
 
 
 # ---- documents and feedback ----------------------------------------------------------------------
