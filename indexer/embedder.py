@@ -43,6 +43,13 @@ class Embedder:
         # chunking counts tokens of this model; without a tokenizer.json, words
         self.tokenizer = native.load_tokenizer(tok) if tok.is_file() else None
 
+    def embed_query(self, text: str) -> np.ndarray:
+        """One text, shape (1, dim); on CPU with one thread (see :class:`_OneTorchThread`)."""
+        if self.model.device.type != "cpu":
+            return self.embed([text])
+        with _OneTorchThread():
+            return self.embed([text])
+
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -51,6 +58,25 @@ class Embedder:
             convert_to_numpy=True, show_progress_bar=False,
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+class _OneTorchThread:
+    """Runs a block with one intra-op thread on the calling thread (an OpenMP
+    setting per thread), put back after. A single query is too small to share
+    out, and in hybrid search the other core is busy with BM25."""
+
+    def __enter__(self) -> None:
+        import torch
+
+        self.before = torch.get_num_threads()
+        if self.before != 1:
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        if self.before != 1:
+            torch.set_num_threads(self.before)
 
 
 def _cuda() -> bool:

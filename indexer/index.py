@@ -335,7 +335,7 @@ class Index:
                 # the GIL; the unfiltered dense search does not touch the connection)
                 future = self._pool().submit(bm25_ranking, conn, query, depth, filt)
                 try:
-                    query_vector = self.embedder.embed([query])
+                    query_vector = self.embedder.embed_query(query)
                     dense = self._dense(conn, query_vector, depth, filt)
                 finally:
                     keyword = future.result()  # never leave the worker on the connection
