@@ -4,6 +4,7 @@
     assistant ask "question" --index DIR [--json]
     assistant keys create --name NAME --role reader|editor|admin --index DIR
     assistant keys list|revoke KEY_ID --index DIR
+    assistant prepare PAIRS.jsonl --index DIR --out DIR [--eval EVAL.jsonl ...] [--tokenizer MODEL]
     assistant info
 """
 
@@ -94,6 +95,53 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_texts(paths: list[Path], fields: list[str]) -> list[str]:
+    """The given fields of every JSON line of the evaluation files (bad lines are skipped)."""
+    texts: list[str] = []
+    for path in paths:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                texts += [record[f] for f in fields if isinstance(record.get(f), str) and record[f].strip()]
+    return texts
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from assistant.curated import read_pairs
+    from assistant.raft import RaftSettings, build_raft_set
+    from indexer.index import Index
+
+    pairs, problems = read_pairs(args.pairs)
+    for where, reason in problems[:20]:
+        print(f"skipped {where}: {reason}", file=sys.stderr)
+    if len(problems) > 20:
+        print(f"... and {len(problems) - 20} more bad lines", file=sys.stderr)
+    settings = RaftSettings(k_distractors=args.k, oracle_probability=args.oracle_p, seed=args.seed, seq_len=args.seq_len)
+    if args.tokenizer:
+        tokenizer: object = args.tokenizer
+    else:
+        from assistant.base_model import load_hf_tokenizer
+
+        tokenizer = load_hf_tokenizer()  # the bundled SmolLM2's, in its own chat template
+    if not (args.index / "index.sqlite").is_file():
+        raise ValueError(f"no index at {args.index}; ingest the documents first: indexer ingest PATH --index {args.index}")
+    with Index.open(args.index) as index:
+        built = build_raft_set(pairs, index, tokenizer, eval_texts=_eval_texts(args.eval, args.eval_field),
+                               settings=settings, malformed=problems)
+    built.save(args.out)
+    if args.json:
+        print(json.dumps(built.report, indent=2))
+    else:
+        for key, value in built.report.items():
+            if key != "settings":
+                print(f"  {key.replace('_', ' '):<24}{value:.2%}" if key == "packing_efficiency" else f"  {key.replace('_', ' '):<24}{value}")
+        print(f"  written to              {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="assistant", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -134,6 +182,20 @@ def main(argv: list[str] | None = None) -> int:
     listing = keys_sub.add_parser("list")
     common(listing)
     keys.set_defaults(func=cmd_keys)
+
+    prepare = sub.add_parser("prepare", help="curated Q/A pairs → a packed RAFT tuning set")
+    prepare.add_argument("pairs", type=Path, help="JSONL: question, answer, optional context, source, tags, id")
+    prepare.add_argument("--index", type=Path, required=True, help="the index the passages come from")
+    prepare.add_argument("--out", type=Path, required=True, help="folder for examples.jsonl, packed.npz, report.json")
+    prepare.add_argument("--eval", type=Path, nargs="*", default=[], help="evaluation sets (JSONL) to decontaminate against")
+    prepare.add_argument("--eval-field", nargs="*", default=["question", "answer"], help="their text fields")
+    prepare.add_argument("--tokenizer", help="model folder or id whose tokenizer and chat template to use (default: bundled SmolLM2)")
+    prepare.add_argument("--k", type=int, default=3, help="distractor passages per example")
+    prepare.add_argument("--oracle-p", type=float, default=0.8, help="probability that the oracle passage is shown")
+    prepare.add_argument("--seq-len", type=int, default=1024)
+    prepare.add_argument("--seed", type=int, default=0)
+    prepare.add_argument("--json", action="store_true")
+    prepare.set_defaults(func=cmd_prepare)
 
     args = parser.parse_args(argv)
     try:
