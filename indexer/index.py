@@ -103,6 +103,7 @@ class Index:
         self._lock_file: int | None = None
         self.writer_lock_timeout = 30.0  # seconds to wait for another process's write
         self._executor = None  # a thread pool for hybrid search, made on first use
+        self._reranker = None  # the cross-encoder, loaded on first use when set
         committed = store.generation(conn)
         self.vectors = self._load_vectors(committed)
         self.lsh, lsh_gen = self._load_lsh(committed)
@@ -311,7 +312,8 @@ class Index:
     def search(self, query: str, *, k: int = 10, mode: SearchMode = "hybrid",
                filters: SearchFilter | None = None) -> list[Hit]:
         """The ``k`` best chunks for ``query``: dense (FAISS), keyword (BM25) or
-        both fused (by score, or by reciprocal rank; ``IndexSettings.fusion``)."""
+        both fused (by score, or by reciprocal rank; ``IndexSettings.fusion``); with a
+        reranker set, the best candidates are reordered by it and scored with its score."""
         if mode not in ("hybrid", "dense", "bm25"):
             raise ValueError(f"mode must be hybrid, dense or bm25, got {mode!r}")
         if not 1 <= k <= 1000:
@@ -355,10 +357,18 @@ class Index:
             fused = score_fusion(dense, keyword, cosines, self.settings.hybrid_dense_weight)
         else:  # with one ranking, fusion keeps its order: 1 / (RRF_K + rank) falls with rank
             fused = reciprocal_rank_fusion(dense, keyword)
+        if self.settings.reranker:
+            fused = fused[: max(k, self.settings.rerank_depth)]
+            relevance = self.reranker.scores(query, [chunks[f.chunk_id].text for f in fused])
+            for f, r in zip(fused, relevance.tolist()):
+                f.extra["rerank"] = r
+            fused.sort(key=lambda f: -float(f.extra["rerank"]))  # type: ignore[arg-type]
         hits = []
         for f in fused[:k]:
             c = chunks[f.chunk_id]
             score = f.score if mode == "hybrid" else (f.dense_score if mode == "dense" else f.bm25_score)
+            if "rerank" in f.extra:
+                score = f.extra["rerank"]  # type: ignore[assignment]
             hits.append(Hit(c.chunk_id, c.doc_id, c.source, c.start, c.end, c.text, float(score or 0.0),
                             f.dense_score, f.bm25_score, c.metadata, c.tags))
         return hits
@@ -372,6 +382,15 @@ class Index:
             ids, vecs = vectors_of(conn, missing, self.dim)
             scores.update(zip(ids.tolist(), (vecs @ q[0]).tolist()))
         return scores
+
+    @property
+    def reranker(self):
+        with self._embedder_lock:
+            if self._reranker is None:
+                from indexer.rerank import Reranker
+
+                self._reranker = Reranker(self.settings.reranker)  # type: ignore[arg-type]
+            return self._reranker
 
     def _pool(self):
         with self._embedder_lock:

@@ -8,6 +8,8 @@ with the index (a reopened index keeps the model and chunking it was built with)
     INDEXER_VECTOR_INDEX      flat | hnsw (default flat: exact inner product)
     INDEXER_FUSION            score | rrf: how hybrid search fuses its two rankings (default score)
     INDEXER_HYBRID_DENSE_WEIGHT  the dense ranking's share in score fusion, 0..1 (default 0.5)
+    INDEXER_RERANKER          a cross-encoder model (folder or id) to rerank results; unset: none
+    INDEXER_RERANK_DEPTH      fused candidates the reranker scores (default 30)
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class IndexSettings:
     near_duplicate_threshold: float = field(default=0.8, metadata={"help": "Jaccard threshold for near duplicates"})
     fusion: FusionMethod = field(default="score", metadata={"help": "hybrid fusion: score or rrf"})
     hybrid_dense_weight: float = field(default=0.5, metadata={"help": "dense share in score fusion, 0..1"})
+    reranker: str | None = field(default=None, metadata={"help": "cross-encoder folder or id; None: no reranking"})
+    rerank_depth: int = field(default=30, metadata={"help": "fused candidates the reranker scores"})
     embed_batch_size: int = field(default=64, metadata={"help": "chunks per embedding batch"})
     max_document_bytes: int = field(default=50_000_000, metadata={"help": "larger files are skipped"})
 
@@ -51,6 +55,8 @@ class IndexSettings:
             raise ValueError(f"fusion must be 'score' or 'rrf', got {self.fusion!r}")
         if not 0.0 <= self.hybrid_dense_weight <= 1.0:
             raise ValueError(f"hybrid_dense_weight must be in [0, 1], got {self.hybrid_dense_weight}")
+        if self.rerank_depth < 1:
+            raise ValueError(f"rerank_depth must be positive, got {self.rerank_depth}")
         if self.embed_batch_size < 1:
             raise ValueError(f"embed_batch_size must be positive, got {self.embed_batch_size}")
 
@@ -68,6 +74,10 @@ class IndexSettings:
             kwargs["vector_index"] = env["INDEXER_VECTOR_INDEX"]
         if "INDEXER_FUSION" in env:
             kwargs["fusion"] = env["INDEXER_FUSION"]
+        if env.get("INDEXER_RERANKER"):
+            kwargs["reranker"] = env["INDEXER_RERANKER"]
+        if "INDEXER_RERANK_DEPTH" in env:
+            kwargs["rerank_depth"] = int(env["INDEXER_RERANK_DEPTH"])
         if "INDEXER_HYBRID_DENSE_WEIGHT" in env:
             kwargs["hybrid_dense_weight"] = float(env["INDEXER_HYBRID_DENSE_WEIGHT"])
         return cls(**kwargs)  # type: ignore[arg-type]
