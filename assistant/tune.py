@@ -1,0 +1,366 @@
+"""QLoRA tuning of the base model on a packed RAFT set: one recipe, read top to bottom.
+
+    python -m assistant.tune --model models/base --data runs/raft-1/packed.npz --out runs/tune-1
+
+``packed.npz`` is what :meth:`assistant.raft.RaftSet.save` writes: ``input_ids``,
+``labels`` (-100 on prompt and padding) and ``position_ids`` (restarting at 0 for
+every packed example), each ``(n_seq, seq_len)``. A share of the sequences is held
+out for the eval loss. The base model is loaded in NF4 4-bit when bitsandbytes is
+there, LoRA goes on every linear layer, and training runs AdamW with a linear
+warmup and a cosine decay, gradient accumulation and clipping, periodic eval with
+early stopping, and atomic checkpoints that a second run resumes from. The output
+folder holds::
+
+    checkpoints/step-N/   adapter (save_pretrained) + state.pt (optimizer, scheduler, RNG, step)
+    adapter/              the final adapter        best/   the adapter of the lowest eval loss
+    log.jsonl             one line per step and per eval      loss.png   (when matplotlib is installed)
+    settings.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import math
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+QUANTIZE = ("auto", "4bit", "none")
+# settings a resumed run must share with the run that wrote the checkpoint
+RESUME_KEYS = ("model", "data", "lora_r", "lora_alpha", "eval_fraction", "seed", "quantize")
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    model: str = field(metadata={"help": "base model folder or hub id"})
+    data: str = field(metadata={"help": "packed.npz written by RaftSet.save"})
+    out: str = field(metadata={"help": "output folder: checkpoints, adapter, log"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scale numerator (scale = alpha / r)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input, 0..1"})
+    lr: float = field(default=2e-4, metadata={"help": "peak learning rate"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    warmup_steps: int = field(default=10, metadata={"help": "optimizer steps of linear warmup"})
+    max_steps: int = field(default=200, metadata={"help": "optimizer steps in all (cosine decays to 0 here)"})
+    batch_size: int = field(default=4, metadata={"help": "sequences per micro-batch"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "clip the gradient norm to this; 0 = no clipping"})
+    eval_every: int = field(default=50, metadata={"help": "eval loss every N steps (and at the end); 0 = only at the end"})
+    eval_fraction: float = field(default=0.1, metadata={"help": "share of sequences held out for eval, 0..0.5"})
+    early_stopping_patience: int = field(
+        default=0, metadata={"help": "stop after N evals without a lower eval loss; 0 = never"})
+    save_every: int = field(default=100, metadata={"help": "checkpoint every N steps; 0 = no checkpoints"})
+    seed: int = field(default=0, metadata={"help": "seed of the split, the data order, LoRA init and dropout"})
+    quantize: str = field(default="auto", metadata={"help": "4bit (NF4), none, or auto (4bit when bitsandbytes imports)"})
+    gradient_checkpointing: bool = field(default=True, metadata={"help": "recompute activations (4-bit only)"})
+
+    def __post_init__(self) -> None:
+        if self.quantize not in QUANTIZE:
+            raise ValueError(f"quantize must be one of {', '.join(QUANTIZE)}, got {self.quantize!r}")
+        for name in ("lora_r", "lora_alpha", "max_steps", "batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "eval_every", "save_every", "early_stopping_patience", "weight_decay",
+                     "max_grad_norm"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if not 0.0 < self.lr < 1.0:
+            raise ValueError(f"lr must be in (0, 1), got {self.lr}")
+        if self.warmup_steps >= self.max_steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be below max_steps ({self.max_steps})")
+        if not 0.0 <= self.eval_fraction <= 0.5:
+            raise ValueError(f"eval_fraction must be in [0, 0.5], got {self.eval_fraction}")
+        if self.early_stopping_patience and self.eval_fraction == 0:
+            raise ValueError("early_stopping_patience needs an eval set; set eval_fraction above 0 "
+                             "or early_stopping_patience to 0")
+
+
+def load_packed(settings: TuneSettings) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The packed arrays split into (train, eval) by a seeded shuffle of the sequences."""
+    path = Path(settings.data)
+    if not path.is_file():
+        raise ValueError(f"no packed data at {path}; build it with RaftSet.save (it writes packed.npz)")
+    with np.load(path) as npz:
+        missing = {"input_ids", "labels", "position_ids"} - set(npz.files)
+        if missing:
+            raise ValueError(f"{path} lacks {', '.join(sorted(missing))}; rebuild it with RaftSet.save")
+        arrays = {k: torch.from_numpy(npz[k].astype(np.int64)) for k in ("input_ids", "labels", "position_ids")}
+    shape = arrays["input_ids"].shape
+    if len(shape) != 2 or any(a.shape != shape for a in arrays.values()):
+        raise ValueError(f"{path}: input_ids, labels and position_ids must share one (n_seq, seq_len) shape")
+    n_eval = math.ceil(shape[0] * settings.eval_fraction)
+    if shape[0] - n_eval < 1:
+        raise ValueError(f"{path} has {shape[0]} sequences, none left to train on after eval_fraction "
+                         f"{settings.eval_fraction}; lower eval_fraction or add data")
+    order = torch.randperm(shape[0], generator=torch.Generator().manual_seed(settings.seed))
+    train = {k: v[order[n_eval:]] for k, v in arrays.items()}
+    held = {k: v[order[:n_eval]] for k, v in arrays.items()}
+    if not (train["labels"] != -100).any():
+        raise ValueError(f"{path}: every training label is -100; nothing to learn")
+    return train, held
+
+
+def load_model(settings: TuneSettings, device: torch.device) -> tuple[Any, bool]:
+    """The base model (NF4 4-bit when asked and possible) wrapped with fresh LoRA adapters."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM
+
+    quantized = settings.quantize == "4bit"
+    if settings.quantize == "auto":
+        try:
+            import bitsandbytes  # noqa: F401
+            quantized = True
+        except ImportError:
+            quantized = False
+    cuda = device.type == "cuda"
+    if quantized:
+        from transformers import BitsAndBytesConfig
+
+        bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                 bnb_4bit_compute_dtype=torch.bfloat16 if cuda else torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(settings.model, quantization_config=bnb,
+                                                     device_map={"": device.index or 0} if cuda else {"": "cpu"})
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        for module in model.modules():
+            # in eval mode bitsandbytes repacks CPU weights into an inference layout whose
+            # kernel has no autograd: training after the first eval would backprop wrongly
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
+        if settings.gradient_checkpointing:
+            # non-reentrant checkpointing needs no input grads; transformers 5 renamed the
+            # method that peft would call (and deprecated the old name)
+            enable = getattr(model, "activation_checkpointing_enable", None)
+            if enable is not None:
+                enable({"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model = AutoModelForCausalLM.from_pretrained(
+            settings.model, dtype=torch.bfloat16 if cuda else torch.float32).to(device)  # type: ignore[arg-type]
+    model.config.use_cache = False  # no KV cache while training
+    lora = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
+                      target_modules="all-linear", task_type="CAUSAL_LM")
+    return get_peft_model(model, lora), quantized
+
+
+def token_loss(model: Any, batch: dict[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross-entropy over labelled tokens, and their count.
+
+    No attention mask: given only ``position_ids``, transformers builds a block-diagonal
+    causal mask, so packed examples neither see each other nor share positions."""
+    ids, labels, pos = (batch[k].to(device) for k in ("input_ids", "labels", "position_ids"))
+    logits = model(input_ids=ids, position_ids=pos).logits.float()
+    targets = F.pad(labels[:, 1:], (0, 1), value=-100)  # token t predicts label t+1
+    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum")
+    return loss, int((targets != -100).sum())
+
+
+def micro_batch(data: dict[str, torch.Tensor], index: int, settings: TuneSettings) -> dict[str, torch.Tensor]:
+    """Micro-batch number ``index`` of an endless stream of seeded epochs: a function of
+    the index alone, so a resumed run sees the data it would have seen."""
+    n = data["input_ids"].shape[0]
+    rows = []
+    for t in range(index * settings.batch_size, (index + 1) * settings.batch_size):
+        epoch, i = divmod(t, n)
+        rows.append(epoch_order(n, settings.seed + 1 + epoch)[i])
+    return {k: v[rows] for k, v in data.items()}
+
+
+@functools.lru_cache(maxsize=4)
+def epoch_order(n: int, seed: int) -> list[int]:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+@torch.no_grad()
+def evaluate(model: Any, data: dict[str, torch.Tensor], settings: TuneSettings, device: torch.device) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, data["input_ids"].shape[0], settings.batch_size):
+        loss, n = token_loss(model, {k: v[start:start + settings.batch_size] for k, v in data.items()}, device)
+        total, count = total + float(loss), count + n
+    model.train()
+    return total / max(count, 1)
+
+
+def save_atomic(folder: Path, write: Any) -> None:
+    """``write(tmp)`` then one rename, so a crash never leaves a half-written ``folder``."""
+    tmp = folder.with_name(f".tmp-{folder.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write(tmp)
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    done = [p for p in (out / "checkpoints").glob("step-*") if (p / "state.pt").is_file()]
+    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
+
+
+def plot_losses(log: Path, png: Path) -> Path | None:
+    """Train and eval loss against step; None when matplotlib is not installed."""
+    try:
+        import matplotlib  # type: ignore[import-not-found,unused-ignore]
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return None
+    rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for kind, key in (("train", "loss"), ("eval", "eval_loss")):
+        points = [(r["step"], r[key]) for r in rows if r["kind"] == kind]
+        if points:
+            ax.plot(*zip(*points), marker="o" if kind == "eval" else None, label=kind)
+    ax.set(xlabel="step", ylabel="loss", title="tuning loss")
+    ax.legend()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png
+
+
+def train(settings: TuneSettings) -> dict[str, Any]:
+    """Runs (or resumes) the recipe; returns a summary of the run."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
+    from transformers import get_cosine_schedule_with_warmup
+
+    out = Path(settings.out)
+    out.mkdir(parents=True, exist_ok=True)
+    random.seed(settings.seed)
+    np.random.seed(settings.seed)
+    torch.manual_seed(settings.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    train_data, eval_data = load_packed(settings)
+    model, quantized = load_model(settings, device)
+    vocab = model.get_input_embeddings().num_embeddings
+    if int(train_data["input_ids"].max()) >= vocab:
+        raise ValueError(f"{settings.data} holds token ids beyond the vocabulary of {settings.model} ({vocab}); "
+                         "pack the data with this model's tokenizer")
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, settings.warmup_steps, settings.max_steps)
+
+    step, best, best_step, bad_evals = 0, math.inf, 0, 0
+    log_path = out / "log.jsonl"
+    checkpoint = latest_checkpoint(out)
+    if checkpoint is not None:
+        saved = json.loads((out / "settings.json").read_text(encoding="utf-8"))
+        changed = [k for k in RESUME_KEYS if saved.get(k) != getattr(settings, k)]
+        if changed:
+            raise ValueError(f"{out} holds checkpoints of a run with other {', '.join(changed)}; "
+                             "pass a new --out or delete its checkpoints folder")
+        set_peft_model_state_dict(model, load_file(checkpoint / "adapter_model.safetensors", device=str(device)))
+        state = torch.load(checkpoint / "state.pt", map_location=device, weights_only=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"].cpu())
+        step, best, best_step, bad_evals = state["step"], state["best"], state["best_step"], state["bad_evals"]
+        # drop what a crashed run logged after its last checkpoint: those steps run again
+        kept = [line for line in log_path.read_text(encoding="utf-8").splitlines() if json.loads(line)["step"] <= step]
+        log_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    else:
+        log_path.write_text("", encoding="utf-8")
+    (out / "settings.json").write_text(json.dumps(dataclasses.asdict(settings), indent=2) + "\n", encoding="utf-8")
+    start_step, stopped_early = step, False
+
+    def record(**row: Any) -> None:
+        log.write(json.dumps(row) + "\n")
+        log.flush()
+
+    def save_checkpoint() -> None:
+        def write(tmp: Path) -> None:
+            model.save_pretrained(str(tmp))
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "rng": torch.get_rng_state(), "step": step, "best": best, "best_step": best_step,
+                        "bad_evals": bad_evals}, tmp / "state.pt")
+        (out / "checkpoints").mkdir(exist_ok=True)
+        save_atomic(out / "checkpoints" / f"step-{step}", write)
+
+    with open(log_path, "a", encoding="utf-8") as log:
+        model.train()
+        bar = tqdm(total=settings.max_steps, initial=step, desc="tune", dynamic_ncols=True)
+        while step < settings.max_steps:
+            started = time.perf_counter()
+            batches = [micro_batch(train_data, step * settings.grad_accum + i, settings) for i in range(settings.grad_accum)]
+            # normalise by every labelled token of the step, so accumulation equals one big batch
+            n_labels = sum(int((F.pad(b["labels"][:, 1:], (0, 1), value=-100) != -100).sum()) for b in batches)
+            total = 0.0
+            for batch in batches:
+                loss, _ = token_loss(model, batch, device)
+                (loss / max(n_labels, 1)).backward()
+                total += float(loss.detach())
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm or math.inf))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            tokens_per_s = sum(b["input_ids"].numel() for b in batches) / (time.perf_counter() - started)
+            train_loss = total / max(n_labels, 1)
+            record(kind="train", step=step, loss=train_loss, lr=scheduler.get_last_lr()[0], grad_norm=grad_norm,
+                   tokens_per_s=tokens_per_s)
+            bar.update(1)
+            bar.set_postfix(loss=f"{train_loss:.3f}", tok_s=f"{tokens_per_s:.0f}")
+            last = step == settings.max_steps
+            if eval_data["input_ids"].shape[0] and (last or (settings.eval_every and step % settings.eval_every == 0)):
+                eval_loss = evaluate(model, eval_data, settings, device)
+                record(kind="eval", step=step, eval_loss=eval_loss)
+                bar.write(f"step {step}: eval loss {eval_loss:.4f}")
+                if eval_loss < best:
+                    best, best_step, bad_evals = eval_loss, step, 0
+                    save_atomic(out / "best", lambda tmp: model.save_pretrained(str(tmp)))
+                else:
+                    bad_evals += 1
+                    if settings.early_stopping_patience and bad_evals >= settings.early_stopping_patience:
+                        stopped_early = True
+            if (settings.save_every and step % settings.save_every == 0) or stopped_early:
+                save_checkpoint()
+            if stopped_early:
+                bar.write(f"early stop at step {step}: no lower eval loss in {bad_evals} evals (best {best:.4f} "
+                          f"at step {best_step})")
+                break
+        bar.close()
+    save_atomic(out / "adapter", lambda tmp: model.save_pretrained(str(tmp)))
+    return {"start_step": start_step, "step": step, "resumed_from": str(checkpoint) if checkpoint else None,
+            "stopped_early": stopped_early, "best_eval_loss": best if best < math.inf else None,
+            "best_step": best_step or None, "quantized": quantized, "adapter": str(out / "adapter"),
+            "log": str(log_path), "plot": str(p) if (p := plot_losses(log_path, out / "loss.png")) else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m assistant.tune", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(TuneSettings):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                                help=f.metadata["help"])
+        elif f.default is dataclasses.MISSING:
+            parser.add_argument(flag, required=True, help=f.metadata["help"])
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type), str)
+            parser.add_argument(flag, type=kind, default=f.default,
+                                help=f"{f.metadata['help']} (default {f.default})")
+    args = parser.parse_args(argv)
+    try:
+        settings = TuneSettings(**vars(args))
+    except ValueError as e:
+        parser.error(str(e))
+    print(json.dumps(train(settings), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
