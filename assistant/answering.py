@@ -28,10 +28,6 @@ class AskRequest:
     max_new_tokens: int | None = None
 
 
-def _relevance(p: Passage) -> float:
-    return p.dense_score if p.dense_score is not None else p.score
-
-
 class Answerer:
     """Index + generation queue + the grounding check, with the service's threshold."""
 
@@ -47,7 +43,7 @@ class Answerer:
         return self.generator.chat_prompt(build_messages(question, passages))
 
     def _answerable(self, passages: list[Passage]) -> bool:
-        return bool(passages) and max(_relevance(p) for p in passages) >= self.min_score
+        return bool(passages) and max(p.relevance for p in passages) >= self.min_score
 
     def _result(self, req: AskRequest, text: str, passages: list[Passage], timings: dict[str, float],
                 adapter: str | None) -> dict[str, Any]:
@@ -61,16 +57,26 @@ class Answerer:
                                                        out["citations"], self.generator.model_name, adapter)
         return out
 
-    async def ask(self, req: AskRequest) -> dict[str, Any]:
+    async def _retrieve(self, req: AskRequest) -> tuple[list[Passage], float, dict[str, Any], str | None, dict[str, Any] | None]:
+        """Passages, the time retrieval ended, timings so far, the adapter that
+        answers, and the finished abstention when nothing relevant was found
+        (the model is not asked then)."""
         started = time.perf_counter()
         passages = await asyncio.to_thread(self.retrieve, req.question, req.top_k, req.filters)
         retrieved = time.perf_counter()
-        timings = {"retrieval_ms": (retrieved - started) * 1000}
+        timings: dict[str, Any] = {"retrieval_ms": (retrieved - started) * 1000}
         adapter = req.adapter if req.adapter is not None else getattr(self.generator, "active_adapter", None)
-        if not self._answerable(passages):  # nothing relevant: don't spend the model on it
-            timings.update(generation_ms=0.0, total_ms=(time.perf_counter() - started) * 1000,
-                           prompt_tokens=0, completion_tokens=0)
-            return self._result(req, "", passages, timings, adapter)
+        if self._answerable(passages):
+            return passages, retrieved, timings, adapter, None
+        timings.update(generation_ms=0.0, total_ms=(time.perf_counter() - started) * 1000,
+                       prompt_tokens=0, completion_tokens=0)
+        return passages, retrieved, timings, adapter, self._result(req, "", passages, timings, adapter)
+
+    async def ask(self, req: AskRequest) -> dict[str, Any]:
+        started = time.perf_counter()
+        passages, retrieved, timings, adapter, abstained = await self._retrieve(req)
+        if abstained is not None:
+            return abstained
         future = self.queue.submit(self.prompt(req.question, passages), max_new_tokens=req.max_new_tokens,
                                    adapter=req.adapter)
         result = await asyncio.wrap_future(future)
@@ -83,14 +89,9 @@ class Answerer:
         one ``{"event": "answer", ...}`` with the checked result. Streamed text is
         provisional: when the check fails, the final answer replaces it."""
         started = time.perf_counter()
-        passages = await asyncio.to_thread(self.retrieve, req.question, req.top_k, req.filters)
-        retrieved = time.perf_counter()
-        timings = {"retrieval_ms": (retrieved - started) * 1000}
-        adapter = req.adapter if req.adapter is not None else getattr(self.generator, "active_adapter", None)
-        if not self._answerable(passages):
-            timings.update(generation_ms=0.0, total_ms=(time.perf_counter() - started) * 1000,
-                           prompt_tokens=0, completion_tokens=0)
-            yield {"event": "answer", **self._result(req, "", passages, timings, adapter)}
+        passages, retrieved, timings, adapter, abstained = await self._retrieve(req)
+        if abstained is not None:
+            yield {"event": "answer", **abstained}
             return
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[str | None] = asyncio.Queue()

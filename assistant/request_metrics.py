@@ -21,8 +21,8 @@ class RequestMetricsMiddleware(ASGIMiddleware):
         try:
             await next_app(scope, receive, capture)
         finally:
-            route = scope.get("route_handler").paths and next(iter(scope["route_handler"].paths)) \
-                if scope.get("route_handler") is not None else "unmatched"
+            handler = scope.get("route_handler")
+            route = next(iter(handler.paths), "unmatched") if handler is not None else "unmatched"
             metrics = scope["litestar_app"].state.metrics
             metrics.requests.labels(route=route, status=str(status["code"])).inc()
             metrics.latency.labels(route=route).observe(time.perf_counter() - started)

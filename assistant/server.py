@@ -33,6 +33,7 @@ from litestar.static_files import create_static_files_router
 
 from assistant.answering import Answerer, AskRequest
 from assistant.api_models import AskBody, ChatBody, DocumentBody, FeedbackBody
+from assistant.generation import QueueFullError
 from assistant.keys import KeyStore, role_allows
 from assistant.metrics import ServiceMetrics
 from assistant.rate_limit import RateLimiter
@@ -92,6 +93,8 @@ def _error(request: Request, exc: Exception) -> Response:
         if extra:
             body["errors"] = extra
         return Response(body, status_code=status)
+    if isinstance(exc, QueueFullError):
+        exc = TooManyRequests("the generation queue is full; retry later", exc.retry_after)
     if isinstance(exc, HTTPException):
         status, detail, headers = exc.status_code, exc.detail, dict(exc.headers or {})
     elif isinstance(exc, ValueError):
@@ -160,18 +163,9 @@ async def ask(data: JSONBody[AskBody], state: State) -> Response:
     _submit_guard(state)
     if data.stream:
         return ServerSentEvent(_sse(state, answerer.ask_stream(req)))
-    try:
-        result = await answerer.ask(req)
-    except Exception as exc:
-        raise _queue_full(exc) from exc
+    result = await answerer.ask(req)
     state.metrics.observe_answer(result)
     return Response(result)
-
-
-def _queue_full(exc: Exception) -> Exception:
-    if type(exc).__name__ == "QueueFullError":
-        return TooManyRequests("the generation queue is full; retry later", getattr(exc, "retry_after", 5))
-    return exc
 
 
 async def _sse(state: State, events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, str]]:
@@ -182,7 +176,7 @@ async def _sse(state: State, events: AsyncIterator[dict[str, Any]]) -> AsyncIter
                 state.metrics.observe_answer(event)
             yield {"event": kind, "data": json.dumps(event)}
     except Exception as exc:  # the status line is sent: report in the stream
-        yield {"event": "error", "data": json.dumps({"detail": str(_queue_full(exc))})}
+        yield {"event": "error", "data": json.dumps({"detail": str(exc)})}
 
 
 @get("/v1/search", guards=[require_role], opt={"role": "reader"})
@@ -216,10 +210,7 @@ async def chat_completions(data: JSONBody[ChatBody], state: State) -> Response:
     answerer: Answerer = state.answerer
     if data.stream:
         return ServerSentEvent(chat_stream(answerer.ask_stream(req), state.metrics.observe_answer))
-    try:
-        result = await answerer.ask(req)
-    except Exception as exc:
-        raise _queue_full(exc) from exc
+    result = await answerer.ask(req)
     state.metrics.observe_answer(result)
     return Response(chat_response(result))
 
@@ -327,7 +318,7 @@ def create_app(settings: ServiceSettings, *, index: Any | None = None, generator
 
     state = State({"settings": settings, "metrics": ServiceMetrics(), "limiter": RateLimiter(settings.rate_per_minute)})
     state.update(open_resources(settings, index=index, generator=generator, queue=queue))
-    routes = [ask, search, chat_completions, add_documents, list_documents, delete_document, feedback,
+    routes: list[Any] = [ask, search, chat_completions, add_documents, list_documents, delete_document, feedback,
               list_adapters, activate_adapter, healthz, readyz, metrics]
     if STATIC_DIR.is_dir():
         routes.append(create_static_files_router(path="/", directories=[STATIC_DIR], html_mode=True))

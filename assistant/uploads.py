@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from indexer import native
 from indexer.loaders import Document, LoadProblem, load_paths
 
 SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -48,7 +49,9 @@ def documents_from_json(payload: Any, body_type: type) -> list[Document]:
         for key, kind in (("id", str), ("source", str), ("metadata", dict), ("tags", list)):
             if item.get(key) is not None and not isinstance(item[key], kind):
                 raise ValueError(f"documents[{n}].{key} must be a {kind.__name__}")
-        doc_id = item.get("id") or f"api/{n}-{abs(hash(item['text'])) % 10**12}"
+        # without an id, the content hash: stable across requests and restarts
+        # (Python's hash() is salted per process)
+        doc_id = item.get("id") or "api/" + native.content_hashes([item["text"]])[0]
         metadata = {"format": "api", **(item.get("metadata") or {})}
         if item.get("tags"):
             metadata["tags"] = list(map(str, item["tags"]))
