@@ -5,6 +5,9 @@
     assistant keys create --name NAME --role reader|editor|admin --index DIR
     assistant keys list|revoke KEY_ID --index DIR
     assistant prepare PAIRS.jsonl --index DIR --out DIR [--eval EVAL.jsonl ...] [--tokenizer MODEL]
+    assistant tune PAIRS.jsonl --index DIR [--eval-set HELDOUT.jsonl] [--max-steps N] [--no-activate]
+    assistant curate --index DIR --out DIR     feedback → pairs.jsonl + preferences.jsonl
+    assistant adapters list|activate NAME|rollback --index DIR
     assistant info
 """
 
@@ -142,6 +145,67 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry(args: argparse.Namespace):
+    from assistant.generation import GenerationSettings
+    from assistant.registry import AdapterRegistry
+
+    settings = _settings(args)
+    return AdapterRegistry(GenerationSettings.from_env().adapters_dir or settings.data_dir / "adapters")
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    """The whole re-tuning pipeline in the foreground (the service runs the same as a job)."""
+    import time
+
+    from assistant.generation import GenerationSettings
+    from assistant.retune import RetuneSpec, run
+
+    settings = _settings(args)
+    tune = {k: v for k, v in (("max_steps", args.max_steps), ("warmup_steps", args.warmup_steps), ("lr", args.lr),
+                              ("batch_size", args.batch_size),
+                              ("grad_accum", args.grad_accum), ("quantize", args.quantize)) if v is not None}
+    work = args.work or settings.data_dir / "jobs" / time.strftime("cli-%Y%m%d-%H%M%S")
+    spec = RetuneSpec(pairs=str(args.pairs), index_dir=str(settings.index_dir),
+                      registry_dir=str(_registry(args).root), work_dir=str(work),
+                      model=GenerationSettings.from_env().model, eval_set=str(args.eval_set) if args.eval_set else None,
+                      activate=not args.no_activate, tune=tune,
+                      gate={"max_drift": args.max_drift} if args.max_drift is not None else {})
+    result = run(spec)
+    print(json.dumps({k: result[k] for k in ("adapter", "accepted", "reason", "activated")}, indent=2))
+    print(f"(work folder {work}; a running `assistant serve` picks the adapter up with POST /v1/adapters/"
+          f"{result['adapter']}/activate or on restart)", file=sys.stderr)
+    return 0
+
+
+def cmd_curate(args: argparse.Namespace) -> int:
+    from assistant.curate import export_feedback
+    from assistant.records import Records
+
+    records = Records(_settings(args).service_db)
+    try:
+        counts = export_feedback(records.feedback(), args.out)
+    finally:
+        records.close()
+    print(json.dumps(counts, indent=2) if args.json else "\n".join(f"  {k:<14}{v}" for k, v in counts.items()))
+    return 0
+
+
+def cmd_adapters(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    if args.action == "list":
+        active = registry.active()
+        for m in registry.list():
+            print(f"{'*' if m['name'] == active else ' '} {m['name']:<12} {m['gate']['decision']:<10} "
+                  f"{m.get('created') or '':<21} {m['gate']['reason']}")
+        return 0
+    if args.action == "rollback":
+        print(f"active: {registry.rollback() or 'base'}")
+        return 0
+    registry.activate(None if args.name == "base" else args.name, force=args.force)
+    print(f"active: {registry.active() or 'base'} (a running server: POST /v1/adapters/{args.name}/activate)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="assistant", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -197,7 +261,37 @@ def main(argv: list[str] | None = None) -> int:
     prepare.add_argument("--json", action="store_true")
     prepare.set_defaults(func=cmd_prepare)
 
+    tune = sub.add_parser("tune", help="curated pairs → RAFT set → QLoRA adapter → gate → registry")
+    common(tune)
+    tune.add_argument("pairs", type=Path, help="curated pairs (JSONL)")
+    tune.add_argument("--eval-set", type=Path, help="held-out items for the gate (default: 10%% of the pairs)")
+    tune.add_argument("--work", type=Path, help="folder for the set, checkpoints and logs (resumes when reused)")
+    tune.add_argument("--max-steps", type=int)
+    tune.add_argument("--warmup-steps", type=int)
+    tune.add_argument("--lr", type=float)
+    tune.add_argument("--batch-size", type=int)
+    tune.add_argument("--grad-accum", type=int)
+    tune.add_argument("--quantize", choices=("auto", "4bit", "none"))
+    tune.add_argument("--max-drift", type=float, help="the gate's bound on general drift (default 0.2)")
+    tune.add_argument("--no-activate", action="store_true", help="register only, even when the gate accepts")
+    tune.set_defaults(func=cmd_tune)
+
+    curate = sub.add_parser("curate", help="export feedback: corrections → pairs, ratings → preferences")
+    common(curate)
+    curate.add_argument("--out", type=Path, required=True)
+    curate.add_argument("--json", action="store_true")
+    curate.set_defaults(func=cmd_curate)
+
+    adapters = sub.add_parser("adapters", help="list, activate or roll back registered adapters")
+    adapters.add_argument("action", choices=("list", "activate", "rollback"))
+    adapters.add_argument("name", nargs="?", help="adapter to activate ('base': none)")
+    adapters.add_argument("--force", action="store_true", help="activate even if the gate rejected it")
+    common(adapters)
+    adapters.set_defaults(func=cmd_adapters)
+
     args = parser.parse_args(argv)
+    if args.command == "adapters" and args.action == "activate" and not args.name:
+        parser.error("adapters activate needs an adapter name")
     try:
         return int(args.func(args))
     except (ValueError, FileNotFoundError) as exc:

@@ -377,6 +377,39 @@ class LocalGenerator:
         prompt_lengths = batch["attention_mask"].sum(dim=1).tolist()
         return [self._result(ids, int(n)) for ids, n in zip(new_tokens, prompt_lengths)]
 
+    def continuation_nll(self, prompts: list[str], continuations: list[str], *, adapter: str | None = None,
+                         batch_size: int = 8) -> tuple[float, int]:
+        """Summed negative log-likelihood (nats) of each continuation following its
+        prompt, under ``adapter`` (None: the base model, not the active adapter), and
+        the number of tokens scored. An empty prompt scores the text from its second
+        token. Used by the tuning gate to measure drift from the base model."""
+        import torch
+        import torch.nn.functional as F
+
+        if len(prompts) != len(continuations):
+            raise ValueError(f"{len(prompts)} prompts for {len(continuations)} continuations")
+        total, count = 0.0, 0
+        with self._lock, self._using(adapter), torch.inference_mode():
+            for start in range(0, len(prompts), batch_size):
+                rows, masks = [], []
+                for prompt, text in zip(prompts[start:start + batch_size], continuations[start:start + batch_size]):
+                    head = self.tokenizer(prompt, add_special_tokens=False).input_ids if prompt else []
+                    tail = self.tokenizer(text, add_special_tokens=False).input_ids
+                    rows.append(head + tail)
+                    masks.append([0] * max(len(head), 1) + [1] * (len(tail) - (0 if head else 1)))
+                width = max(len(r) for r in rows)
+                pad = self.tokenizer.pad_token_id
+                ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.model.device)
+                attention = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=ids.device)
+                scored = torch.tensor([m + [0] * (width - len(m)) for m in masks], device=ids.device).bool()
+                logits = self.model(input_ids=ids, attention_mask=attention).logits.float()
+                # position t predicts token t+1
+                nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
+                keep = scored[:, 1:]
+                total += float(nll[keep].sum())
+                count += int(keep.sum())
+        return total, count
+
     def _result(self, ids: list[int], prompt_tokens: int) -> GenerationResult:
         stop = next((i for i, token in enumerate(ids) if token in self.eos_ids), None)
         kept = ids if stop is None else ids[:stop]

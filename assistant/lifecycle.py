@@ -1,8 +1,11 @@
 """Opening and closing the service's resources: the index, the generator and
-its queue, the key store and the answer records."""
+its queue, the key store, the answer records, the adapter registry and the
+tuning-job runner."""
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from typing import Any
 
 from assistant.answering import Answerer
@@ -23,9 +26,27 @@ def open_resources(settings: ServiceSettings, *, index: Any | None = None, gener
                              f"indexer ingest PATH --index {settings.index_dir}")
         index = Index.open(settings.index_dir)
         owned.append(index)
+    from assistant.jobs import JobRunner, JobStore
+    from assistant.registry import AdapterRegistry
+
     gen_settings = GenerationSettings.from_env()
+    if gen_settings.adapters_dir is None:
+        gen_settings = dataclasses.replace(gen_settings, adapters_dir=settings.data_dir / "adapters")
     if generator is None:
         generator = make_generator(gen_settings)
+    generator_settings = getattr(generator, "settings", None)
+    if generator_settings is not None and getattr(generator_settings, "adapters_dir", False) is None:
+        # a generator made without a registry folder gets the service's, so tuned adapters load
+        generator.settings = dataclasses.replace(generator_settings, adapters_dir=gen_settings.adapters_dir)
+    registry = AdapterRegistry(getattr(generator.settings, "adapters_dir", None) if generator_settings is not None
+                               else gen_settings.adapters_dir)
+    active = registry.active()
+    if active is not None and hasattr(generator, "set_active_adapter"):
+        try:
+            generator.set_active_adapter(active)
+        except Exception as exc:  # noqa: BLE001 - serve with the base model rather than not at all
+            logging.getLogger(__name__).error("could not load the active adapter %r (%s); serving the base model",
+                                              active, exc)
     if queue is None:
         queue = GenerationQueue(generator, max_batch_size=gen_settings.max_batch_size,
                                 queue_size=gen_settings.queue_size)
@@ -33,12 +54,20 @@ def open_resources(settings: ServiceSettings, *, index: Any | None = None, gener
     index.search("warm up", k=1)  # loads the embedding model now, so /readyz means ready
     keys = KeyStore(settings.service_db)
     records = Records(settings.service_db)
-    owned += [keys, records]
+
+    def activate_finished(job: dict[str, Any]) -> None:
+        result = job.get("result") or {}
+        if result.get("activated") and hasattr(generator, "set_active_adapter"):
+            generator.set_active_adapter(result["adapter"])
+
+    jobs = JobRunner(JobStore(settings.service_db), settings.data_dir / "jobs", on_done=activate_finished)
+    owned += [keys, records, jobs]
 
     def close_all() -> None:
         for resource in reversed(owned):
             resource.close()
 
     return {"index": index, "generator": generator, "queue": queue, "key_store": keys, "records": records,
+            "registry": registry, "jobs": jobs,
             "answerer": Answerer(index, generator, queue, min_score=settings.min_score, records=records),
             "close_all": close_all}

@@ -6,7 +6,8 @@ Routes (the generated OpenAPI schema is at ``/schema``): ``POST /v1/ask``
 (``stream: true`` → server-sent events), ``GET /v1/search``, ``POST
 /v1/chat/completions`` (OpenAI-compatible, grounded, citations added),
 ``POST|GET /v1/documents``, ``DELETE /v1/documents/{doc_id}``, ``POST
-/v1/feedback``, ``GET /healthz | /readyz | /metrics``.
+/v1/feedback``, ``GET /healthz | /readyz | /metrics``; adapters and tuning jobs in
+:mod:`assistant.routes_tuning`.
 
 Resources (index, generator, queue, key store, records) are made in
 :func:`create_app` or passed in, and kept on ``app.state``. Route handlers
@@ -268,26 +269,6 @@ async def feedback(data: JSONBody[FeedbackBody], request: Request, state: State)
     return {"feedback_id": fid, "answer_id": data.answer_id}
 
 
-@get("/v1/adapters", guards=[require_role], opt={"role": "admin"})
-async def list_adapters(state: State) -> dict[str, Any]:
-    """Adapters in the registry and the active one (None: the base model)."""
-    generator = state.generator
-    return {"adapters": await asyncio.to_thread(generator.list_adapters), "active": generator.active_adapter,
-            "model": generator.model_name}
-
-
-@post("/v1/adapters/{name:str}/activate", guards=[require_role], opt={"role": "admin"}, status_code=200)
-async def activate_adapter(name: FromPath[str], state: State) -> dict[str, Any]:
-    """Make ``name`` the adapter answers use when a request names none; ``base`` for the base model.
-    Takes effect for the next batch, without a restart."""
-    generator = state.generator
-    target = None if name == "base" else name
-    if target is not None and target not in await asyncio.to_thread(generator.list_adapters):
-        raise HTTPException(status_code=404, detail=f"no adapter {name!r}; GET /v1/adapters lists them")
-    await asyncio.to_thread(generator.set_active_adapter, target)  # loads it once (peft)
-    return {"active": generator.active_adapter, "model": generator.model_name}
-
-
 @get("/healthz")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
@@ -318,8 +299,10 @@ def create_app(settings: ServiceSettings, *, index: Any | None = None, generator
 
     state = State({"settings": settings, "metrics": ServiceMetrics(), "limiter": RateLimiter(settings.rate_per_minute)})
     state.update(open_resources(settings, index=index, generator=generator, queue=queue))
+    from assistant.routes_tuning import ROUTES as TUNING_ROUTES
+
     routes: list[Any] = [ask, search, chat_completions, add_documents, list_documents, delete_document, feedback,
-              list_adapters, activate_adapter, healthz, readyz, metrics]
+                         healthz, readyz, metrics, *TUNING_ROUTES]
     if STATIC_DIR.is_dir():
         routes.append(create_static_files_router(path="/", directories=[STATIC_DIR], html_mode=True))
     from assistant.request_metrics import RequestMetricsMiddleware

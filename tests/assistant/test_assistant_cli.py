@@ -68,3 +68,52 @@ def test_ask_without_an_index_is_a_clear_error(venv_bin, cli_env, tmp_path) -> N
     r = subprocess.run([str(venv_bin / "assistant"), "ask", "What is asthma?", "--index", str(tmp_path / "none")],
                        capture_output=True, text=True, env=cli_env, timeout=300)
     assert r.returncode == 2 and "no index at" in r.stderr and "indexer ingest" in r.stderr
+
+
+def test_curate_exports_feedback(venv_bin, cli_env, tmp_path) -> None:
+    from assistant.records import Records
+
+    records = Records(tmp_path / "svc" / "service.sqlite")
+    good = records.add_answer("What do pangolins eat?", "Ants [1].", True, [{"number": 1}], "m", None)
+    wrong = records.add_answer("Why does bread rise?", "Because of salt [1].", True, [], "m", None)
+    records.add_feedback(good, "up", None, "k1")
+    records.add_feedback(wrong, "down", "Yeast ferments the dough.", "k1")
+    records.close()
+    out = tmp_path / "curated"
+    r = subprocess.run([str(venv_bin / "assistant"), "curate", "--index", str(tmp_path / "index"), "--data-dir",
+                        str(tmp_path / "svc"), "--out", str(out), "--json"], capture_output=True, text=True,
+                       env=cli_env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"feedback": 2, "pairs": 1, "preferences": 2, "up": 1, "down": 1}
+    (pair,) = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
+    assert pair["question"] == "Why does bread rise?" and pair["answer"] == "Yeast ferments the dough."
+    assert pair["source"] == f"feedback:{wrong}"
+    from assistant.curated import read_pairs
+
+    assert read_pairs(out / "pairs.jsonl")[1] == []  # the curated format, as `assistant tune` reads it
+    prefs = [json.loads(line) for line in (out / "preferences.jsonl").read_text().splitlines()]
+    assert [p["rating"] for p in prefs] == ["up", "down"]
+    assert prefs[1]["chosen"] == "Yeast ferments the dough." and prefs[1]["rejected"] == "Because of salt [1]."
+    assert "chosen" not in prefs[0]
+
+
+def test_adapters_cli_activate_and_rollback(venv_bin, cli_env, tmp_path) -> None:
+    from assistant.registry import AdapterRegistry
+
+    registry = AdapterRegistry(tmp_path / "svc" / "adapters")
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "adapter_config.json").write_text("{}")
+        registry.register(tmp_path / name, base_model="m", base_model_hash="h", name=name)
+    registry.record_gate("one", {"accepted": True, "reason": "better"})
+    registry.record_gate("two", {"accepted": False, "reason": "drifted"})
+    base = [str(venv_bin / "assistant"), "adapters"]
+    where = ["--index", str(tmp_path / "index"), "--data-dir", str(tmp_path / "svc")]
+    env = {k: v for k, v in cli_env.items() if k != "ASSISTANT_ADAPTERS_DIR"}
+    assert subprocess.run([*base, "activate", "one", *where], env=env, timeout=120).returncode == 0
+    refused = subprocess.run([*base, "activate", "two", *where], capture_output=True, text=True, env=env, timeout=120)
+    assert refused.returncode == 2 and "rejected by the gate (drifted)" in refused.stderr
+    listing = subprocess.run([*base, "list", *where], capture_output=True, text=True, env=env, timeout=120).stdout
+    assert listing.splitlines()[0].startswith("* one") and "rejected" in listing.splitlines()[1]
+    assert subprocess.run([*base, "rollback", *where], capture_output=True, text=True, env=env,
+                          timeout=120).stdout.strip() == "active: base"

@@ -193,7 +193,8 @@ def test_adapters_switch_without_a_restart(tiny_model_dir: Path, tiny_adapter_di
     for svc in start_service(tmp_path, tiny_model_dir, adapters_dir=tiny_adapter_dir):
         assert svc.get("/v1/adapters", "editor").status_code == 403  # admin only
         listed = svc.get("/v1/adapters").json()
-        assert listed["adapters"] == ["demo"] and listed["active"] is None
+        assert [a["name"] for a in listed["adapters"]] == ["demo"] and listed["active"] is None
+        assert listed["adapters"][0]["gate"]["decision"] == "unmanaged"  # a peft folder put there by hand
         question = {"question": "What do pangolins eat?", "top_k": 2}
         base = svc.post("/v1/ask", "reader", json=question).json()
         assert base["adapter"] is None
@@ -207,9 +208,14 @@ def test_adapters_switch_without_a_restart(tiny_model_dir: Path, tiny_adapter_di
         named = svc.post("/v1/ask", "reader", json={**question, "adapter": "demo"}).json()  # per request
         assert named["adapter"] == "demo" and named["raw_answer"] == tuned["raw_answer"]
         missing = svc.post("/v1/adapters/nope/activate")
-        assert missing.status_code == 404 and "GET /v1/adapters" in missing.json()["detail"]
+        assert missing.status_code == 404 and "no adapter 'nope'" in missing.json()["detail"]
         unknown = svc.post("/v1/ask", "reader", json={**question, "adapter": "nope"})
         assert unknown.status_code == 422 and "no adapter 'nope'" in unknown.json()["detail"]
+        rolled = svc.post("/v1/adapters/rollback")  # back to the one active before: demo
+        assert rolled.status_code == 200 and rolled.json()["active"] == "demo"
+        assert svc.post("/v1/ask", "reader", json=question).json()["raw_answer"] == tuned["raw_answer"]
+        assert svc.post("/v1/adapters/rollback").json()["active"] is None
+        assert svc.post("/v1/adapters/rollback").status_code == 409  # nothing before the base model
 
 
 # ---- documents and feedback ----------------------------------------------------------------------

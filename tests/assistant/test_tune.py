@@ -103,6 +103,48 @@ def test_resume_continues_from_the_latest_checkpoint(tiny_model_dir: Path, packe
         train(settings(tiny_model_dir, packed, out, max_steps=12, save_every=3, lora_r=4))
 
 
+def test_resume_after_sigkill(tiny_model_dir: Path, packed: Path, tmp_path: Path) -> None:
+    """A training process killed with SIGKILL mid-run: the next run starts from the
+    last whole checkpoint, and the log holds every step once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    args = ["--model", str(tiny_model_dir), "--data", str(packed), "--out", str(out), "--quantize", "4bit",
+            "--lora-r", "8", "--lora-alpha", "16", "--lr", "1e-2", "--warmup-steps", "2", "--max-steps", "100000",
+            "--batch-size", "2", "--eval-every", "0", "--eval-fraction", "0", "--save-every", "3", "--seed", "0"]
+    child = subprocess.Popen([sys.executable, "-m", "assistant.tune", *args], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "checkpoints" / "step-6" / "state.pt").is_file():
+            assert child.poll() is None and time.monotonic() < deadline, "no second checkpoint"
+            time.sleep(0.05)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    logged = [r["step"] for r in read_log(out) if r["kind"] == "train"]
+    last = max(int(p.name.split("-")[1]) for p in (out / "checkpoints").glob("step-*") if (p / "state.pt").is_file())
+    assert last >= 6 and max(logged) >= last
+
+    summary = train(settings(tiny_model_dir, packed, out, max_steps=last + 3, save_every=3))
+    assert summary["start_step"] == last and summary["resumed_from"].endswith(f"step-{last}")
+    steps = [r["step"] for r in read_log(out) if r["kind"] == "train"]
+    assert steps == list(range(1, last + 4))  # steps after the checkpoint ran again, once
+
+
+def test_early_stopping_stops_when_eval_loss_rises(tiny_model_dir: Path, packed: Path, tmp_path: Path) -> None:
+    # a learning rate this high overfits six examples at once: eval loss rises after the first eval
+    summary = train(settings(tiny_model_dir, packed, tmp_path / "run", lr=0.3, warmup_steps=1, max_steps=60,
+                             eval_every=2, eval_fraction=0.34, early_stopping_patience=2))
+    assert summary["stopped_early"] and summary["step"] < 60
+    evals = [r for r in read_log(tmp_path / "run") if r["kind"] == "eval"]
+    assert summary["best_step"] == min(evals, key=lambda r: r["eval_loss"])["step"]
+
+
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"quantize": "8bit"}, "quantize must be one of"),
     ({"lora_r": 0}, "lora_r must be at least 1"),
@@ -112,6 +154,7 @@ def test_resume_continues_from_the_latest_checkpoint(tiny_model_dir: Path, packe
     ({"lr": 0.0}, "lr must be in"),
     ({"save_every": -1}, "save_every must be 0 or more"),
     ({"early_stopping_patience": 2, "eval_fraction": 0.0}, "needs an eval set"),
+    ({"precision": "fp8"}, "precision must be one of"),
 ])
 def test_bad_settings_raise(tmp_path: Path, overrides: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):

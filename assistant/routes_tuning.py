@@ -1,0 +1,171 @@
+"""Admin routes for adapters and tuning jobs.
+
+    GET  /v1/adapters                       the registry, with each manifest and the active adapter
+    POST /v1/adapters/{name}/activate       switch without a restart (``base``: no adapter)
+    POST /v1/adapters/rollback              back to the adapter active before
+    POST /v1/tuning/jobs                    queue a re-tuning job → 202 and its id
+    GET  /v1/tuning/jobs[/{job_id}]         status, progress, metrics and the log's tail
+    POST /v1/tuning/jobs/{job_id}/cancel    stop it (the active adapter stays as it was)
+    POST /v1/tuning/jobs/{job_id}/resume    queue an interrupted, failed or cancelled job again
+
+Files a job names (``pairs``, ``eval_set``) are paths inside the service's data
+directory; anything resolving outside it is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from litestar import Response, get, post
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.params import FromPath, JSONBody
+
+from assistant.jobs import JobError
+from assistant.registry import RegistryError
+from assistant.server import require_role
+
+ADMIN = {"role": "admin"}
+
+
+@dataclass
+class TuningJobBody:
+    pairs: str
+    """Curated pairs (JSONL), a path inside the data directory."""
+    eval_set: str | None = None
+    """Held-out items for the gate (evaluation format); default: a share of the pairs."""
+    holdout_fraction: float = 0.1
+    eval_limit: int | None = 200
+    activate: bool = True
+    """Activate the adapter when the gate accepts it."""
+    tune: dict[str, Any] = field(default_factory=dict)
+    raft: dict[str, Any] = field(default_factory=dict)
+    gate: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ActivateBody:
+    force: bool = False
+    """Activate even an adapter the gate rejected."""
+
+
+def data_path(state: State, given: str, what: str) -> str:
+    root = Path(state.settings.data_dir).resolve()
+    path = (root / given).resolve()
+    if not path.is_relative_to(root):
+        raise ValidationException(detail=f"{what} must be a path inside the data directory, got {given!r}")
+    if not path.is_file():
+        raise ValidationException(detail=f"{what}: no file {given!r} in the data directory")
+    return str(path)
+
+
+def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    gate = manifest.get("gate", {})
+    return {k: manifest.get(k) for k in ("name", "base_model", "base_model_hash", "data_hash", "created", "active")} | {
+        "gate": {"decision": gate.get("decision"), "reason": gate.get("reason")},
+        "metrics": {k: v for k, v in manifest.get("metrics", {}).items() if k in ("domain", "drift")}}
+
+
+async def _base_hash(state: State) -> str | None:
+    if "base_model_hash" not in state:
+        from assistant.registry import model_hash
+
+        model_dir = getattr(state.generator, "model_dir", None)
+        state.base_model_hash = await asyncio.to_thread(model_hash, model_dir) if model_dir else None
+    return state.base_model_hash
+
+
+@get("/v1/adapters", guards=[require_role], opt=ADMIN)
+async def list_adapters(state: State) -> dict[str, Any]:
+    """Registered adapters with their manifests, and the active one (None: the base model)."""
+    manifests = await asyncio.to_thread(state.registry.list)
+    return {"adapters": [_summary(m) for m in manifests], "active": state.generator.active_adapter,
+            "model": state.generator.model_name}
+
+
+@post("/v1/adapters/{name:str}/activate", guards=[require_role], opt=ADMIN, status_code=200)
+async def activate_adapter(name: FromPath[str], state: State, data: JSONBody[ActivateBody | None] = None) -> dict[str, Any]:
+    """Make ``name`` the adapter answers use when a request names none (``base``: none).
+    Refused (409) for an adapter the gate rejected, unless ``force``, and for one
+    trained on another base model. Takes effect for the next batch, without a restart."""
+    target = None if name == "base" else name
+    registry, generator = state.registry, state.generator
+    if target is not None:
+        try:
+            await asyncio.to_thread(registry.check_activatable, target, await _base_hash(state),
+                                    force=bool(data and data.force))
+        except RegistryError as exc:
+            missing = target not in await asyncio.to_thread(registry.names)
+            raise HTTPException(status_code=404 if missing else 409, detail=str(exc)) from None
+        await asyncio.to_thread(generator.load_adapter, target)  # fails before anything changes
+    await asyncio.to_thread(registry.activate, target, base_model_hash=await _base_hash(state),
+                            force=bool(data and data.force))
+    await asyncio.to_thread(generator.set_active_adapter, target)
+    return {"active": generator.active_adapter, "model": generator.model_name}
+
+
+@post("/v1/adapters/rollback", guards=[require_role], opt=ADMIN, status_code=200)
+async def rollback_adapter(state: State) -> dict[str, Any]:
+    """Back to the adapter that was active before the current one."""
+    try:
+        previous = await asyncio.to_thread(state.registry.rollback)
+    except RegistryError as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from None
+    await asyncio.to_thread(state.generator.set_active_adapter, previous)
+    return {"active": state.generator.active_adapter, "model": state.generator.model_name}
+
+
+@post("/v1/tuning/jobs", guards=[require_role], opt=ADMIN, status_code=202)
+async def submit_job(data: JSONBody[TuningJobBody], state: State) -> Response:
+    """Queue a re-tuning job: prepare the RAFT set, train, register, gate, activate.
+    One job runs at a time, in its own process; others wait in order."""
+    settings = state.settings
+    fields = {"pairs": data_path(state, data.pairs, "pairs"),
+              "eval_set": data_path(state, data.eval_set, "eval_set") if data.eval_set else None,
+              "holdout_fraction": data.holdout_fraction, "eval_limit": data.eval_limit, "activate": data.activate,
+              "tune": data.tune, "raft": data.raft, "gate": data.gate, "index_dir": str(settings.index_dir),
+              "registry_dir": str(state.registry.root), "model": state.generator.model_name}
+    job_id = await asyncio.to_thread(state.jobs.submit, fields)  # RetuneSpec checks the settings: 422
+    queued = [j["job_id"] for j in await asyncio.to_thread(state.jobs.store.with_status, "queued")]
+    return Response({"job_id": job_id, "status": "queued", "ahead": queued.index(job_id) if job_id in queued else 0},
+                    status_code=202)
+
+
+@get("/v1/tuning/jobs", guards=[require_role], opt=ADMIN)
+async def list_jobs(state: State) -> dict[str, Any]:
+    jobs = await asyncio.to_thread(state.jobs.store.all)
+    return {"jobs": [{k: j[k] for k in ("job_id", "status", "created", "started", "finished", "error")} for j in jobs]}
+
+
+def _job_call(state: State, method: str, job_id: str) -> Any:
+    try:
+        return getattr(state.jobs, method)(job_id)
+    except KeyError:
+        raise HTTPException(status_code=404, detail=f"no tuning job {job_id!r}") from None
+    except JobError as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from None
+
+
+@get("/v1/tuning/jobs/{job_id:str}", guards=[require_role], opt=ADMIN)
+async def job_status(job_id: FromPath[str], state: State) -> dict[str, Any]:
+    """Status, stage, training step / loss / tokens per second, the result (gate
+    decision and metrics) and the last lines of the job's log."""
+    return await asyncio.to_thread(_job_call, state, "status", job_id)
+
+
+@post("/v1/tuning/jobs/{job_id:str}/cancel", guards=[require_role], opt=ADMIN, status_code=200)
+async def cancel_job(job_id: FromPath[str], state: State) -> dict[str, Any]:
+    job = await asyncio.to_thread(_job_call, state, "cancel", job_id)
+    return {"job_id": job_id, "status": job["status"]}
+
+
+@post("/v1/tuning/jobs/{job_id:str}/resume", guards=[require_role], opt=ADMIN, status_code=200)
+async def resume_job(job_id: FromPath[str], state: State) -> dict[str, Any]:
+    job = await asyncio.to_thread(_job_call, state, "resume", job_id)
+    return {"job_id": job_id, "status": job["status"]}
+
+
+ROUTES = [list_adapters, activate_adapter, rollback_adapter, submit_job, list_jobs, job_status, cancel_job, resume_job]
