@@ -145,6 +145,8 @@ def run_gate(generator: Any, adapter: str, items: Sequence[EvalItem], index: Any
     settings = settings or GateSettings()
     if not items:
         raise ValueError("the gate needs held-out items to score; none were given")
+    if getattr(generator, "active_adapter", None) is not None:
+        raise ValueError("the gate compares with the base model; use a generator with no active adapter")
     prompts = retrieval_prompts(generator, items, index, settings.top_k)
     base_answers = answer_all(generator, prompts, None, settings, progress)
     tuned_answers = answer_all(generator, prompts, adapter, settings, progress)

@@ -55,6 +55,13 @@ class JobStore:
             conn.execute("INSERT INTO tuning_jobs (job_id, created, status, spec) VALUES (?, ?, 'queued', ?)",
                          (job_id, time.time(), json.dumps(spec.__dict__)))
 
+    def claim(self, job_id: str, pid: int) -> bool:
+        """queued → running, only if still queued (two runners on one file never both start it)."""
+        with self._connect() as conn:
+            cur = conn.execute("UPDATE tuning_jobs SET status = 'running', started = ?, pid = ? "
+                               "WHERE job_id = ? AND status = 'queued'", (time.time(), pid, job_id))
+        return cur.rowcount == 1
+
     def update(self, job_id: str, **values: Any) -> None:
         columns = ", ".join(f"{k} = ?" for k in values)
         with self._connect() as conn:
@@ -83,21 +90,23 @@ class JobStore:
         return out
 
 
-def _alive(pid: int | None) -> bool:
+def _is_job_process(pid: int | None) -> bool:
+    """Whether ``pid`` still runs a tuning job (and is not a reused pid)."""
     if not pid:
         return False
     try:
-        os.kill(pid, 0)
+        return b"assistant.retune" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return True
 
 
 class JobRunner:
     """Starts queued jobs one at a time and watches the running one from a thread.
-    ``on_done(job)`` runs after a job ends (the server activates the new adapter)."""
+    ``on_done(spec, result)`` runs when a job succeeds, before its status says so (the
+    server activates the accepted adapter there) and returns the result to store."""
 
-    def __init__(self, store: JobStore, jobs_dir: Path, on_done: Callable[[dict[str, Any]], None] | None = None,
+    def __init__(self, store: JobStore, jobs_dir: Path,
+                 on_done: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None,
                  poll_s: float = 0.5):
         self.store, self.jobs_dir, self.on_done, self.poll_s = store, jobs_dir, on_done, poll_s
         self._process: subprocess.Popen[bytes] | None = None
@@ -105,7 +114,7 @@ class JobRunner:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         for job in store.with_status("running"):  # cut off by a restart
-            if _alive(job["pid"]):
+            if _is_job_process(job["pid"]):
                 try:
                     os.killpg(job["pid"], signal.SIGTERM)
                 except OSError:
@@ -151,7 +160,12 @@ class JobRunner:
         job["progress"] = _read_json(folder / "progress.json")
         train_log = folder / "tune" / "log.jsonl"
         if train_log.is_file():
-            rows = [json.loads(line) for line in train_log.read_text(encoding="utf-8").splitlines() if line.strip()]
+            rows = []
+            for line in train_log.read_text(encoding="utf-8").splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:  # the line being written
+                    continue
             last_train = next((r for r in reversed(rows) if r["kind"] == "train"), None)
             last_eval = next((r for r in reversed(rows) if r["kind"] == "eval"), None)
             max_steps = job["spec"].get("tune", {}).get("max_steps") or (job["progress"] or {}).get(
@@ -187,37 +201,41 @@ class JobRunner:
                 print(f"tuning job runner: {exc!r}", file=sys.stderr)
 
     def _tick(self) -> None:
-        finished = None
         with self._lock:
             if self._process is not None:
                 code = self._process.poll()
                 if code is None:
                     return
-                finished = self._finish(self._job_id, code)  # type: ignore[arg-type]
+                self._finish(self._job_id, code)  # type: ignore[arg-type]
                 self._process, self._job_id = None, None
             else:
                 queued = self.store.with_status("queued")
                 if queued:
                     self._start(queued[0]["job_id"])
-        if finished is not None and self.on_done is not None:
-            self.on_done(finished)
 
     def _start(self, job_id: str) -> None:
         folder = self.job_dir(job_id)
-        log = open(folder / "job.log", "ab")
         try:
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", "assistant.retune", "--spec", str(folder / "spec.json")],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                env=os.environ | {"TQDM_MININTERVAL": "5"})
-        finally:
-            log.close()
-        self._job_id = job_id
-        self.store.update(job_id, status="running", started=time.time(), pid=self._process.pid)
+            for stale in ("result.json", "progress.json"):  # from an earlier attempt of a resumed job
+                (folder / stale).unlink(missing_ok=True)
+            with open(folder / "job.log", "ab") as log:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "assistant.retune", "--spec", str(folder / "spec.json")],
+                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                    env=os.environ | {"TQDM_MININTERVAL": "5"})
+        except OSError as exc:  # a job that cannot start must not block the queue
+            self.store.update(job_id, status="failed", finished=time.time(), error=f"could not start: {exc}")
+            return
+        if not self.store.claim(job_id, process.pid):  # cancelled, or taken by another runner, meanwhile
+            self._stop_process(process)
+            return
+        self._process, self._job_id = process, job_id
 
     def _finish(self, job_id: str, code: int) -> dict[str, Any]:
         result = _read_json(self.job_dir(job_id) / "result.json")
         if code == 0 and result and "error" not in result:
+            if self.on_done is not None:
+                result = self.on_done(self._get(job_id)["spec"], result)
             self.store.update(job_id, status="succeeded", finished=time.time(), pid=None, result=json.dumps(result))
         else:
             error = (result or {}).get("error") or f"the job process exited with code {code}; see its log"
@@ -230,7 +248,10 @@ class JobRunner:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except OSError:
+                pass
             process.wait()
         except OSError:
             pass

@@ -28,6 +28,7 @@ def open_resources(settings: ServiceSettings, *, index: Any | None = None, gener
         owned.append(index)
     from assistant.jobs import JobRunner, JobStore
     from assistant.registry import AdapterRegistry
+    from assistant.switching import AdapterSwitch
 
     gen_settings = GenerationSettings.from_env()
     if gen_settings.adapters_dir is None:
@@ -40,13 +41,13 @@ def open_resources(settings: ServiceSettings, *, index: Any | None = None, gener
         generator.settings = dataclasses.replace(generator_settings, adapters_dir=gen_settings.adapters_dir)
     registry = AdapterRegistry(getattr(generator.settings, "adapters_dir", None) if generator_settings is not None
                                else gen_settings.adapters_dir)
-    active = registry.active()
-    if active is not None and hasattr(generator, "set_active_adapter"):
+    switch = AdapterSwitch(registry, generator)
+    if registry.active() is not None:
         try:
-            generator.set_active_adapter(active)
+            switch.serve_recorded()
         except Exception as exc:  # noqa: BLE001 - serve with the base model rather than not at all
             logging.getLogger(__name__).error("could not load the active adapter %r (%s); serving the base model",
-                                              active, exc)
+                                              registry.active(), exc)
     if queue is None:
         queue = GenerationQueue(generator, max_batch_size=gen_settings.max_batch_size,
                                 queue_size=gen_settings.queue_size)
@@ -55,10 +56,15 @@ def open_resources(settings: ServiceSettings, *, index: Any | None = None, gener
     keys = KeyStore(settings.service_db)
     records = Records(settings.service_db)
 
-    def activate_finished(job: dict[str, Any]) -> None:
-        result = job.get("result") or {}
-        if result.get("activated") and hasattr(generator, "set_active_adapter"):
-            generator.set_active_adapter(result["adapter"])
+    def activate_finished(spec: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+        """A job's accepted adapter goes live here, in the server, not in the job's process."""
+        if result.get("accepted") and spec.get("activate", True):
+            try:
+                switch.activate(result["adapter"])
+                result["activated"] = True
+            except Exception as exc:  # noqa: BLE001 - recorded with the job
+                result["activation_error"] = str(exc)
+        return result
 
     jobs = JobRunner(JobStore(settings.service_db), settings.data_dir / "jobs", on_done=activate_finished)
     owned += [keys, records, jobs]
@@ -68,6 +74,6 @@ def open_resources(settings: ServiceSettings, *, index: Any | None = None, gener
             resource.close()
 
     return {"index": index, "generator": generator, "queue": queue, "key_store": keys, "records": records,
-            "registry": registry, "jobs": jobs,
+            "registry": registry, "jobs": jobs, "adapter_switch": switch,
             "answerer": Answerer(index, generator, queue, min_score=settings.min_score, records=records),
             "close_all": close_all}

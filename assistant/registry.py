@@ -46,9 +46,13 @@ def file_hash(path: Path) -> str:
 
 def model_hash(model_dir: str | os.PathLike[str]) -> str:
     """SHA-256 over the config and weight files of a model folder (names and contents),
-    so two copies of the same base model agree and any retrained one differs."""
+    so two copies of the same base model agree and any retrained one differs. A hub id
+    that is not a local folder is identified by its name alone."""
     folder = Path(model_dir)
     if not folder.is_dir():
+        name = os.fspath(model_dir)
+        if "/" in name and not folder.is_absolute() and not name.startswith("."):
+            return hashlib.sha256(f"hub:{name}".encode()).hexdigest()
         raise FileNotFoundError(f"no model folder at {folder}")
     digest = hashlib.sha256()
     files = sorted(p for p in folder.iterdir() if p.name == "config.json" or p.suffix in WEIGHT_SUFFIXES)
@@ -174,6 +178,13 @@ class AdapterRegistry:
             if state["active"] != name:
                 state = {"active": name, "history": [*state["history"], name][-50:]}
                 _write_json(self.root / ACTIVE_FILE, state)
+
+    def previous(self) -> str | None:
+        """What :meth:`rollback` would make active; ``RegistryError`` when nothing."""
+        history = self._state()["history"]
+        if len(history) < 2:
+            raise RegistryError("nothing to roll back to: no adapter was active before this one")
+        return history[-2]
 
     def rollback(self) -> str | None:
         """Back to the adapter active before the current one; returns it (None: base)."""

@@ -51,6 +51,8 @@ class RetuneSpec:
         from assistant.raft import RaftSettings
         from assistant.tune import TuneSettings
 
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise ValueError(f"eval_limit must be at least 1 (or null for all), got {self.eval_limit}")
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ValueError(f"holdout_fraction must be in (0, 1), got {self.holdout_fraction}")
         reserved = {"model", "data", "out"} & set(self.tune)
@@ -104,7 +106,10 @@ class Progress:
         print(f"[retune] {stage} {json.dumps(info) if info else ''}", file=sys.stderr, flush=True)
 
 
-def run(spec: RetuneSpec) -> dict[str, Any]:
+def run(spec: RetuneSpec, *, activate_here: bool = True) -> dict[str, Any]:
+    """The pipeline. With ``activate_here`` False (a service job) an accepted adapter is
+    only reported; the service activates it, so the registry and the served adapter
+    change together."""
     from assistant.curated import read_pairs
     from assistant.eval_sets import read_eval_set
     from assistant.gate import GateSettings, run_gate
@@ -121,6 +126,7 @@ def run(spec: RetuneSpec) -> dict[str, Any]:
     registry = AdapterRegistry(spec.registry_dir)
 
     progress("prepare")
+    base_hash = model_hash(model_dir)  # fails now on a missing base, not after training
     pairs, problems = read_pairs(spec.pairs)
     for where, reason in problems[:20]:
         print(f"skipped {where}: {reason}", file=sys.stderr, flush=True)
@@ -129,9 +135,11 @@ def run(spec: RetuneSpec) -> dict[str, Any]:
         train_pairs = pairs
     else:
         train_pairs, items = split_holdout(pairs, spec.holdout_fraction, spec.eval_limit)
+    if not items:
+        raise ValueError("no held-out items for the gate")
     packed = work / "raft" / "packed.npz"
     with Index.open(spec.index_dir) as index:
-        if not packed.is_file():  # a resumed job keeps the set it trained on
+        if not (work / "raft" / "report.json").is_file():  # written last: a resumed job keeps its set
             built = build_raft_set(train_pairs, index, model_dir, malformed=problems,
                                    eval_texts=[t for i in items for t in (i.question, i.answer)],
                                    settings=RaftSettings(**spec.raft))
@@ -145,10 +153,13 @@ def run(spec: RetuneSpec) -> dict[str, Any]:
 
         progress("register")
         adapter_dir = work / "tune" / ("best" if (work / "tune" / "best").is_dir() else "adapter")
-        base_hash = model_hash(model_dir)
-        name = registry.register(adapter_dir, base_model=spec.model, base_model_hash=base_hash,
-                                 data_hash=file_hash(packed), settings=dataclasses.asdict(tune_settings),
-                                 metrics={"train": summary, "raft": report})
+        registered = work / "registered.txt"  # a job resumed after this stage reuses its version
+        name = registered.read_text(encoding="utf-8").strip() if registered.is_file() else ""
+        if name not in registry.names():
+            name = registry.register(adapter_dir, base_model=spec.model, base_model_hash=base_hash,
+                                     data_hash=file_hash(packed), settings=dataclasses.asdict(tune_settings),
+                                     metrics={"train": summary, "raft": report})
+            registered.write_text(name, encoding="utf-8")
         progress("register", adapter=name)
 
         progress("gate", items=len(items))
@@ -157,7 +168,7 @@ def run(spec: RetuneSpec) -> dict[str, Any]:
                         cache=registry.root / ".probe" / f"{base_hash[:16]}.json", progress=True)
     registry.record_gate(name, gate)
     activated = False
-    if gate["accepted"] and spec.activate:
+    if gate["accepted"] and spec.activate and activate_here:
         registry.activate(name, base_model_hash=base_hash)
         activated = True
     progress("done", adapter=name, accepted=gate["accepted"], activated=activated)
@@ -168,11 +179,12 @@ def run(spec: RetuneSpec) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m assistant.retune", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--spec", type=Path, required=True, help="spec.json of the job (RetuneSpec fields)")
+    parser.add_argument("--spec", type=Path, required=True, help="spec.json of the job (RetuneSpec fields); "
+                        "an accepted adapter is registered, and activated by the service that started the job")
     args = parser.parse_args(argv)
     result_path = args.spec.parent / "result.json"
     try:
-        result = run(RetuneSpec.load(args.spec))
+        result = run(RetuneSpec.load(args.spec), activate_here=False)  # the service activates
     except (ValueError, FileNotFoundError) as exc:
         result_path.write_text(json.dumps({"error": str(exc)}) + "\n", encoding="utf-8")
         print(f"error: {exc}", file=sys.stderr)

@@ -69,15 +69,6 @@ def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
         "metrics": {k: v for k, v in manifest.get("metrics", {}).items() if k in ("domain", "drift")}}
 
 
-async def _base_hash(state: State) -> str | None:
-    if "base_model_hash" not in state:
-        from assistant.registry import model_hash
-
-        model_dir = getattr(state.generator, "model_dir", None)
-        state.base_model_hash = await asyncio.to_thread(model_hash, model_dir) if model_dir else None
-    return state.base_model_hash
-
-
 @get("/v1/adapters", guards=[require_role], opt=ADMIN)
 async def list_adapters(state: State) -> dict[str, Any]:
     """Registered adapters with their manifests, and the active one (None: the base model)."""
@@ -92,29 +83,21 @@ async def activate_adapter(name: FromPath[str], state: State, data: JSONBody[Act
     Refused (409) for an adapter the gate rejected, unless ``force``, and for one
     trained on another base model. Takes effect for the next batch, without a restart."""
     target = None if name == "base" else name
-    registry, generator = state.registry, state.generator
-    if target is not None:
-        try:
-            await asyncio.to_thread(registry.check_activatable, target, await _base_hash(state),
-                                    force=bool(data and data.force))
-        except RegistryError as exc:
-            missing = target not in await asyncio.to_thread(registry.names)
-            raise HTTPException(status_code=404 if missing else 409, detail=str(exc)) from None
-        await asyncio.to_thread(generator.load_adapter, target)  # fails before anything changes
-    await asyncio.to_thread(registry.activate, target, base_model_hash=await _base_hash(state),
-                            force=bool(data and data.force))
-    await asyncio.to_thread(generator.set_active_adapter, target)
-    return {"active": generator.active_adapter, "model": generator.model_name}
+    try:
+        await asyncio.to_thread(state.adapter_switch.activate, target, force=bool(data and data.force))
+    except RegistryError as exc:
+        missing = target not in await asyncio.to_thread(state.registry.names)
+        raise HTTPException(status_code=404 if missing else 409, detail=str(exc)) from None
+    return {"active": state.generator.active_adapter, "model": state.generator.model_name}
 
 
 @post("/v1/adapters/rollback", guards=[require_role], opt=ADMIN, status_code=200)
 async def rollback_adapter(state: State) -> dict[str, Any]:
     """Back to the adapter that was active before the current one."""
     try:
-        previous = await asyncio.to_thread(state.registry.rollback)
+        await asyncio.to_thread(state.adapter_switch.rollback)
     except RegistryError as exc:
         raise HTTPException(status_code=409, detail=str(exc)) from None
-    await asyncio.to_thread(state.generator.set_active_adapter, previous)
     return {"active": state.generator.active_adapter, "model": state.generator.model_name}
 
 

@@ -169,7 +169,10 @@ def use_bf16(settings: TuneSettings, device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     # without native bf16 (AVX512-BF16 / AMX) the CPU emulates it, slower than fp32
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
 
 
 def token_loss(model: Any, batch: dict[str, torch.Tensor], device: torch.device,
@@ -248,10 +251,16 @@ def plot_losses(log: Path, png: Path) -> Path | None:
         return None
     rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
     fig, ax = plt.subplots(figsize=(7, 4))
-    for kind, key in (("train", "loss"), ("eval", "eval_loss")):
-        points = [(r["step"], r[key]) for r in rows if r["kind"] == kind]
-        if points:
-            ax.plot(*zip(*points), marker="o" if kind == "eval" else None, label=kind)
+    train = [(r["step"], r["loss"]) for r in rows if r["kind"] == "train"]
+    if train:
+        ax.plot(*zip(*train), alpha=0.35, label="train")
+        window = max(1, len(train) // 12)  # a moving mean shows the trend through small-batch noise
+        if window > 1:
+            means = np.convolve([v for _, v in train], np.ones(window) / window, mode="valid")
+            ax.plot([s for s, _ in train][window - 1:], means, label=f"train, mean of {window}")
+    evals = [(r["step"], r["eval_loss"]) for r in rows if r["kind"] == "eval"]
+    if evals:
+        ax.plot(*zip(*evals), marker="o", label="eval")
     ax.set(xlabel="step", ylabel="loss", title="tuning loss")
     ax.legend()
     fig.savefig(png, dpi=100)

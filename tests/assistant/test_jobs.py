@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,9 @@ def test_restart_marks_a_running_job_interrupted(tmp_path: Path) -> None:
     store = JobStore(tmp_path / "service.sqlite")
     spec = RetuneSpec(pairs="p.jsonl", index_dir="i", registry_dir="r", work_dir=str(tmp_path / "jobs" / "job_a"))
     store.add(spec, "job_a")
-    orphan = subprocess.Popen(["sleep", "60"], start_new_session=True)  # the old server's training process
+    # the old server's job process (its command line names assistant.retune, as the real one does)
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "assistant.retune"],
+                              start_new_session=True)
     store.update("job_a", status="running", pid=orphan.pid)
     runner = JobRunner(store, tmp_path / "jobs")
     runner.close()

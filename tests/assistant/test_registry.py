@@ -56,6 +56,7 @@ def test_activation_follows_the_gate_and_rolls_back(tmp_path: Path) -> None:
         registry.activate("v3", base_model_hash="h1")
     assert registry.active() == "v2"
     assert registry.manifest("v3")["gate"] == {"decision": "rejected", "reason": "because", "report": report(False)}
+    assert registry.previous() == "v1" and registry.active() == "v2"  # a peek changes nothing
     assert registry.rollback() == "v1" and registry.active() == "v1"
     assert registry.rollback() is None and registry.active() is None
     with pytest.raises(RegistryError, match="nothing to roll back"):
@@ -98,3 +99,6 @@ def test_model_hash_tracks_weights(tmp_path: Path) -> None:
     assert model_hash(folder) != first
     with pytest.raises(FileNotFoundError):
         model_hash(tmp_path / "missing")
+    # a hub id (for users with a network) is identified by its name
+    assert model_hash("HuggingFaceTB/SmolLM2-135M-Instruct") == model_hash("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert model_hash("HuggingFaceTB/SmolLM2-135M-Instruct") != model_hash("HuggingFaceTB/SmolLM2-360M-Instruct")
