@@ -5,13 +5,14 @@ With ``--quick`` everything is written as ``*-quick.*`` instead.
 
 Run::
 
-    .venv/bin/python bench/run_all.py             # full sizes (~10 minutes on 2 cores)
+    .venv/bin/python bench/run_all.py             # full sizes (~2.5 hours on 2 cores; tune_bench is 1.5 of them)
     .venv/bin/python bench/run_all.py --quick     # small sizes, a fast check
     .venv/bin/python bench/run_all.py --only near_dup gil   # others: earlier results kept
 
 Benchmarks: ``near_dup`` (near-duplicate detection vs datasketch and rensa),
 ``tokenize_pack`` (chat SFT tokenizing + packing vs HF), ``text_ops`` (normalize,
-exact dedup, chunk vs Python), ``gil`` (GIL release). Timings on a shared 2-core
+exact dedup, chunk vs Python), ``gil`` (GIL release), ``index_bench``,
+``service_bench``, ``tune_bench`` (a RAFT QLoRA run with SmolLM2 and its quality). Timings on a shared 2-core
 machine are noisy: run on an otherwise idle machine (the load average is in every
 table's environment line).
 """
@@ -27,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BENCH_DIR, OUT_DIR, REPO_ROOT, env_info, env_markdown, parse_args  # noqa: E402
 
-BENCHMARKS = ["near_dup", "tokenize_pack", "text_ops", "gil", "index_bench", "service_bench"]
+BENCHMARKS = ["near_dup", "tokenize_pack", "text_ops", "gil", "index_bench", "service_bench", "tune_bench"]
 
 
 def main() -> None:

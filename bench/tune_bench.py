@@ -4,6 +4,7 @@ Run::
 
     .venv/bin/python bench/tune_bench.py                       # every stage
     .venv/bin/python bench/tune_bench.py --stages data,train    # some of them
+    .venv/bin/python bench/tune_bench.py --quick                # data and memory only
 
 Stages (each reads what the earlier ones wrote under ``--work``):
 
@@ -208,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=REPO_ROOT / ".cache" / "tune-bench")
     parser.add_argument("--stages", default=",".join(STAGES))
+    parser.add_argument("--quick", action="store_true", help="only the data and memory stages (a few minutes)")
     args = parser.parse_args(argv)
-    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    stages = ["data", "memory"] if args.quick else [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = set(stages) - set(STAGES)
     if unknown:
         parser.error(f"unknown stages {sorted(unknown)}; choose from {STAGES}")
@@ -225,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         args.work.mkdir(parents=True, exist_ok=True)
         results_path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     results["env"] = env_info()
-    write_results("tune", results, render(results))
+    write_results("tune_bench", results, render(results))
     print(render(results))
     return 0
 

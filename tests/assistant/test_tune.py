@@ -167,3 +167,19 @@ def test_bad_data_raises(tiny_model_dir: Path, tmp_path: Path) -> None:
     np.savez(tmp_path / "partial.npz", input_ids=np.zeros((2, 8), dtype=np.int64))
     with pytest.raises(ValueError, match="lacks labels, position_ids"):
         train(settings(tiny_model_dir, tmp_path / "partial.npz", tmp_path / "out"))
+
+
+def test_lr_range_test_suggests_a_rate(tiny_model_dir: Path, packed: Path, tmp_path: Path) -> None:
+    from assistant.tune import lr_range_test
+
+    out = tmp_path / "range"
+    result = lr_range_test(settings(tiny_model_dir, packed, out), start=1e-5, end=10.0, steps=40)
+    rows = json.loads((out / "lr_range.json").read_text())["rows"]
+    assert 5 < result["steps"] <= 40 and len(rows) == result["steps"]
+    assert [r["lr"] for r in rows] == sorted(r["lr"] for r in rows)  # rising
+    lowest = min(rows, key=lambda r: r["smoothed"])
+    assert result["suggested_lr"] == pytest.approx(lowest["lr"] / 10)
+    assert rows[0]["smoothed"] > lowest["smoothed"]  # the loss fell somewhere in the range
+    assert (out / "lr_range.png").is_file() and not (out / "checkpoints").exists()
+    with pytest.raises(ValueError, match="0 < start < end"):
+        lr_range_test(settings(tiny_model_dir, packed, out), start=1.0, end=0.1)
