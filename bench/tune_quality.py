@@ -82,9 +82,9 @@ def render_quality(quality: dict[str, Any]) -> str:
                          f"{r['abstained']:.0%}"])
     d = quality["drift"]
     drift = md_table(["probe", "base perplexity", "adapter perplexity", "rise"],
-                     [["base model's answers to general prompts", d["answers_ppl_base"], d["answers_ppl_adapter"],
-                       f"{d['answers_ppl_adapter'] / d['answers_ppl_base'] - 1:+.1%}"],
-                      ["general English text", d["text_ppl_base"], d["text_ppl_adapter"],
+                     [["base model's answers to general prompts", f"{d['answers_ppl_base']:.2f}",
+                       f"{d['answers_ppl_adapter']:.2f}", f"{d['answers_ppl_adapter'] / d['answers_ppl_base'] - 1:+.1%}"],
+                      ["general English text", f"{d['text_ppl_base']:.2f}", f"{d['text_ppl_adapter']:.2f}",
                        f"{d['text_ppl_adapter'] / d['text_ppl_base'] - 1:+.1%}"]])
     return (md_table(["set", "metric", "system", "n", "score", "vs base + RAG", "cites [n]", "abstains"], rows)
             + f"\n\nGeneral drift {d['drift']:+.1%} (gate bound {quality['drift_bound']:.0%}):\n\n" + drift)
