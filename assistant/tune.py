@@ -282,8 +282,39 @@ def peak_memory_mb(device: torch.device) -> float | None:
     return round(kib / 2**20 if sys.platform == "darwin" else kib / 2**10, 1)
 
 
+def distributed_setup() -> tuple[int, int, torch.device]:
+    """(world size, rank, device). Under ``torchrun`` / ``accelerate launch`` (WORLD_SIZE
+    > 1) each process takes its own GPU (``LOCAL_RANK``), or the CPU with gloo."""
+    import os
+
+    import torch.distributed as dist
+
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    cuda = torch.cuda.is_available()
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if cuda else "cpu")
+    if world > 1 and not dist.is_initialized():
+        if cuda:
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return world, rank, device
+
+
+def _all_sum(value: torch.Tensor, world: int) -> torch.Tensor:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value
+
+
 def train(settings: TuneSettings) -> dict[str, Any]:
-    """Runs (or resumes) the recipe; returns a summary of the run."""
+    """Runs (or resumes) the recipe; returns a summary of the run.
+
+    Data-parallel when launched as several processes (``torchrun --nproc_per_node N
+    -m assistant.tune …`` or ``accelerate launch --num_processes N -m assistant.tune
+    …``): each process trains on its own share of every step's micro-batches, the
+    LoRA gradients are summed across processes before each optimizer step (so a step
+    equals one batch N times larger), and only rank 0 writes logs and checkpoints."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
     from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
@@ -293,8 +324,9 @@ def train(settings: TuneSettings) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     random.seed(settings.seed)
     np.random.seed(settings.seed)
-    torch.manual_seed(settings.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(settings.seed)  # the same LoRA init in every process
+    world, rank, device = distributed_setup()
+    main_rank = rank == 0
     train_data, eval_data = load_packed(settings)
     bf16 = use_bf16(settings, device)
     model, quantized = load_model(settings, device, bf16)
@@ -308,7 +340,7 @@ def train(settings: TuneSettings) -> dict[str, Any]:
     scheduler = get_cosine_schedule_with_warmup(optimizer, settings.warmup_steps, settings.max_steps)
 
     step, best, best_step, bad_evals = 0, math.inf, 0, 0
-    log_path = out / "log.jsonl"
+    log_path = out / ("log.jsonl" if main_rank else f".log-rank{rank}.jsonl")
     checkpoint = latest_checkpoint(out)
     if checkpoint is not None:
         saved = json.loads((out / "settings.json").read_text(encoding="utf-8"))
@@ -327,7 +359,9 @@ def train(settings: TuneSettings) -> dict[str, Any]:
         log_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     else:
         log_path.write_text("", encoding="utf-8")
-    (out / "settings.json").write_text(json.dumps(dataclasses.asdict(settings), indent=2) + "\n", encoding="utf-8")
+    if main_rank:
+        (out / "settings.json").write_text(json.dumps(dataclasses.asdict(settings), indent=2) + "\n",
+                                           encoding="utf-8")
     start_step, stopped_early = step, False
     began, tokens_seen = time.perf_counter(), 0
 
@@ -341,28 +375,37 @@ def train(settings: TuneSettings) -> dict[str, Any]:
             torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                         "rng": torch.get_rng_state(), "step": step, "best": best, "best_step": best_step,
                         "bad_evals": bad_evals}, tmp / "state.pt")
-        (out / "checkpoints").mkdir(exist_ok=True)
-        save_atomic(out / "checkpoints" / f"step-{step}", write)
+        if main_rank:
+            (out / "checkpoints").mkdir(exist_ok=True)
+            save_atomic(out / "checkpoints" / f"step-{step}", write)
 
     with open(log_path, "a", encoding="utf-8") as log:
         model.train()
-        bar = tqdm(total=settings.max_steps, initial=step, desc="tune", dynamic_ncols=True)
+        bar = tqdm(total=settings.max_steps, initial=step, desc="tune", dynamic_ncols=True, disable=not main_rank)
         while step < settings.max_steps:
             started = time.perf_counter()
-            batches = [micro_batch(train_data, step * settings.grad_accum + i, settings) for i in range(settings.grad_accum)]
-            # normalise by every labelled token of the step, so accumulation equals one big batch
-            n_labels = sum(int((F.pad(b["labels"][:, 1:], (0, 1), value=-100) != -100).sum()) for b in batches)
-            total = 0.0
+            batches = [micro_batch(train_data, (step * settings.grad_accum + i) * world + rank, settings)
+                       for i in range(settings.grad_accum)]
+            # normalise by every labelled token of the step in every process, so accumulation
+            # and data parallelism equal one big batch
+            local_labels = sum(int((F.pad(b["labels"][:, 1:], (0, 1), value=-100) != -100).sum()) for b in batches)
+            n_labels = int(_all_sum(torch.tensor(float(local_labels), device=device), world))
+            local_total = 0.0
             for batch in batches:
                 loss, _ = token_loss(model, batch, device, bf16)
                 (loss / max(n_labels, 1)).backward()
-                total += float(loss.detach())
+                local_total += float(loss.detach())
+            if world > 1:
+                for p in params:
+                    if p.grad is not None:
+                        _all_sum(p.grad, world)
+            total = float(_all_sum(torch.tensor(local_total, device=device), world))
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm or math.inf))
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            step_tokens = sum(b["input_ids"].numel() for b in batches)
+            step_tokens = sum(b["input_ids"].numel() for b in batches) * world
             tokens_seen += step_tokens
             tokens_per_s = step_tokens / (time.perf_counter() - started)
             train_loss = total / max(n_labels, 1)
@@ -373,11 +416,15 @@ def train(settings: TuneSettings) -> dict[str, Any]:
             last = step == settings.max_steps
             if eval_data["input_ids"].shape[0] and (last or (settings.eval_every and step % settings.eval_every == 0)):
                 eval_loss = evaluate(model, eval_data, settings, device, bf16)
+                # averaged, so that every process takes the same early-stopping decision
+                eval_loss = float(_all_sum(torch.tensor(eval_loss, device=device), world)) / world
                 record(kind="eval", step=step, eval_loss=eval_loss)
-                bar.write(f"step {step}: eval loss {eval_loss:.4f}", file=sys.stderr)
+                if main_rank:
+                    bar.write(f"step {step}: eval loss {eval_loss:.4f}", file=sys.stderr)
                 if eval_loss < best:
                     best, best_step, bad_evals = eval_loss, step, 0
-                    save_atomic(out / "best", lambda tmp: model.save_pretrained(str(tmp)))
+                    if main_rank:
+                        save_atomic(out / "best", lambda tmp: model.save_pretrained(str(tmp)))
                 else:
                     bad_evals += 1
                     if settings.early_stopping_patience and bad_evals >= settings.early_stopping_patience:
@@ -389,13 +436,20 @@ def train(settings: TuneSettings) -> dict[str, Any]:
                           f"at step {best_step})", file=sys.stderr)
                 break
         bar.close()
-    save_atomic(out / "adapter", lambda tmp: model.save_pretrained(str(tmp)))
+    if main_rank:
+        save_atomic(out / "adapter", lambda tmp: model.save_pretrained(str(tmp)))
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # every process ends with rank 0's files written
+        dist.destroy_process_group()
     return {"start_step": start_step, "step": step, "resumed_from": str(checkpoint) if checkpoint else None,
             "stopped_early": stopped_early, "best_eval_loss": best if best < math.inf else None,
             "best_step": best_step or None, "quantized": quantized, "bf16": bf16, "tokens": tokens_seen,
             "seconds": round(time.perf_counter() - began, 1), "weights_mb": round(weights_mb, 1),
             "peak_memory_mb": peak_memory_mb(device), "adapter": str(out / "adapter"),
-            "log": str(log_path), "plot": str(p) if (p := plot_losses(log_path, out / "loss.png")) else None}
+            "log": str(log_path), "processes": world,
+            "plot": str(p) if main_rank and (p := plot_losses(log_path, out / "loss.png")) else None}
 
 
 def lr_range_test(settings: TuneSettings, *, start: float = 1e-6, end: float = 1e-1,

@@ -183,3 +183,25 @@ def test_lr_range_test_suggests_a_rate(tiny_model_dir: Path, packed: Path, tmp_p
     assert (out / "lr_range.png").is_file() and not (out / "checkpoints").exists()
     with pytest.raises(ValueError, match="0 < start < end"):
         lr_range_test(settings(tiny_model_dir, packed, out), start=1.0, end=0.1)
+
+
+def test_data_parallel_under_torchrun(tiny_model_dir: Path, packed: Path, tmp_path: Path) -> None:
+    """Two processes (gloo on CPU, as torchrun or accelerate launch starts them) train one
+    run: one log with every step once, one adapter, and the loss falls."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    args = ["--model", str(tiny_model_dir), "--data", str(packed), "--out", str(out), "--quantize", "4bit",
+            "--lora-r", "8", "--lora-alpha", "16", "--lr", "1e-2", "--warmup-steps", "2", "--max-steps", "20",
+            "--batch-size", "1", "--eval-every", "0", "--eval-fraction", "0", "--save-every", "10", "--seed", "0"]
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "assistant.tune", *args], capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout[done.stdout.index("{"):done.stdout.index("}") + 1])
+    assert summary["processes"] == 2 and summary["step"] == 20
+    losses = [float(r["loss"]) for r in read_log(out) if r["kind"] == "train"]  # type: ignore[arg-type]
+    assert len(losses) == 20 and np.mean(losses[-3:]) < 0.95 * np.mean(losses[:3]), losses
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-10", "step-20"]
