@@ -8,6 +8,7 @@
     assistant tune PAIRS.jsonl --index DIR [--eval-set HELDOUT.jsonl] [--max-steps N] [--no-activate]
     assistant curate --index DIR --out DIR     feedback → pairs.jsonl + preferences.jsonl
     assistant adapters list|activate NAME|rollback --index DIR
+    assistant eval --set SET.jsonl [--set ...] --index DIR [--adapter NAME] [--limit N] --out DIR
     assistant info
 """
 
@@ -206,6 +207,32 @@ def cmd_adapters(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from assistant.eval_sets import read_eval_set
+    from assistant.evaluate import EvalSettings, run_eval
+    from assistant.generation import GenerationSettings, LocalGenerator
+    from indexer.index import Index
+
+    settings = _settings(args)
+    sets = {}
+    for path in args.set:
+        name = path.stem if path.stem not in sets else f"{path.stem}-{len(sets)}"
+        sets[name] = read_eval_set(path, limit=args.limit)  # a bad line is an error naming it
+    if not (settings.index_dir / "index.sqlite").is_file():
+        raise ValueError(f"no index at {settings.index_dir}; ingest the documents the sets are about first")
+    generator = LocalGenerator(dataclasses.replace(GenerationSettings.from_env(), adapters_dir=_registry(args).root))
+    with Index.open(settings.index_dir) as index:
+        report = run_eval(generator, index, sets, args.out, adapter=args.adapter, systems=args.systems,
+                          settings=EvalSettings(top_k=args.top_k, max_new_tokens=args.max_new_tokens,
+                                                min_score=settings.min_score, unanswerable=not args.no_unanswerable),
+                          progress=True)
+    print((args.out / "report.md").read_text(encoding="utf-8"))
+    print(f"written: {', '.join(report['files'])}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="assistant", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -288,6 +315,19 @@ def main(argv: list[str] | None = None) -> int:
     adapters.add_argument("--force", action="store_true", help="activate even if the gate rejected it")
     common(adapters)
     adapters.set_defaults(func=cmd_adapters)
+
+    evaluation = sub.add_parser("eval", help="accuracy, relevance and hallucination of systems × sets")
+    common(evaluation)
+    evaluation.add_argument("--set", type=Path, action="append", required=True,
+                            help="JSONL: id, question, answer, answer_type, doc_ids (repeatable)")
+    evaluation.add_argument("--adapter", help="a registered adapter (adds the adapter systems)")
+    evaluation.add_argument("--systems", nargs="+", default=["base", "base+rag", "adapter", "adapter+rag"])
+    evaluation.add_argument("--limit", type=int, help="first N items of each set")
+    evaluation.add_argument("--top-k", type=int, default=3)
+    evaluation.add_argument("--max-new-tokens", type=int, default=48)
+    evaluation.add_argument("--no-unanswerable", action="store_true", help="skip the unanswerable split")
+    evaluation.add_argument("--out", type=Path, required=True, help="report folder")
+    evaluation.set_defaults(func=cmd_eval)
 
     args = parser.parse_args(argv)
     if args.command == "adapters" and args.action == "activate" and not args.name:

@@ -42,3 +42,43 @@ def test_eval_set_errors_name_the_line(tmp_path: Path) -> None:
     path.write_text(good + "\n")
     (item,) = read_eval_set(path)
     assert item.doc_ids == ("d",) and item.answer_type == "yes_no_maybe"
+
+
+def test_numbers_with_scale() -> None:
+    from assistant.scoring import numeric_match, parse_number
+
+    assert parse_number("$1,496.5") == 1496.5
+    assert parse_number("(3,200)") == -3200.0
+    assert parse_number("It rose to 1.5 million [2].") == 1.5e6
+    assert parse_number("12%") == 12.0 and parse_number("no number") is None
+    assert numeric_match("about 1.5 million", "1,500", "thousand") == 1.0  # 1.5e6 == 1,500 thousand
+    assert numeric_match("1,496.5", "$1,496.5", "million") == 1.0  # no scale word: read in the gold scale
+    assert numeric_match("1,497", "$1,496.5", "million") == 1.0  # within 0.5%
+    assert numeric_match("1,520", "$1,496.5", "million") == 0.0
+    assert numeric_match("12.0%", "12", "percent") == 1.0
+    assert numeric_match("none", "12", "percent") == 0.0
+    with pytest.raises(ValueError, match="unknown scale"):
+        numeric_match("1", "1", "dozen")
+
+
+def test_rouge_l() -> None:
+    from assistant.scoring import rouge_l
+
+    assert rouge_l("the cat sat on the mat", "cat sat on mat") == 1.0  # articles dropped
+    # LCS of "cat mat sat" and "cat sat mat" is 2 of 3 tokens each way
+    assert rouge_l("cat mat sat", "cat sat mat") == pytest.approx(2 / 3)
+    assert rouge_l("dog", "cat") == 0.0
+
+
+def test_support_and_citation_precision() -> None:
+    from assistant.scoring import citation_precision, content_words, holds_answer, support
+
+    passage = "Pangolins eat ants and termites with long sticky tongues."
+    assert content_words("The pangolins eat ants [1].") == ["pangolins", "eat", "ants"]
+    assert support("Pangolins eat ants [1].", [passage]) == 1.0
+    assert support("Pangolins eat bananas.", [passage]) == pytest.approx(2 / 3)
+    assert support("It is.", [passage]) == 1.0  # nothing to back
+    assert holds_answer(passage, "ants and termites") and not holds_answer(passage, "ant")
+    assert citation_precision([passage], "ants and termites") == 1.0
+    assert citation_precision(["Volcanoes erupt."], "ants and termites") == 0.0
+    assert citation_precision([], "ants") is None

@@ -1,0 +1,195 @@
+"""Answer quality of systems × evaluation sets, with no judge model (``assistant eval``).
+
+    assistant eval --set heldout.jsonl --index my-index [--adapter v2] [--limit 50] --out report
+
+Systems: ``base`` and ``adapter`` closed-book (the bare question), ``base+rag`` and
+``adapter+rag`` (the serving prompt with the top-k passages, and the service's own
+citation check). Per system and set:
+
+- **accuracy**: the set's metric (:func:`assistant.scoring.score_answer`) of what the
+  user is shown: with retrieval an answer the check rejects is an abstention and scores 0;
+  ``raw_accuracy`` scores the model's words before the check;
+- **relevance**: ``recall_at_k``, the share of questions with a gold document among the
+  passages; ``citation_precision``, the share of shown answers whose citations include a
+  gold document (or, without ``doc_ids``, a passage holding the answer);
+- **hallucination**: ``hallucination_rate``, the share of confident (shown) answers on the
+  unanswerable split, made by dropping each question's gold documents from its results;
+  ``unsupported_rate``, the share of shown answers on the answerable split whose content
+  words are less than half backed by the cited passages; ``abstention_rate``.
+
+Retrieval runs once per question and is shared by the systems that use it.
+Writes ``report.json``, ``report.md`` and ``report.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from assistant.eval_sets import EvalItem
+from assistant.gate import GateSettings, answer_all
+from assistant.grounding import Passage, build_messages, check_answer, is_refusal, passages_from_hits
+from assistant.scoring import citation_precision, holds_answer, score_answer, support
+
+SYSTEMS = ("base", "base+rag", "adapter", "adapter+rag")
+SUPPORTED = 0.5  # a shown answer with less of its content backed by its citations is "unsupported"
+SEARCH_SLACK = 10  # extra hits fetched so that dropping the gold documents still leaves top_k
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    top_k: int = field(default=3, metadata={"help": "passages per question"})
+    max_new_tokens: int = field(default=48, metadata={"help": "answer length limit"})
+    batch_size: int = field(default=8, metadata={"help": "questions generated together"})
+    min_score: float = field(default=0.3, metadata={"help": "the service's abstention threshold"})
+    unanswerable: bool = field(default=True, metadata={"help": "also run the unanswerable split"})
+
+
+def retrieve(index: Any, items: Sequence[EvalItem], top_k: int, *, drop_gold: bool) -> list[list[Passage]]:
+    """Top-k passages per item; with ``drop_gold`` the item's gold documents are left out."""
+    out = []
+    for item in items:
+        if drop_gold and item.doc_ids:
+            hits = [h for h in index.search(item.question, k=top_k + SEARCH_SLACK) if h.doc_id not in item.doc_ids]
+        else:
+            hits = index.search(item.question, k=top_k)
+        out.append(passages_from_hits(hits[:top_k]))
+    return out
+
+
+def _cites_gold(cited: Sequence[Passage], item: EvalItem) -> float | None:
+    if not cited:
+        return None
+    if item.doc_ids:
+        return float(any(p.doc_id in item.doc_ids for p in cited))
+    return citation_precision([p.text for p in cited], item.answer)
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return round(sum(kept) / len(kept), 4) if kept else None
+
+
+def score_rag(items: Sequence[EvalItem], passages: Sequence[list[Passage]], answers: Sequence[str],
+              min_score: float) -> dict[str, Any]:
+    shown, raw, cites, unsupported, abstained = [], [], [], [], []
+    for item, found, answer in zip(items, passages, answers, strict=True):
+        verdict = check_answer(answer, found, min_score=min_score)
+        raw.append(score_answer(answer, item.answer, item.answer_type))
+        shown.append(raw[-1] if verdict.grounded else 0.0)
+        abstained.append(float(not verdict.grounded))
+        if verdict.grounded:
+            cites.append(_cites_gold(verdict.citations, item))
+            unsupported.append(float(support(answer, [p.text for p in verdict.citations]) < SUPPORTED))
+    return {"n": len(items), "accuracy": _mean(shown), "raw_accuracy": _mean(raw), "abstention_rate": _mean(abstained),
+            "citation_precision": _mean(cites), "unsupported_rate": _mean(unsupported)}
+
+
+def score_closed(items: Sequence[EvalItem], answers: Sequence[str]) -> dict[str, Any]:
+    scores = [score_answer(a, i.answer, i.answer_type) for i, a in zip(items, answers, strict=True)]
+    return {"n": len(items), "accuracy": _mean(scores), "raw_accuracy": _mean(scores),
+            "abstention_rate": _mean([float(is_refusal(a)) for a in answers])}
+
+
+def recall_at_k(items: Sequence[EvalItem], passages: Sequence[list[Passage]]) -> float | None:
+    """Share of items with gold documents (or, without ids, a passage holding the answer) retrieved."""
+    hits = [float(any(p.doc_id in i.doc_ids for p in found)) if i.doc_ids
+            else float(any(holds_answer(p.text, i.answer) for p in found))
+            for i, found in zip(items, passages, strict=True)]
+    return _mean(hits)
+
+
+def evaluate_set(generator: Any, items: Sequence[EvalItem], index: Any, systems: Sequence[str],
+                 adapter: str | None, settings: EvalSettings, progress: bool = False) -> dict[str, Any]:
+    gen = GateSettings(top_k=settings.top_k, max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size)
+    closed = [generator.chat_prompt([{"role": "user", "content": i.question}]) for i in items]
+    found = retrieve(index, items, settings.top_k, drop_gold=False)
+    grounded = [generator.chat_prompt(build_messages(i.question, p)) for i, p in zip(items, found, strict=True)]
+    answerable = [i for i in items if i.doc_ids]
+    missing = retrieve(index, answerable, settings.top_k, drop_gold=True) if settings.unanswerable else []
+    ungrounded = [generator.chat_prompt(build_messages(i.question, p)) for i, p in zip(answerable, missing, strict=True)]
+    results: dict[str, Any] = {"recall_at_k": recall_at_k(items, found), "k": settings.top_k}
+    for system in systems:
+        name = adapter if system.startswith("adapter") else None
+        started = time.perf_counter()
+        if system.endswith("+rag"):
+            row = score_rag(items, found, answer_all(generator, grounded, name, gen, progress), settings.min_score)
+            if missing:
+                shown = [check_answer(a, p, min_score=settings.min_score).grounded
+                         for a, p in zip(answer_all(generator, ungrounded, name, gen, progress), missing, strict=True)]
+                row["hallucination_rate"] = _mean([float(s) for s in shown])
+                row["unanswerable_n"] = len(missing)
+        else:
+            row = score_closed(items, answer_all(generator, closed, name, gen, progress))
+        results[system] = row | {"seconds": round(time.perf_counter() - started, 1)}
+    return results
+
+
+def write_report(report: dict[str, Any], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    lines = [f"# Evaluation ({report['created']})", "", f"Adapter: {report['adapter'] or 'none'}; "
+             f"top-{report['settings']['top_k']} passages; at most {report['settings']['max_new_tokens']} new tokens.", "",
+             "| set | system | n | accuracy | raw accuracy | recall@k | citation precision | abstains | "
+             "hallucination (unanswerable) | unsupported |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+    def cell(value: Any) -> str:
+        return "" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    for set_name, rows in report["sets"].items():
+        for system in report["systems"]:
+            r = rows[system]
+            rag = system.endswith("+rag")
+            lines.append(" | ".join(["", set_name, system, cell(r["n"]), cell(r["accuracy"]), cell(r["raw_accuracy"]),
+                                     cell(rows["recall_at_k"]) if rag else "", cell(r.get("citation_precision")),
+                                     cell(r["abstention_rate"]), cell(r.get("hallucination_rate")),
+                                     cell(r.get("unsupported_rate")), ""]).strip())
+    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    written = [out / "report.json", out / "report.md"]
+    try:
+        import matplotlib  # type: ignore[import-not-found,unused-ignore]
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return written
+    sets, systems = list(report["sets"]), report["systems"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / max(len(systems), 1)
+    for j, system in enumerate(systems):
+        xs = [i + j * width for i in range(len(sets))]
+        axes[0].bar(xs, [report["sets"][s][system]["accuracy"] or 0 for s in sets], width, label=system)
+        axes[1].bar(xs, [report["sets"][s][system].get("hallucination_rate") or 0 for s in sets], width, label=system)
+    for ax, title in zip(axes, ("accuracy (shown answers)", "hallucination rate (unanswerable split)"), strict=True):
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(sets))], sets)
+        ax.set(title=title, ylim=(0, 1))
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "report.png", dpi=100)
+    plt.close(fig)
+    return [*written, out / "report.png"]
+
+
+def run_eval(generator: Any, index: Any, sets: dict[str, Sequence[EvalItem]], out: Path, *, adapter: str | None,
+             systems: Sequence[str] = SYSTEMS, settings: EvalSettings | None = None,
+             progress: bool = False) -> dict[str, Any]:
+    settings = settings or EvalSettings()
+    unknown = set(systems) - set(SYSTEMS)
+    if unknown:
+        raise ValueError(f"unknown systems {sorted(unknown)}; choose from {', '.join(SYSTEMS)}")
+    if adapter is None:
+        systems = [s for s in systems if not s.startswith("adapter")]
+    if not systems:
+        raise ValueError("no system left to evaluate: the adapter systems need --adapter")
+    if getattr(generator, "active_adapter", None) is not None:
+        raise ValueError("the base systems need a generator with no active adapter")
+    report: dict[str, Any] = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "adapter": adapter,
+                              "model": getattr(generator, "model_name", None), "systems": list(systems),
+                              "settings": asdict(settings), "sets": {}}
+    for name, items in sets.items():
+        report["sets"][name] = evaluate_set(generator, items, index, systems, adapter, settings, progress)
+    report["files"] = [str(p) for p in write_report(report, out)]
+    return report

@@ -1,0 +1,66 @@
+"""``assistant eval`` against a real index and the tiny model trained to answer
+"Pangolins eat ants and termites [1]." (see test_server.py): known metric values on a
+one-question set, and the CLI writing every report file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from assistant.eval_sets import EvalItem
+from assistant.evaluate import EvalSettings, run_eval
+from assistant.generation import GenerationSettings, LocalGenerator
+from indexer.index import Index
+from test_server import DOCS, citing_model  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+
+ITEM = {"id": "q1", "question": "What do pangolins eat?", "answer": "ants and termites", "answer_type": "extractive",
+        "doc_ids": ["pangolin"]}
+
+
+@pytest.fixture()
+def index_dir(tmp_path: Path) -> Path:
+    with Index.open(tmp_path / "index") as index:
+        index.ingest_documents(DOCS)
+    return tmp_path / "index"
+
+
+def test_known_values_on_one_question(citing_model: Path, index_dir: Path, tmp_path: Path) -> None:
+    generator = LocalGenerator(GenerationSettings(model=str(citing_model), device="cpu"))
+    with Index.open(index_dir) as index:
+        report = run_eval(generator, index, {"pangolins": [EvalItem(**{**ITEM, "doc_ids": ("pangolin",)})]},
+                          tmp_path / "report", adapter=None, settings=EvalSettings(max_new_tokens=24))
+    assert report["systems"] == ["base", "base+rag"]  # no adapter given: its systems are left out
+    rows = report["sets"]["pangolins"]
+    assert rows["recall_at_k"] == 1.0
+    rag = rows["base+rag"]
+    # "Pangolins eat ants and termites [1]." vs "ants and termites": P = 3/5, R = 1, F1 = 0.75
+    assert rag["raw_accuracy"] == pytest.approx(0.75) and rag["accuracy"] == pytest.approx(0.75)
+    assert rag["abstention_rate"] == 0.0 and rag["citation_precision"] == 1.0 and rag["unsupported_rate"] == 0.0
+    assert rag["unanswerable_n"] == 1 and rag["hallucination_rate"] in (0.0, 1.0)
+    assert rows["base"]["n"] == 1 and 0.0 <= rows["base"]["accuracy"] <= 1.0
+    assert {Path(p).name for p in report["files"]} == {"report.json", "report.md", "report.png"}
+    assert "| pangolins | base+rag | 1 | 0.750 |" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_cli_writes_the_report_and_names_a_bad_line(citing_model: Path, index_dir: Path, tmp_path: Path,
+                                                    venv_bin: Path, cli_env: dict[str, str]) -> None:
+    good = tmp_path / "set.jsonl"
+    good.write_text(json.dumps(ITEM) + "\n" + json.dumps({**ITEM, "id": "q2"}) + "\n")
+    env = {**cli_env, "ASSISTANT_MODEL": str(citing_model)}
+    base = [str(venv_bin / "assistant"), "eval", "--index", str(index_dir), "--data-dir", str(tmp_path / "svc")]
+    r = subprocess.run([*base, "--set", str(good), "--limit", "1", "--max-new-tokens", "16", "--out",
+                        str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["sets"]["set"]["base+rag"]["n"] == 1  # --limit
+    assert (tmp_path / "out" / "report.png").is_file() and "| set | base+rag |" in r.stdout
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(ITEM) + "\n" + json.dumps({**ITEM, "answer_type": "essay"}) + "\n")
+    r = subprocess.run([*base, "--set", str(bad), "--out", str(tmp_path / "out2")], capture_output=True, text=True,
+                       env=env, timeout=600)
+    assert r.returncode == 2 and "bad.jsonl:2: unknown answer_type 'essay'" in r.stderr
