@@ -8,7 +8,7 @@
     assistant tune PAIRS.jsonl --index DIR [--eval-set HELDOUT.jsonl] [--max-steps N] [--no-activate]
     assistant curate --index DIR --out DIR     feedback → pairs.jsonl + preferences.jsonl
     assistant adapters list|activate NAME|rollback --index DIR
-    assistant eval --set SET.jsonl [--set ...] --index DIR [--adapter NAME] [--limit N] --out DIR
+    assistant eval --set SET.jsonl [--set ...] --index DIR | --sets pubmedqa,covidqa [--adapter NAME] [--limit N] --out DIR
     assistant info
 """
 
@@ -208,26 +208,43 @@ def cmd_adapters(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    import contextlib
     import dataclasses
+    import os
 
+    from assistant.base_model import cache_dir
+    from assistant.builtin_sets import builtin_set, set_index
     from assistant.eval_sets import read_eval_set
     from assistant.evaluate import EvalSettings, run_eval
     from assistant.generation import GenerationSettings, LocalGenerator
     from indexer.index import Index
 
-    settings = _settings(args)
-    sets = {}
-    for path in args.set:
-        name = path.stem if path.stem not in sets else f"{path.stem}-{len(sets)}"
-        sets[name] = read_eval_set(path, limit=args.limit)  # a bad line is an error naming it
-    if not (settings.index_dir / "index.sqlite").is_file():
-        raise ValueError(f"no index at {settings.index_dir}; ingest the documents the sets are about first")
-    generator = LocalGenerator(dataclasses.replace(GenerationSettings.from_env(), adapters_dir=_registry(args).root))
-    with Index.open(settings.index_dir) as index:
-        report = run_eval(generator, index, sets, args.out, adapter=args.adapter, systems=args.systems,
+    if not args.set and not args.sets:
+        raise ValueError("name the sets: --set FILE.jsonl (with --index) and/or --sets pubmedqa,covidqa,tatqa,medquad")
+    generator_settings = GenerationSettings.from_env()
+    with contextlib.ExitStack() as stack:
+        sets: dict[str, tuple[list, object]] = {}
+        if args.set:
+            settings = _settings(args)
+            if not (settings.index_dir / "index.sqlite").is_file():
+                raise ValueError(f"no index at {settings.index_dir}; ingest the documents the sets are about first")
+            index = stack.enter_context(Index.open(settings.index_dir))
+            for path in args.set:
+                name = path.stem if path.stem not in sets else f"{path.stem}-{len(sets)}"
+                sets[name] = (read_eval_set(path, limit=args.limit), index)  # a bad line is an error naming it
+            registry_root = _registry(args).root
+        else:
+            registry_root = cache_dir() / "adapters"
+        for name in [n.strip() for n in (args.sets or "").split(",") if n.strip()]:
+            items, beir = builtin_set(name, limit=args.limit)
+            sets[name] = (items, stack.enter_context(Index.open(set_index(name, beir, cache_dir() / "eval-index"))))
+        if args.adapters_dir:
+            registry_root = args.adapters_dir
+        generator = LocalGenerator(dataclasses.replace(generator_settings, adapters_dir=registry_root))
+        report = run_eval(generator, sets, args.out, adapter=args.adapter, systems=args.systems,
                           settings=EvalSettings(top_k=args.top_k, max_new_tokens=args.max_new_tokens,
-                                                min_score=settings.min_score, unanswerable=not args.no_unanswerable),
-                          progress=True)
+                                                min_score=float(os.environ.get("ASSISTANT_MIN_SCORE") or 0.3),
+                                                unanswerable=not args.no_unanswerable), progress=True)
     print((args.out / "report.md").read_text(encoding="utf-8"))
     print(f"written: {', '.join(report['files'])}", file=sys.stderr)
     return 0
@@ -318,8 +335,10 @@ def main(argv: list[str] | None = None) -> int:
 
     evaluation = sub.add_parser("eval", help="accuracy, relevance and hallucination of systems × sets")
     common(evaluation)
-    evaluation.add_argument("--set", type=Path, action="append", required=True,
-                            help="JSONL: id, question, answer, answer_type, doc_ids (repeatable)")
+    evaluation.add_argument("--set", type=Path, action="append", default=[],
+                            help="JSONL: id, question, answer, answer_type, doc_ids (repeatable; needs --index)")
+    evaluation.add_argument("--sets", help="built-in sets from the shared data: pubmedqa,covidqa,tatqa,medquad")
+    evaluation.add_argument("--adapters-dir", type=Path, help="the adapter registry (default: the service's)")
     evaluation.add_argument("--adapter", help="a registered adapter (adds the adapter systems)")
     evaluation.add_argument("--systems", nargs="+", default=["base", "base+rag", "adapter", "adapter+rag"])
     evaluation.add_argument("--limit", type=int, help="first N items of each set")

@@ -173,7 +173,7 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
     return [*written, out / "report.png"]
 
 
-def run_eval(generator: Any, index: Any, sets: dict[str, Sequence[EvalItem]], out: Path, *, adapter: str | None,
+def run_eval(generator: Any, sets: dict[str, tuple[Sequence[EvalItem], Any]], out: Path, *, adapter: str | None,
              systems: Sequence[str] = SYSTEMS, settings: EvalSettings | None = None,
              progress: bool = False) -> dict[str, Any]:
     settings = settings or EvalSettings()
@@ -189,7 +189,7 @@ def run_eval(generator: Any, index: Any, sets: dict[str, Sequence[EvalItem]], ou
     report: dict[str, Any] = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "adapter": adapter,
                               "model": getattr(generator, "model_name", None), "systems": list(systems),
                               "settings": asdict(settings), "sets": {}}
-    for name, items in sets.items():
+    for name, (items, index) in sets.items():  # each set with the index its documents are in
         report["sets"][name] = evaluate_set(generator, items, index, systems, adapter, settings, progress)
     report["files"] = [str(p) for p in write_report(report, out)]
     return report

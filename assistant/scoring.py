@@ -89,12 +89,15 @@ def parse_number(text: str, default_scale: str = "") -> float | None:
 
 def numeric_match(prediction: str, gold: str, scale: str = "", *, rel_tol: float = 5e-3) -> float:
     """1.0 when the prediction's number equals the gold number in the gold scale (an
-    answer of "1.5 million" matches gold "1,500" with scale "thousand"), within
-    ``rel_tol``; a prediction without a scale word is read in the gold scale."""
+    answer of "1.5 million" matches gold "1,500" with scale "thousand", and gold
+    "-12.6 million" is matched by "-12.6"), within ``rel_tol``; a prediction without a
+    scale word is read in the gold scale."""
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; expected one of {', '.join(repr(s) for s in SCALES)}")
+    match = _NUMBER.search(strip_citations(gold))
+    gold_scale = _SCALE_WORDS.get((match.group(3) or "").lower(), scale) if match else scale
     want = parse_number(gold, scale)
-    got = parse_number(prediction, scale)
+    got = parse_number(prediction, gold_scale)
     if want is None or got is None:
         return 0.0
     return float(abs(got - want) <= rel_tol * max(abs(want), 1e-9))

@@ -32,7 +32,7 @@ def index_dir(tmp_path: Path) -> Path:
 def test_known_values_on_one_question(citing_model: Path, index_dir: Path, tmp_path: Path) -> None:
     generator = LocalGenerator(GenerationSettings(model=str(citing_model), device="cpu"))
     with Index.open(index_dir) as index:
-        report = run_eval(generator, index, {"pangolins": [EvalItem(**{**ITEM, "doc_ids": ("pangolin",)})]},
+        report = run_eval(generator, {"pangolins": ([EvalItem(**{**ITEM, "doc_ids": ("pangolin",)})], index)},
                           tmp_path / "report", adapter=None, settings=EvalSettings(max_new_tokens=24))
     assert report["systems"] == ["base", "base+rag"]  # no adapter given: its systems are left out
     rows = report["sets"]["pangolins"]
@@ -64,3 +64,22 @@ def test_cli_writes_the_report_and_names_a_bad_line(citing_model: Path, index_di
     r = subprocess.run([*base, "--set", str(bad), "--out", str(tmp_path / "out2")], capture_output=True, text=True,
                        env=env, timeout=600)
     assert r.returncode == 2 and "bad.jsonl:2: unknown answer_type 'essay'" in r.stderr
+
+
+@pytest.mark.skipif(not (__import__("indexer.shared_data", fromlist=["data_dir"]).data_dir() / "pubmedqa").is_dir(),
+                    reason="the shared data folder is absent")
+def test_builtin_sets_name_their_documents() -> None:
+    from assistant.builtin_sets import builtin_set
+
+    for name in ("pubmedqa", "covidqa", "tatqa"):
+        items, beir = builtin_set(name, limit=50)
+        assert len(items) == 50, name
+        assert all(set(i.doc_ids) <= set(beir.corpus) for i in items), name  # gold passages exist in the corpus
+    covid, beir = builtin_set("covidqa", limit=20)
+    # an extractive answer lies inside one of its gold passages
+    assert all(any(i.answer.lower() in beir.corpus[d].text.lower() for d in i.doc_ids) for i in covid)
+    tat, _ = builtin_set("tatqa")
+    numeric = [i for i in tat if i.answer_type == "numeric"]
+    assert numeric and any(i.answer.endswith(" million") for i in numeric)
+    with pytest.raises(ValueError, match="unknown built-in set"):
+        builtin_set("squad")

@@ -57,6 +57,8 @@ def test_numbers_with_scale() -> None:
     assert numeric_match("1,520", "$1,496.5", "million") == 0.0
     assert numeric_match("12.0%", "12", "percent") == 1.0
     assert numeric_match("none", "12", "percent") == 0.0
+    assert numeric_match("It fell by -12.6 [2].", "-12.6 million") == 1.0  # the scale written in the gold answer
+    assert numeric_match("-12.6 billion", "-12.6 million") == 0.0
     with pytest.raises(ValueError, match="unknown scale"):
         numeric_match("1", "1", "dozen")
 
