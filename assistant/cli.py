@@ -207,6 +207,34 @@ def cmd_adapters(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_checkpoints(args: argparse.Namespace, sets: dict, generator_settings) -> int:
+    """Each checkpoint of a tuning run (its ``checkpoints/step-N`` folders): domain accuracy
+    with retrieval against general drift, and the recommended checkpoint."""
+    import dataclasses
+
+    from assistant.evaluate import EvalSettings, checkpoint_curve
+    from assistant.generation import LocalGenerator
+
+    found = sorted((p for p in (args.checkpoints / "checkpoints").glob("step-*") if (p / "adapter_config.json").is_file()),
+                   key=lambda p: int(p.name.split("-")[1]))
+    if not found:
+        raise ValueError(f"no checkpoints in {args.checkpoints / 'checkpoints'}; train with --save-every N")
+    links = args.out / ".checkpoint-adapters"  # the generator loads adapters by name from one folder
+    links.mkdir(parents=True, exist_ok=True)
+    for path in found:
+        link = links / path.name
+        if not link.exists():
+            link.symlink_to(path.resolve(), target_is_directory=True)
+    generator = LocalGenerator(dataclasses.replace(generator_settings, adapters_dir=links))
+    result = checkpoint_curve(generator, [p.name for p in found], sets, args.out,
+                              settings=EvalSettings(top_k=args.top_k, max_new_tokens=args.max_new_tokens),
+                              max_drift=args.max_drift)
+    for row in result["checkpoints"]:
+        mark = "  <- recommended" if row["checkpoint"] == result["recommended"] else ""
+        print(f"{row['checkpoint']:<12} accuracy {row['accuracy']}  drift {row['drift']:+.1%}{mark}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import contextlib
     import dataclasses
@@ -240,6 +268,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             sets[name] = (items, stack.enter_context(Index.open(set_index(name, beir, cache_dir() / "eval-index"))))
         if args.adapters_dir:
             registry_root = args.adapters_dir
+        if args.checkpoints:
+            return _eval_checkpoints(args, sets, generator_settings)
         generator = LocalGenerator(dataclasses.replace(generator_settings, adapters_dir=registry_root))
         report = run_eval(generator, sets, args.out, adapter=args.adapter, systems=args.systems,
                           settings=EvalSettings(top_k=args.top_k, max_new_tokens=args.max_new_tokens,
@@ -345,6 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     evaluation.add_argument("--top-k", type=int, default=3)
     evaluation.add_argument("--max-new-tokens", type=int, default=48)
     evaluation.add_argument("--no-unanswerable", action="store_true", help="skip the unanswerable split")
+    evaluation.add_argument("--checkpoints", type=Path, help="a tuning run's folder: chart each checkpoint's "
+                            "domain accuracy against general drift and recommend one")
+    evaluation.add_argument("--max-drift", type=float, default=0.2, help="drift bound for the recommendation")
     evaluation.add_argument("--out", type=Path, required=True, help="report folder")
     evaluation.set_defaults(func=cmd_eval)
 

@@ -23,6 +23,7 @@ Writes ``report.json``, ``report.md`` and ``report.png``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -31,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.eval_sets import EvalItem
-from assistant.gate import GateSettings, answer_all
+from assistant.gate import GateSettings, answer_all, general_drift
 from assistant.grounding import Passage, build_messages, check_answer, is_refusal, passages_from_hits
 from assistant.scoring import citation_precision, holds_answer, score_answer, support
 
@@ -109,7 +110,7 @@ def evaluate_set(generator: Any, items: Sequence[EvalItem], index: Any, systems:
     closed = [generator.chat_prompt([{"role": "user", "content": i.question}]) for i in items]
     found = retrieve(index, items, settings.top_k, drop_gold=False)
     grounded = [generator.chat_prompt(build_messages(i.question, p)) for i, p in zip(items, found, strict=True)]
-    answerable = [i for i in items if i.doc_ids]
+    answerable = [i for i in items if i.doc_ids] if settings.unanswerable else []
     missing = retrieve(index, answerable, settings.top_k, drop_gold=True) if settings.unanswerable else []
     ungrounded = [generator.chat_prompt(build_messages(i.question, p)) for i, p in zip(answerable, missing, strict=True)]
     results: dict[str, Any] = {"recall_at_k": recall_at_k(items, found), "k": settings.top_k}
@@ -191,5 +192,47 @@ def run_eval(generator: Any, sets: dict[str, tuple[Sequence[EvalItem], Any]], ou
                               "settings": asdict(settings), "sets": {}}
     for name, (items, index) in sets.items():  # each set with the index its documents are in
         report["sets"][name] = evaluate_set(generator, items, index, systems, adapter, settings, progress)
+    if adapter is not None:  # over-tuning: the gate's drift from the base model
+        report["drift"] = general_drift(generator, adapter, settings=GateSettings(max_new_tokens=settings.max_new_tokens))
     report["files"] = [str(p) for p in write_report(report, out)]
     return report
+
+
+def checkpoint_curve(generator: Any, checkpoints: Sequence[str], sets: dict[str, tuple[Sequence[EvalItem], Any]],
+                     out: Path, *, settings: EvalSettings | None = None, max_drift: float = 0.2) -> dict[str, Any]:
+    """Over-tuning across one run: for each checkpoint (an adapter name the generator
+    can load) the domain accuracy with retrieval, averaged over the sets, and the
+    general drift; the recommended checkpoint is the most accurate one whose drift is
+    within ``max_drift``. Writes ``checkpoints.json`` and ``checkpoints.png``."""
+    settings = dataclasses.replace(settings or EvalSettings(), unanswerable=False)
+    rows = []
+    for name in checkpoints:
+        scores = [evaluate_set(generator, items, index, ["adapter+rag"], name, settings)["adapter+rag"]["accuracy"]
+                  for items, index in sets.values()]
+        drift = general_drift(generator, name, settings=GateSettings(max_new_tokens=settings.max_new_tokens))["drift"]
+        rows.append({"checkpoint": name, "accuracy": _mean(scores), "drift": drift})
+    allowed = [r for r in rows if r["drift"] <= max_drift and r["accuracy"] is not None]
+    best = max(allowed, key=lambda r: r["accuracy"], default=None)
+    result = {"checkpoints": rows, "max_drift": max_drift, "recommended": best["checkpoint"] if best else None}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "checkpoints.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    try:
+        import matplotlib  # type: ignore[import-not-found,unused-ignore]
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return result
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([r["drift"] for r in rows], [r["accuracy"] or 0 for r in rows], marker="o")
+    for r in rows:
+        ax.annotate(r["checkpoint"], (r["drift"], r["accuracy"] or 0), fontsize=8)
+    if best is not None:
+        ax.scatter([best["drift"]], [best["accuracy"]], s=200, marker="*", color="red", zorder=3, label="recommended")
+        ax.legend()
+    ax.axvline(max_drift, linestyle="--", color="gray")
+    ax.set(xlabel="general drift (perplexity rise over the base model)", ylabel="domain accuracy with retrieval",
+           title="checkpoints: domain score against general drift")
+    fig.tight_layout()
+    fig.savefig(out / "checkpoints.png", dpi=100)
+    plt.close(fig)
+    return result

@@ -83,3 +83,34 @@ def test_builtin_sets_name_their_documents() -> None:
     assert numeric and any(i.answer.endswith(" million") for i in numeric)
     with pytest.raises(ValueError, match="unknown built-in set"):
         builtin_set("squad")
+
+
+def test_checkpoint_curve_recommends_one(tiny_model_dir: Path, index_dir: Path, tmp_path: Path, venv_bin: Path,
+                                         cli_env: dict[str, str]) -> None:
+    """The checkpoints of a real (tiny) tuning run, through the CLI: each gets a domain
+    accuracy and a drift, and the recommendation is the most accurate within the bound."""
+    import numpy as np
+
+    from assistant.tune import TuneSettings, train
+
+    ids = np.arange(1, 65, dtype=np.int64).reshape(2, 32) % 60 + 1
+    labels = ids.copy()
+    labels[:, :16] = -100
+    np.savez(tmp_path / "packed.npz", input_ids=ids, labels=labels, position_ids=np.tile(np.arange(32), (2, 1)))
+    train(TuneSettings(model=str(tiny_model_dir), data=str(tmp_path / "packed.npz"), out=str(tmp_path / "run"),
+                       quantize="none", lora_r=4, lora_alpha=8, max_steps=4, warmup_steps=1, batch_size=1,
+                       eval_fraction=0.0, save_every=2, eval_every=0))
+    (tmp_path / "set.jsonl").write_text(json.dumps(ITEM) + "\n")
+    r = subprocess.run([str(venv_bin / "assistant"), "eval", "--set", str(tmp_path / "set.jsonl"), "--index",
+                        str(index_dir), "--data-dir", str(tmp_path / "svc"), "--checkpoints", str(tmp_path / "run"),
+                        "--max-new-tokens", "4", "--max-drift", "1000", "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True, env={**cli_env, "ASSISTANT_MODEL": str(tiny_model_dir)},
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads((tmp_path / "out" / "checkpoints.json").read_text())
+    assert [row["checkpoint"] for row in result["checkpoints"]] == ["step-2", "step-4"]
+    assert all(row["drift"] is not None and 0.0 <= row["accuracy"] <= 1.0 for row in result["checkpoints"])
+    best = max(result["checkpoints"], key=lambda row: row["accuracy"])
+    assert result["recommended"] in ("step-2", "step-4") and next(
+        row for row in result["checkpoints"] if row["checkpoint"] == result["recommended"])["accuracy"] == best["accuracy"]
+    assert (tmp_path / "out" / "checkpoints.png").is_file() and "<- recommended" in r.stdout
