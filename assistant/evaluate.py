@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from assistant.eval_sets import EvalItem
-from assistant.gate import GateSettings, answer_all, general_drift
-from assistant.grounding import Passage, build_messages, check_answer, is_refusal, passages_from_hits
+from assistant.gate import GateSettings, answer_all, chat_prompts, general_drift
+from assistant.grounding import Passage, check_answer, is_refusal, passages_from_hits
+from assistant.plots import pyplot
 from assistant.scoring import citation_precision, holds_answer, score_answer, support
 
 SYSTEMS = ("base", "base+rag", "adapter", "adapter+rag")
@@ -107,12 +108,12 @@ def recall_at_k(items: Sequence[EvalItem], passages: Sequence[list[Passage]]) ->
 def evaluate_set(generator: Any, items: Sequence[EvalItem], index: Any, systems: Sequence[str],
                  adapter: str | None, settings: EvalSettings, progress: bool = False) -> dict[str, Any]:
     gen = GateSettings(top_k=settings.top_k, max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size)
-    closed = [generator.chat_prompt([{"role": "user", "content": i.question}]) for i in items]
+    closed = chat_prompts(generator, [i.question for i in items])
     found = retrieve(index, items, settings.top_k, drop_gold=False)
-    grounded = [generator.chat_prompt(build_messages(i.question, p)) for i, p in zip(items, found, strict=True)]
+    grounded = chat_prompts(generator, [i.question for i in items], found)
     answerable = [i for i in items if i.doc_ids] if settings.unanswerable else []
-    missing = retrieve(index, answerable, settings.top_k, drop_gold=True) if settings.unanswerable else []
-    ungrounded = [generator.chat_prompt(build_messages(i.question, p)) for i, p in zip(answerable, missing, strict=True)]
+    missing = retrieve(index, answerable, settings.top_k, drop_gold=True)
+    ungrounded = chat_prompts(generator, [i.question for i in answerable], missing)
     results: dict[str, Any] = {"recall_at_k": recall_at_k(items, found), "k": settings.top_k}
     for system in systems:
         name = adapter if system.startswith("adapter") else None
@@ -151,11 +152,8 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
                                      cell(r.get("unsupported_rate")), ""]).strip())
     (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     written = [out / "report.json", out / "report.md"]
-    try:
-        import matplotlib  # type: ignore[import-not-found,unused-ignore]
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return written
     sets, systems = list(report["sets"]), report["systems"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -216,11 +214,8 @@ def checkpoint_curve(generator: Any, checkpoints: Sequence[str], sets: dict[str,
     result = {"checkpoints": rows, "max_drift": max_drift, "recommended": best["checkpoint"] if best else None}
     out.mkdir(parents=True, exist_ok=True)
     (out / "checkpoints.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    try:
-        import matplotlib  # type: ignore[import-not-found,unused-ignore]
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return result
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot([r["drift"] for r in rows], [r["accuracy"] or 0 for r in rows], marker="o")

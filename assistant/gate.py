@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.eval_sets import EvalItem
-from assistant.grounding import build_messages, passages_from_hits
+from assistant.grounding import Passage, build_messages, passages_from_hits
 from assistant.scoring import score_answer
 
 PROBE_PATH = Path(__file__).parent / "probes" / "general.json"
@@ -53,17 +53,20 @@ def load_probe(path: Path = PROBE_PATH) -> dict[str, list[str]]:
     return {"prompts": list(probe["prompts"]), "texts": list(probe["texts"])}
 
 
+def chat_prompts(generator: Any, questions: Sequence[str], passages: Sequence[Sequence[Passage]] | None = None) -> list[str]:
+    """The model's prompt per question: the serving prompt with its passages, or the bare
+    question (closed-book) when ``passages`` is None."""
+    if passages is None:
+        return [generator.chat_prompt([{"role": "user", "content": q}]) for q in questions]
+    return [generator.chat_prompt(build_messages(q, found)) for q, found in zip(questions, passages, strict=True)]
+
+
 def retrieval_prompts(generator: Any, items: Sequence[EvalItem], index: Any | None, top_k: int) -> list[str]:
-    """The serving prompt per item, with the top-k passages; closed-book (the bare
-    question) when ``index`` is None."""
-    prompts = []
-    for item in items:
-        if index is None:
-            messages = [{"role": "user", "content": item.question}]
-        else:
-            messages = build_messages(item.question, passages_from_hits(index.search(item.question, k=top_k)))
-        prompts.append(generator.chat_prompt(messages))
-    return prompts
+    """The serving prompt per item, with the top-k passages; closed-book when ``index`` is None."""
+    questions = [item.question for item in items]
+    if index is None:
+        return chat_prompts(generator, questions)
+    return chat_prompts(generator, questions, [passages_from_hits(index.search(q, k=top_k)) for q in questions])
 
 
 def answer_all(generator: Any, prompts: Sequence[str], adapter: str | None, settings: GateSettings,
@@ -91,7 +94,8 @@ def perplexity(generator: Any, prompts: Sequence[str], texts: Sequence[str], ada
     return math.exp(nll / max(tokens, 1))
 
 
-def base_probe_answers(generator: Any, probe: dict[str, list[str]], cache: Path | None, settings: GateSettings) -> list[str]:
+def base_probe_answers(generator: Any, probe: dict[str, list[str]], prompts: list[str], cache: Path | None,
+                       settings: GateSettings) -> list[str]:
     """The base model's answers to the probe prompts, kept in ``cache`` (one file per
     base model) since they never change."""
     if cache is not None and cache.is_file():
@@ -100,7 +104,6 @@ def base_probe_answers(generator: Any, probe: dict[str, list[str]], cache: Path 
             return list(saved["answers"])
     if getattr(generator, "active_adapter", None) is not None:
         raise ValueError("the probe's base answers need the base model; deactivate the adapter first")
-    prompts = [generator.chat_prompt([{"role": "user", "content": p}]) for p in probe["prompts"]]
     answers = answer_all(generator, prompts, None, settings)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
@@ -114,8 +117,8 @@ def general_drift(generator: Any, adapter: str, *, cache: Path | None = None,
                   settings: GateSettings | None = None, probe: dict[str, list[str]] | None = None) -> dict[str, float]:
     settings = settings or GateSettings()
     probe = probe or load_probe()
-    answers = base_probe_answers(generator, probe, cache, settings)
-    prompts = [generator.chat_prompt([{"role": "user", "content": p}]) for p in probe["prompts"]]
+    prompts = chat_prompts(generator, probe["prompts"])
+    answers = base_probe_answers(generator, probe, prompts, cache, settings)
     blank = [""] * len(probe["texts"])
     result = {
         "answers_ppl_base": perplexity(generator, prompts, answers, None),

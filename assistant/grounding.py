@@ -57,6 +57,7 @@ REFUSAL_PHRASES = (
 )
 
 _CITATION = re.compile(r"\[(\s*\d+\s*(?:[-\u2013,;]\s*\d+\s*)*)\]")
+_CITATION_AND_SPACE = re.compile(r"\s*" + _CITATION.pattern)
 _RANGE = re.compile(r"(\d+)\s*[-\u2013]\s*(\d+)")
 _QUOTE = re.compile(r"\u201c([^\u201d]*)\u201d|\"([^\"]*)\"")
 _ELLIPSIS = re.compile(r"\.\.\.|\u2026")
@@ -120,6 +121,11 @@ def build_messages(question: str, passages: Sequence[Passage], *, system: str | 
     blocks = [f"[{p.number}] ({p.source}) {truncate(p.text, max_passage_chars)}" for p in passages]
     user = "Passages:\n" + ("\n\n".join(blocks) if blocks else "(none)") + f"\n\nQuestion: {question.strip()}"
     return [{"role": "system", "content": system or DEFAULT_SYSTEM}, {"role": "user", "content": user}]
+
+
+def strip_citations(text: str) -> str:
+    """``text`` without its ``[n]`` citations (each with the space before it)."""
+    return _CITATION_AND_SPACE.sub("", text)
 
 
 def parse_citations(answer: str) -> list[int]:

@@ -33,14 +33,13 @@ from typing import Any
 import numpy as np
 
 from assistant.curated import QAPair
-from assistant.grounding import Passage, build_messages, passages_from_hits
+from assistant.grounding import Passage, build_messages, passages_from_hits, strip_citations
 from indexer import native
 
 ABSTAIN_ANSWER = "I cannot find the answer in the documents."
 """The target when the oracle is left out; the sentence the serving prompt asks for."""
 SHINGLE_WORDS = 3  # word n-grams for near-duplicate checks: short QA texts have few 5-grams
 SEARCH_SLACK = 5  # extra hits fetched so that dropping the oracle and its near-copies leaves enough
-_CITATION = re.compile(r"\s*\[\s*\d+(?:\s*[-\u2013,;]\s*\d+)*\s*\]")
 _WORD = re.compile(r"\w+")
 
 
@@ -180,7 +179,7 @@ def make_example(pair: QAPair, oracle: Passage, negatives: list[Passage], rng: r
     if not with_oracle:
         return RaftExample(pair.question, passages, None, ABSTAIN_ANSWER)
     number = 1 + next(i for i, p in enumerate(shown) if p is oracle)
-    answer = _CITATION.sub("", pair.answer).strip()  # a curated "[1]" would point at the wrong passage
+    answer = strip_citations(pair.answer).strip()  # a curated "[1]" would point at the wrong passage
     return RaftExample(pair.question, passages, number, f"{answer} [{number}]")
 
 

@@ -14,15 +14,12 @@ import re
 import string
 from collections import Counter
 
+from assistant.grounding import strip_citations
+
 ANSWER_TYPES = ("yes_no_maybe", "extractive", "numeric", "free")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-_CITATION = re.compile(r"\[\s*\d+(?:\s*[-\u2013,;]\s*\d+)*\s*\]")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
 _DECISION = re.compile(r"\b(yes|no|maybe)\b")
-
-
-def strip_citations(text: str) -> str:
-    return _CITATION.sub("", text)
 
 
 def normalize_answer(text: str) -> str:

@@ -37,6 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from assistant.plots import pyplot
+
 QUANTIZE = ("auto", "4bit", "none")
 PRECISIONS = ("auto", "bf16", "fp32")
 # settings a resumed run must share with the run that wrote the checkpoint
@@ -244,11 +246,8 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 def plot_losses(log: Path, png: Path) -> Path | None:
     """Train and eval loss against step; None when matplotlib is not installed."""
-    try:
-        import matplotlib  # type: ignore[import-not-found,unused-ignore]
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     rows = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -494,11 +493,8 @@ def lr_range_test(settings: TuneSettings, *, start: float = 1e-6, end: float = 1
     lowest = min(rows, key=lambda r: r["smoothed"])
     result = {"suggested_lr": lowest["lr"] / 10, "lr_at_lowest_loss": lowest["lr"], "steps": len(rows), "rows": rows}
     (out / "lr_range.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    try:
-        import matplotlib  # type: ignore[import-not-found,unused-ignore]
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # type: ignore[import-not-found,unused-ignore]
-
+    plt = pyplot()
+    if plt is not None:
         fig, ax = plt.subplots(figsize=(7, 4))
         ax.plot([r["lr"] for r in rows], [r["smoothed"] for r in rows])
         ax.axvline(result["suggested_lr"], linestyle="--", label=f"suggested {result['suggested_lr']:.1e}")
@@ -506,8 +502,6 @@ def lr_range_test(settings: TuneSettings, *, start: float = 1e-6, end: float = 1
         ax.legend()
         fig.savefig(out / "lr_range.png", dpi=100)
         plt.close(fig)
-    except ImportError:
-        pass
     return {k: v for k, v in result.items() if k != "rows"}
 
 
