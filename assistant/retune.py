@@ -31,20 +31,31 @@ from assistant.curated import QAPair
 from assistant.eval_sets import EvalItem
 
 
-@dataclass(frozen=True)
-class RetuneSpec:
+@dataclass(frozen=True, kw_only=True)
+class RetuneRequest:
+    """What a user asks for (also the body of ``POST /v1/tuning/jobs``)."""
+
     pairs: str
+    """Curated pairs (JSONL); over HTTP, a path inside the data directory."""
+    eval_set: str | None = None
+    """Held-out items for the gate (evaluation format); default: a share of the pairs."""
+    holdout_fraction: float = 0.1
+    eval_limit: int | None = 200
+    activate: bool = True
+    """Activate the adapter when the gate accepts it."""
+    tune: dict[str, Any] = field(default_factory=dict)
+    raft: dict[str, Any] = field(default_factory=dict)
+    gate: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetuneSpec(RetuneRequest):
+    """A request with where it runs, checked whole before anything runs."""
+
     index_dir: str
     registry_dir: str
     work_dir: str
     model: str = "bundled:smollm2"
-    eval_set: str | None = None
-    holdout_fraction: float = 0.1
-    eval_limit: int | None = 200
-    activate: bool = True
-    tune: dict[str, Any] = field(default_factory=dict)
-    raft: dict[str, Any] = field(default_factory=dict)
-    gate: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from assistant.gate import GateSettings

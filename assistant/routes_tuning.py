@@ -15,7 +15,8 @@ directory; anything resolving outside it is refused.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,25 +26,11 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.params import FromPath, JSONBody
 
 from assistant.jobs import JobError
+from assistant.retune import RetuneRequest
 from assistant.registry import RegistryError
 from assistant.server import require_role
 
 ADMIN = {"role": "admin"}
-
-
-@dataclass
-class TuningJobBody:
-    pairs: str
-    """Curated pairs (JSONL), a path inside the data directory."""
-    eval_set: str | None = None
-    """Held-out items for the gate (evaluation format); default: a share of the pairs."""
-    holdout_fraction: float = 0.1
-    eval_limit: int | None = 200
-    activate: bool = True
-    """Activate the adapter when the gate accepts it."""
-    tune: dict[str, Any] = field(default_factory=dict)
-    raft: dict[str, Any] = field(default_factory=dict)
-    gate: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -102,15 +89,15 @@ async def rollback_adapter(state: State) -> dict[str, Any]:
 
 
 @post("/v1/tuning/jobs", guards=[require_role], opt=ADMIN, status_code=202)
-async def submit_job(data: JSONBody[TuningJobBody], state: State) -> Response:
+async def submit_job(data: JSONBody[RetuneRequest], state: State) -> Response:
     """Queue a re-tuning job: prepare the RAFT set, train, register, gate, activate.
     One job runs at a time, in its own process; others wait in order."""
     settings = state.settings
-    fields = {"pairs": data_path(state, data.pairs, "pairs"),
-              "eval_set": data_path(state, data.eval_set, "eval_set") if data.eval_set else None,
-              "holdout_fraction": data.holdout_fraction, "eval_limit": data.eval_limit, "activate": data.activate,
-              "tune": data.tune, "raft": data.raft, "gate": data.gate, "index_dir": str(settings.index_dir),
-              "registry_dir": str(state.registry.root), "model": state.generator.model_name}
+    fields = dataclasses.asdict(data) | {
+        "pairs": data_path(state, data.pairs, "pairs"),
+        "eval_set": data_path(state, data.eval_set, "eval_set") if data.eval_set else None,
+        "index_dir": str(settings.index_dir), "registry_dir": str(state.registry.root),
+        "model": state.generator.model_name}
     job_id = await asyncio.to_thread(state.jobs.submit, fields)  # RetuneSpec checks the settings: 422
     queued = [j["job_id"] for j in await asyncio.to_thread(state.jobs.store.with_status, "queued")]
     return Response({"job_id": job_id, "status": "queued", "ahead": queued.index(job_id) if job_id in queued else 0},
