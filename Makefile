@@ -10,7 +10,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 BUILT  := $(VENV)/.native-built
 RUST_SOURCES := Cargo.toml Cargo.lock rust/core/Cargo.toml $(shell find rust -name '*.rs' 2>/dev/null)
 
-.PHONY: setup demo test test-rust test-python bench clean browser
+.PHONY: setup demo test test-rust test-python bench eval clean browser
 
 setup: $(BUILT)
 
@@ -53,6 +53,10 @@ test: setup test-rust test-python
 
 bench: setup
 	$(PY) bench/run_all.py
+
+# The README's headline table (trains the example adapter first when there is none).
+eval: setup
+	$(PY) bench/eval_headline.py
 
 clean:
 	rm -rf $(VENV) target indexer/*.so

@@ -8,7 +8,8 @@ citation check). Per system and set:
 
 - **accuracy**: the set's metric (:func:`assistant.scoring.score_answer`) of what the
   user is shown: with retrieval an answer the check rejects is an abstention and scores 0;
-  ``raw_accuracy`` scores the model's words before the check;
+  ``raw_accuracy`` scores the model's words before the check; ``exact_match`` (extractive
+  and numeric items) and ``rouge_l`` (free answers) score the shown answers too;
 - **relevance**: ``recall_at_k``, the share of questions with a gold document among the
   passages; ``citation_precision``, the share of shown answers whose citations include a
   gold document (or, without ``doc_ids``, a passage holding the answer);
@@ -18,13 +19,16 @@ citation check). Per system and set:
   words are less than half backed by the cited passages; ``abstention_rate``.
 
 Retrieval runs once per question and is shared by the systems that use it.
-Writes ``report.json``, ``report.md`` and ``report.png``.
+Writes ``report.json``, ``report.md``, ``report.png`` and ``answers.jsonl`` (every answer,
+whether it was shown, and the check's reasons when not).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -35,7 +39,7 @@ from assistant.eval_sets import EvalItem
 from assistant.gate import GateSettings, answer_all, chat_prompts, general_drift
 from assistant.grounding import Passage, check_answer, is_refusal, passages_from_hits
 from assistant.plots import pyplot
-from assistant.scoring import citation_precision, holds_answer, score_answer, support
+from assistant.scoring import citation_precision, holds_answer, score_answer, second_score, support
 
 SYSTEMS = ("base", "base+rag", "adapter", "adapter+rag")
 SUPPORTED = 0.5  # a shown answer with less of its content backed by its citations is "unsupported"
@@ -45,7 +49,9 @@ SEARCH_SLACK = 10  # extra hits fetched so that dropping the gold documents stil
 @dataclass(frozen=True)
 class EvalSettings:
     top_k: int = field(default=3, metadata={"help": "passages per question"})
-    max_new_tokens: int = field(default=48, metadata={"help": "answer length limit"})
+    # 96, not the gate's 48: the tuned model writes a sentence or two before its citation, and
+    # an answer cut before it is not shown (measured: 5 of 16 PubMedQA answers at 48, 7 at 96)
+    max_new_tokens: int = field(default=96, metadata={"help": "answer length limit"})
     batch_size: int = field(default=8, metadata={"help": "questions generated together"})
     min_score: float = field(default=0.3, metadata={"help": "the service's abstention threshold"})
     unanswerable: bool = field(default=True, metadata={"help": "also run the unanswerable split"})
@@ -76,24 +82,45 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return round(sum(kept) / len(kept), 4) if kept else None
 
 
+def _ci95(values: Sequence[float]) -> float | None:
+    """Half-width of the normal 95% interval of the mean: how far a sample of this size
+    can be from the whole set's score (None below 2 items)."""
+    if len(values) < 2:
+        return None
+    return round(1.96 * statistics.stdev(values) / math.sqrt(len(values)), 4)
+
+
+def _second_scores(items: Sequence[EvalItem], answers: Sequence[str], shown: Sequence[bool]) -> dict[str, float | None]:
+    """Mean exact match / ROUGE-L over the items that have one; a hidden answer scores 0."""
+    by_metric: dict[str, list[float]] = {}
+    for item, answer, visible in zip(items, answers, shown, strict=True):
+        scored = second_score(answer, item.answer, item.answer_type)
+        if scored is not None:
+            by_metric.setdefault(scored[0], []).append(scored[1] if visible else 0.0)
+    return {name: _mean(values) for name, values in by_metric.items()}
+
+
 def score_rag(items: Sequence[EvalItem], passages: Sequence[list[Passage]], answers: Sequence[str],
               min_score: float) -> dict[str, Any]:
-    shown, raw, cites, unsupported, abstained = [], [], [], [], []
+    shown, raw, cites, unsupported, abstained, grounded = [], [], [], [], [], []
     for item, found, answer in zip(items, passages, answers, strict=True):
         verdict = check_answer(answer, found, min_score=min_score)
+        grounded.append(verdict.grounded)
         raw.append(score_answer(answer, item.answer, item.answer_type))
         shown.append(raw[-1] if verdict.grounded else 0.0)
         abstained.append(float(not verdict.grounded))
         if verdict.grounded:
             cites.append(_cites_gold(verdict.citations, item))
             unsupported.append(float(support(answer, [p.text for p in verdict.citations]) < SUPPORTED))
-    return {"n": len(items), "accuracy": _mean(shown), "raw_accuracy": _mean(raw), "abstention_rate": _mean(abstained),
+    return {"n": len(items), "accuracy": _mean(shown), "accuracy_ci95": _ci95(shown), "raw_accuracy": _mean(raw),
+            **_second_scores(items, answers, grounded), "abstention_rate": _mean(abstained),
             "citation_precision": _mean(cites), "unsupported_rate": _mean(unsupported)}
 
 
 def score_closed(items: Sequence[EvalItem], answers: Sequence[str]) -> dict[str, Any]:
     scores = [score_answer(a, i.answer, i.answer_type) for i, a in zip(items, answers, strict=True)]
-    return {"n": len(items), "accuracy": _mean(scores), "raw_accuracy": _mean(scores),
+    return {"n": len(items), "accuracy": _mean(scores), "accuracy_ci95": _ci95(scores), "raw_accuracy": _mean(scores),
+            **_second_scores(items, answers, [True] * len(items)),
             "abstention_rate": _mean([float(is_refusal(a)) for a in answers])}
 
 
@@ -105,8 +132,24 @@ def recall_at_k(items: Sequence[EvalItem], passages: Sequence[list[Passage]]) ->
     return _mean(hits)
 
 
+def _answer_records(system: str, split: str, items: Sequence[EvalItem], answers: Sequence[str],
+                    passages: Sequence[list[Passage]] | None, min_score: float) -> list[dict[str, Any]]:
+    """One line per answer for ``answers.jsonl``: what was asked, said and shown, and why not."""
+    records = []
+    for n, (item, answer) in enumerate(zip(items, answers, strict=True)):
+        record = {"system": system, "split": split, "id": item.id, "question": item.question, "gold": item.answer,
+                  "answer": answer, "score": round(score_answer(answer, item.answer, item.answer_type), 4)}
+        if passages is not None:
+            verdict = check_answer(answer, passages[n], min_score=min_score)
+            record |= {"shown": verdict.grounded, "reasons": verdict.reasons,
+                       "passages": [p.doc_id for p in passages[n]]}
+        records.append(record)
+    return records
+
+
 def evaluate_set(generator: Any, items: Sequence[EvalItem], index: Any, systems: Sequence[str],
                  adapter: str | None, settings: EvalSettings, progress: bool = False) -> dict[str, Any]:
+    """Scores per system, and under ``"answers"`` every answer (see :func:`_answer_records`)."""
     gen = GateSettings(top_k=settings.top_k, max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size)
     closed = chat_prompts(generator, [i.question for i in items])
     found = retrieve(index, items, settings.top_k, drop_gold=False)
@@ -115,29 +158,38 @@ def evaluate_set(generator: Any, items: Sequence[EvalItem], index: Any, systems:
     missing = retrieve(index, answerable, settings.top_k, drop_gold=True)
     ungrounded = chat_prompts(generator, [i.question for i in answerable], missing)
     results: dict[str, Any] = {"recall_at_k": recall_at_k(items, found), "k": settings.top_k}
+    records: list[dict[str, Any]] = []
     for system in systems:
         name = adapter if system.startswith("adapter") else None
         started = time.perf_counter()
         if system.endswith("+rag"):
-            row = score_rag(items, found, answer_all(generator, grounded, name, gen, progress), settings.min_score)
+            answers = answer_all(generator, grounded, name, gen, progress)
+            row = score_rag(items, found, answers, settings.min_score)
+            records += _answer_records(system, "answerable", items, answers, found, settings.min_score)
             if missing:
+                answers = answer_all(generator, ungrounded, name, gen, progress)
                 shown = [check_answer(a, p, min_score=settings.min_score).grounded
-                         for a, p in zip(answer_all(generator, ungrounded, name, gen, progress), missing, strict=True)]
+                         for a, p in zip(answers, missing, strict=True)]
                 row["hallucination_rate"] = _mean([float(s) for s in shown])
                 row["unanswerable_n"] = len(missing)
+                records += _answer_records(system, "unanswerable", answerable, answers, missing, settings.min_score)
         else:
-            row = score_closed(items, answer_all(generator, closed, name, gen, progress))
+            answers = answer_all(generator, closed, name, gen, progress)
+            row = score_closed(items, answers)
+            records += _answer_records(system, "closed-book", items, answers, None, settings.min_score)
         results[system] = row | {"seconds": round(time.perf_counter() - started, 1)}
-    return results
+    return results | {"answers": records}
 
 
 def write_report(report: dict[str, Any], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     lines = [f"# Evaluation ({report['created']})", "", f"Adapter: {report['adapter'] or 'none'}; "
-             f"top-{report['settings']['top_k']} passages; at most {report['settings']['max_new_tokens']} new tokens.", "",
-             "| set | system | n | accuracy | raw accuracy | recall@k | citation precision | abstains | "
-             "hallucination (unanswerable) | unsupported |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             f"top-{report['settings']['top_k']} passages; at most {report['settings']['max_new_tokens']} new tokens; "
+             f"{report.get('seconds', 0) / 60:.1f} minutes. Accuracy ± the half-width of its 95% interval.", "",
+             "| set | system | n | accuracy | raw accuracy | exact match | ROUGE-L | recall@k | citation precision | "
+             "abstains | hallucination (unanswerable) | unsupported |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
 
     def cell(value: Any) -> str:
         return "" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
@@ -146,10 +198,18 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
         for system in report["systems"]:
             r = rows[system]
             rag = system.endswith("+rag")
-            lines.append(" | ".join(["", set_name, system, cell(r["n"]), cell(r["accuracy"]), cell(r["raw_accuracy"]),
+            accuracy = cell(r["accuracy"]) + (f" ± {r['accuracy_ci95']:.3f}" if r.get("accuracy_ci95") else "")
+            lines.append(" | ".join(["", set_name, system, cell(r["n"]), accuracy, cell(r["raw_accuracy"]),
+                                     cell(r.get("exact_match")), cell(r.get("rouge_l")),
                                      cell(rows["recall_at_k"]) if rag else "", cell(r.get("citation_precision")),
                                      cell(r["abstention_rate"]), cell(r.get("hallucination_rate")),
                                      cell(r.get("unsupported_rate")), ""]).strip())
+    drift = report.get("drift")
+    if drift is not None:
+        lines += ["", f"General drift of {report['adapter']} from the base model: {drift['drift']:+.1%} (perplexity of the "
+                  f"base model's answers to general prompts {drift['answers_ppl_base']:.2f} → "
+                  f"{drift['answers_ppl_adapter']:.2f}; of general text {drift['text_ppl_base']:.2f} → "
+                  f"{drift['text_ppl_adapter']:.2f}). The gate's bound is +{GateSettings().max_drift:.0%}."]
     (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     written = [out / "report.json", out / "report.md"]
     plt = pyplot()
@@ -185,19 +245,28 @@ def run_eval(generator: Any, sets: dict[str, tuple[Sequence[EvalItem], Any]], ou
         raise ValueError("no system left to evaluate: the adapter systems need --adapter")
     if getattr(generator, "active_adapter", None) is not None:
         raise ValueError("the base systems need a generator with no active adapter")
+    started = time.perf_counter()
     report: dict[str, Any] = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "adapter": adapter,
                               "model": getattr(generator, "model_name", None), "systems": list(systems),
                               "settings": asdict(settings), "sets": {}}
+    answers: list[dict[str, Any]] = []
     for name, (items, index) in sets.items():  # each set with the index its documents are in
-        report["sets"][name] = evaluate_set(generator, items, index, systems, adapter, settings, progress)
+        result = evaluate_set(generator, items, index, systems, adapter, settings, progress)
+        answers += [{"set": name} | record for record in result.pop("answers")]
+        report["sets"][name] = result
     if adapter is not None:  # over-tuning: the gate's drift from the base model
-        report["drift"] = general_drift(generator, adapter, settings=GateSettings(max_new_tokens=settings.max_new_tokens))
-    report["files"] = [str(p) for p in write_report(report, out)]
+        report["drift"] = general_drift(generator, adapter, settings=GateSettings())  # the gate's own figure
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "answers.jsonl").open("w", encoding="utf-8") as f:
+        f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in answers)
+    report["files"] = [str(p) for p in write_report(report, out)] + [str(out / "answers.jsonl")]
     return report
 
 
 def checkpoint_curve(generator: Any, checkpoints: Sequence[str], sets: dict[str, tuple[Sequence[EvalItem], Any]],
-                     out: Path, *, settings: EvalSettings | None = None, max_drift: float = 0.2) -> dict[str, Any]:
+                     out: Path, *, settings: EvalSettings | None = None, max_drift: float = 0.2,
+                     progress: bool = False) -> dict[str, Any]:
     """Over-tuning across one run: for each checkpoint (an adapter name the generator
     can load) the domain accuracy with retrieval, averaged over the sets, and the
     general drift; the recommended checkpoint is the most accurate one whose drift is
@@ -205,9 +274,9 @@ def checkpoint_curve(generator: Any, checkpoints: Sequence[str], sets: dict[str,
     settings = dataclasses.replace(settings or EvalSettings(), unanswerable=False)
     rows = []
     for name in checkpoints:
-        scores = [evaluate_set(generator, items, index, ["adapter+rag"], name, settings)["adapter+rag"]["accuracy"]
-                  for items, index in sets.values()]
-        drift = general_drift(generator, name, settings=GateSettings(max_new_tokens=settings.max_new_tokens))["drift"]
+        scores = [evaluate_set(generator, items, index, ["adapter+rag"], name, settings,
+                               progress)["adapter+rag"]["accuracy"] for items, index in sets.values()]
+        drift = general_drift(generator, name, settings=GateSettings())["drift"]
         rows.append({"checkpoint": name, "accuracy": _mean(scores), "drift": drift})
     allowed = [r for r in rows if r["drift"] <= max_drift and r["accuracy"] is not None]
     best = max(allowed, key=lambda r: r["accuracy"], default=None)

@@ -74,13 +74,17 @@ def answer_all(generator: Any, prompts: Sequence[str], adapter: str | None, sett
     """Greedy answers in batches; ``adapter`` None is the base model when none is active."""
     from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
 
-    answers: list[str] = []
+    # prompts of similar length share a batch: less padding to run through the model
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    answers: list[str] = [""] * len(prompts)
     with tqdm(total=len(prompts), desc=f"answers ({adapter or 'base'})", disable=not progress) as bar:
-        for start in range(0, len(prompts), settings.batch_size):
-            batch = list(prompts[start:start + settings.batch_size])
-            answers += [r.text for r in generator.generate(batch, max_new_tokens=settings.max_new_tokens,
-                                                           adapter=adapter)]
-            bar.update(len(batch))
+        for start in range(0, len(order), settings.batch_size):
+            rows = order[start:start + settings.batch_size]
+            results = generator.generate([prompts[i] for i in rows], max_new_tokens=settings.max_new_tokens,
+                                         adapter=adapter)
+            for i, result in zip(rows, results, strict=True):
+                answers[i] = result.text
+            bar.update(len(rows))
     return answers
 
 

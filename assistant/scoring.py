@@ -121,6 +121,18 @@ def rouge_l(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def second_score(prediction: str, gold: str, answer_type: str) -> tuple[str, float] | None:
+    """The other metric the sets report: exact match for extractive answers (for numbers
+    the scaled number match, which is exact), ROUGE-L for free answers; yes/no/maybe has none."""
+    if answer_type == "extractive":
+        return "exact_match", exact_match(prediction, gold)
+    if answer_type == "numeric":
+        return "exact_match", numeric_match(prediction, gold)
+    if answer_type == "free":
+        return "rouge_l", rouge_l(prediction, gold)
+    return None
+
+
 # ---- grounding -------------------------------------------------------------------------------------
 
 _STOPWORDS = frozenset("""a an the and or but if of to in on at by for with from as is are was were be been being it its

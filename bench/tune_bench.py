@@ -27,21 +27,16 @@ from __future__ import annotations
 import gzip
 import json
 import math
-import random
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO_ROOT, env_info, env_markdown, md_table, write_results  # noqa: E402
 
 STAGES = ("data", "train", "memory", "quality")
-HELD_OUT_PAPER_EVERY = 5  # every 5th COVID-QA paper is kept out of training
-PUBMEDQA_HELD_OUT = 100
-MEDQUAD_PAIRS = 900
-MEDQUAD_WORDS = (15, 60)  # answers of this many words: short enough for a 512-token example
 CHUNK_TOKENS, CHUNK_OVERLAP = 64, 8
 SEQ_LEN = 640
 BATCH, ACCUM = 4, 2
@@ -68,34 +63,28 @@ def pubmedqa_items() -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def medquad_items() -> list[dict[str, Any]]:
-    from indexer import shared_data
-
-    lo, hi = MEDQUAD_WORDS
-    records = [r for r in shared_data.iter_medquad() if lo <= len(r["answer"].split()) <= hi]
-    random.Random(0).shuffle(records)
-    return records[:MEDQUAD_PAIRS]
-
-
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
-def stage_data(work: Path) -> dict[str, Any]:
-    from assistant.base_model import load_hf_tokenizer
-    from assistant.curated import read_pairs
-    from assistant.raft import RaftSettings, build_raft_set
-    from indexer.index import Index
-    from indexer.loaders import Document
-    from indexer.settings import IndexSettings
+class Curated(NamedTuple):
+    covid: list[dict[str, Any]]  # COVID-QA paragraphs
+    pubmed: list[dict[str, Any]]
+    medquad: list[dict[str, Any]]  # the MedQuAD records trained on
+    held_pubmed: set[Any]  # PubMedQA ids kept out of training
+    pairs: list[dict[str, Any]]  # the training pairs
+    covid_eval: list[dict[str, Any]]  # held-out items in the evaluation format
+    pubmed_eval: list[dict[str, Any]]
 
-    started = time.perf_counter()
-    covid, pubmed, medquad = covidqa_items(), pubmedqa_items(), medquad_items()
-    papers = sorted({c["paper"] for c in covid}, key=int)
-    held_papers = set(papers[::HELD_OUT_PAPER_EVERY])
-    order = list(range(len(pubmed)))
-    random.Random(0).shuffle(order)
-    held_pubmed = {pubmed[i]["id"] for i in order[:PUBMEDQA_HELD_OUT]}
+
+def curated_pairs() -> Curated:
+    """The training pairs and held-out items, split as the built-in evaluation sets are,
+    so `assistant eval --sets` scores this adapter on items it never saw."""
+    from assistant.builtin_sets import covidqa_held_out_papers, medquad_training_records, pubmedqa_held_out_ids
+
+    covid, pubmed, medquad = covidqa_items(), pubmedqa_items(), medquad_training_records()
+    held_papers = covidqa_held_out_papers(c["paper"] for c in covid)
+    held_pubmed = pubmedqa_held_out_ids([i["id"] for i in pubmed])
 
     pairs, covid_eval, pubmed_eval = [], [], []
     for c in covid:
@@ -121,6 +110,19 @@ def stage_data(work: Path) -> dict[str, Any]:
     for r in medquad:
         pairs.append({"question": r["question"], "answer": r["answer"].strip(), "source": f"medquad-{r['source']}-{r['id']}",
                       "id": f"medquad-{r['source']}-{r['id']}", "tags": ["medquad"]})
+    return Curated(covid, pubmed, medquad, held_pubmed, pairs, covid_eval, pubmed_eval)
+
+
+def stage_data(work: Path) -> dict[str, Any]:
+    from assistant.base_model import load_hf_tokenizer
+    from assistant.curated import read_pairs
+    from assistant.raft import RaftSettings, build_raft_set
+    from indexer.index import Index
+    from indexer.loaders import Document
+    from indexer.settings import IndexSettings
+
+    started = time.perf_counter()
+    covid, pubmed, medquad, held_pubmed, pairs, covid_eval, pubmed_eval = curated_pairs()
     work.mkdir(parents=True, exist_ok=True)
     write_jsonl(work / "pairs.jsonl", pairs)
     write_jsonl(work / "covidqa_heldout.jsonl", covid_eval)

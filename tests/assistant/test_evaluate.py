@@ -41,10 +41,18 @@ def test_known_values_on_one_question(citing_model: Path, index_dir: Path, tmp_p
     # "Pangolins eat ants and termites [1]." vs "ants and termites": P = 3/5, R = 1, F1 = 0.75
     assert rag["raw_accuracy"] == pytest.approx(0.75) and rag["accuracy"] == pytest.approx(0.75)
     assert rag["abstention_rate"] == 0.0 and rag["citation_precision"] == 1.0 and rag["unsupported_rate"] == 0.0
+    assert rag["exact_match"] == 0.0 and "rouge_l" not in rag  # extractive: EM, and "Pangolins eat" is extra
     assert rag["unanswerable_n"] == 1 and rag["hallucination_rate"] in (0.0, 1.0)
     assert rows["base"]["n"] == 1 and 0.0 <= rows["base"]["accuracy"] <= 1.0
-    assert {Path(p).name for p in report["files"]} == {"report.json", "report.md", "report.png"}
-    assert "| pangolins | base+rag | 1 | 0.750 |" in (tmp_path / "report" / "report.md").read_text()
+    assert {Path(p).name for p in report["files"]} == {"report.json", "report.md", "report.png", "answers.jsonl"}
+    answers = [json.loads(line) for line in (tmp_path / "report" / "answers.jsonl").read_text().splitlines()]
+    assert [(a["system"], a["split"]) for a in answers] == [("base", "closed-book"), ("base+rag", "answerable"),
+                                                            ("base+rag", "unanswerable")]
+    shown = answers[1]
+    assert shown["set"] == "pangolins" and shown["shown"] is True and shown["reasons"] == []
+    assert shown["score"] == 0.75 and shown["passages"][0] == "pangolin"
+    assert "pangolin" not in answers[2]["passages"]  # the unanswerable split: its gold document left out
+    assert "| pangolins | base+rag | 1 | 0.750 | 0.750 | 0.000 |  |" in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_cli_writes_the_report_and_names_a_bad_line(citing_model: Path, index_dir: Path, tmp_path: Path,
@@ -83,6 +91,33 @@ def test_builtin_sets_name_their_documents() -> None:
     assert numeric and any(i.answer.endswith(" million") for i in numeric)
     with pytest.raises(ValueError, match="unknown built-in set"):
         builtin_set("squad")
+    with pytest.raises(ValueError, match="unknown split"):
+        builtin_set("pubmedqa", split="train")
+
+
+@pytest.mark.skipif(not (__import__("indexer.shared_data", fromlist=["data_dir"]).data_dir() / "pubmedqa").is_dir(),
+                    reason="the shared data folder is absent")
+def test_held_out_split_shares_nothing_with_the_recipe_training_data() -> None:
+    """The default split holds out what bench/tune_bench.py trains on: its adapter is
+    scored on questions it never saw, while split="all" has them."""
+    import sys
+
+    from assistant.builtin_sets import builtin_set
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import tune_bench
+
+    trained = {pair["question"] for pair in tune_bench.curated_pairs().pairs}
+    for name in ("covidqa", "pubmedqa", "medquad"):
+        held, _ = builtin_set(name)
+        everything, _ = builtin_set(name, split="all")
+        assert held and not {i.question for i in held} & trained, name
+        assert {i.question for i in everything} & trained, name  # the check above can fail
+    assert len(builtin_set("pubmedqa")[0]) == 100
+    # a fixed shuffled order: --limit samples the whole set, the same items every run
+    first = [i.id for i in builtin_set("covidqa", limit=20)[0]]
+    assert first == [i.id for i in builtin_set("covidqa", limit=20)[0]]
+    assert len({i.doc_ids for i in builtin_set("covidqa", limit=20)[0]}) > 5
 
 
 def test_checkpoint_curve_recommends_one(tiny_model_dir: Path, index_dir: Path, tmp_path: Path, venv_bin: Path,

@@ -84,3 +84,19 @@ def test_decision_rules() -> None:
     assert not decide(40.0, 40.0, 0.0, settings)[0]
     with pytest.raises(ValueError, match="at least 1"):
         GateSettings(top_k=0)
+
+
+def test_answers_come_back_in_prompt_order(tiny_model_dir: Path) -> None:
+    """answer_all batches prompts of similar length together; each answer is still the
+    one its own prompt got in that batch."""
+    from assistant.gate import answer_all
+
+    generator = LocalGenerator(GenerationSettings(model=str(tiny_model_dir), device="cpu"))
+    long_a, short_a = "pangolins eat ants and termites every night " * 4, "ants"
+    long_b, short_b = "the sky is blue because of scattering of light " * 4, "sky"
+    answers = answer_all(generator, [long_a, short_a, long_b, short_b], None,
+                         GateSettings(max_new_tokens=6, batch_size=2))
+    shorts = [r.text for r in generator.generate([short_a, short_b], max_new_tokens=6)]
+    longs = [r.text for r in generator.generate([long_a, long_b], max_new_tokens=6)]
+    assert answers == [longs[0], shorts[0], longs[1], shorts[1]]
+    assert len(set(answers)) > 1  # the prompts got different answers, so the order is tested

@@ -72,6 +72,16 @@ def test_rouge_l() -> None:
     assert rouge_l("dog", "cat") == 0.0
 
 
+def test_second_score_follows_the_answer_type() -> None:
+    from assistant.scoring import second_score
+
+    assert second_score("The Ants [2].", "ants", "extractive") == ("exact_match", 1.0)
+    assert second_score("ants and termites", "ants", "extractive") == ("exact_match", 0.0)
+    assert second_score("It rose to $1,200 thousand.", "1.2 million", "numeric") == ("exact_match", 1.0)
+    assert second_score("cat mat sat", "cat sat mat", "free") == ("rouge_l", pytest.approx(2 / 3))
+    assert second_score("yes", "yes", "yes_no_maybe") is None
+
+
 def test_support_and_citation_precision() -> None:
     from assistant.scoring import citation_precision, content_words, holds_answer, support
 
@@ -84,3 +94,37 @@ def test_support_and_citation_precision() -> None:
     assert citation_precision([passage], "ants and termites") == 1.0
     assert citation_precision(["Volcanoes erupt."], "ants and termites") == 0.0
     assert citation_precision([], "ants") is None
+
+
+def test_recall_at_k_and_scores_with_retrieval() -> None:
+    """Known values on hand-made passages: recall@k by gold document (or, without ids,
+    a passage holding the answer); a refusal is an abstention; a shown answer citing a
+    gold passage counts for citation precision; one whose words are not in its
+    citation is unsupported."""
+    from assistant.eval_sets import EvalItem
+    from assistant.evaluate import recall_at_k, score_rag
+    from assistant.grounding import Passage
+
+    def passage(n: int, doc: str, text: str) -> Passage:
+        return Passage(n, doc, doc, 0, len(text), text, 0.9, 0.9)
+
+    items = [EvalItem("1", "What do pangolins eat?", "ants and termites", "extractive", ("pangolin",)),
+             EvalItem("2", "How fast is a cheetah?", "110 km/h", "extractive", ("cheetah",)),
+             EvalItem("3", "What colour are flamingos?", "pink", "extractive", ()),
+             EvalItem("4", "Where do koalas live?", "eucalyptus forests", "extractive", ("koala",))]
+    found = [[passage(1, "pangolin", "Pangolins eat ants and termites."), passage(2, "sloth", "Sloths are slow.")],
+             [passage(1, "lion", "Lions hunt at night.")],
+             [passage(1, "bird", "Flamingos are pink from their diet.")],
+             [passage(1, "koala", "Koalas live in eucalyptus forests.")]]
+    assert recall_at_k(items, found) == 0.75
+    answers = ["Pangolins eat ants and termites [1].",
+               "I cannot find the answer in the documents.",
+               "They are pink [1].",
+               "Koalas live on volcanic islands with penguins [1]."]
+    row = score_rag(items, found, answers, min_score=0.3)
+    assert row["n"] == 4 and row["abstention_rate"] == 0.25
+    # token F1: 3/5 precision, full recall → 0.75; abstained 0; "they are pink" → 0.5; the koala answer 0
+    assert row["accuracy"] == pytest.approx((0.75 + 0 + 0.5 + 0) / 4, abs=1e-4)
+    assert row["citation_precision"] == 1.0  # the three shown answers cite a gold passage
+    assert row["unsupported_rate"] == pytest.approx(1 / 3, abs=1e-4)  # the koala answer: "volcanic islands penguins"
+    assert row["exact_match"] == 0.0
