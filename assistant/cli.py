@@ -8,7 +8,7 @@
     assistant tune PAIRS.jsonl --index DIR [--eval-set HELDOUT.jsonl] [--max-steps N] [--no-activate]
     assistant curate --index DIR --out DIR     feedback → pairs.jsonl + preferences.jsonl
     assistant adapters list|activate NAME|rollback --index DIR
-    assistant eval --set SET.jsonl [--set ...] --index DIR | --sets pubmedqa,covidqa [--adapter NAME] [--limit N] --out DIR
+    assistant eval --set SET.jsonl [--set ...] --index DIR | --sets pubmedqa,covidqa [--split all] [--adapter NAME] [--limit N] --out DIR
     assistant info
 """
 
@@ -249,6 +249,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if not args.set and not args.sets:
         raise ValueError("name the sets: --set FILE.jsonl (with --index) and/or --sets pubmedqa,covidqa,tatqa,medquad")
+    if args.limit is not None and args.limit < 0:
+        raise ValueError(f"--limit must be 0 (every item) or more, got {args.limit}")
     generator_settings = GenerationSettings.from_env()
     with contextlib.ExitStack() as stack:
         sets: dict[str, tuple[list, object]] = {}

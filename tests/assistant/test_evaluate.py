@@ -72,6 +72,9 @@ def test_cli_writes_the_report_and_names_a_bad_line(citing_model: Path, index_di
     r = subprocess.run([*base, "--set", str(bad), "--out", str(tmp_path / "out2")], capture_output=True, text=True,
                        env=env, timeout=600)
     assert r.returncode == 2 and "bad.jsonl:2: unknown answer_type 'essay'" in r.stderr
+    r = subprocess.run([*base, "--set", str(good), "--limit", "-1", "--out", str(tmp_path / "out3")],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 2 and "--limit must be 0 (every item) or more" in r.stderr
 
 
 @pytest.mark.skipif(not (__import__("indexer.shared_data", fromlist=["data_dir"]).data_dir() / "pubmedqa").is_dir(),
