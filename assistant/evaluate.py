@@ -29,6 +29,7 @@ import dataclasses
 import json
 import math
 import statistics
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -36,14 +37,13 @@ from pathlib import Path
 from typing import Any
 
 from assistant.eval_sets import EvalItem
-from assistant.gate import GateSettings, answer_all, chat_prompts, general_drift
-from assistant.grounding import Passage, check_answer, is_refusal, passages_from_hits
+from assistant.gate import GateSettings, answer_all, chat_prompts, general_drift, retrieve
+from assistant.grounding import Passage, check_answer, is_refusal
 from assistant.plots import pyplot
 from assistant.scoring import citation_precision, holds_answer, score_answer, second_score, support
 
 SYSTEMS = ("base", "base+rag", "adapter", "adapter+rag")
 SUPPORTED = 0.5  # a shown answer with less of its content backed by its citations is "unsupported"
-SEARCH_SLACK = 10  # extra hits fetched so that dropping the gold documents still leaves top_k
 
 
 @dataclass(frozen=True)
@@ -55,18 +55,6 @@ class EvalSettings:
     batch_size: int = field(default=8, metadata={"help": "questions generated together"})
     min_score: float = field(default=0.3, metadata={"help": "the service's abstention threshold"})
     unanswerable: bool = field(default=True, metadata={"help": "also run the unanswerable split"})
-
-
-def retrieve(index: Any, items: Sequence[EvalItem], top_k: int, *, drop_gold: bool) -> list[list[Passage]]:
-    """Top-k passages per item; with ``drop_gold`` the item's gold documents are left out."""
-    out = []
-    for item in items:
-        if drop_gold and item.doc_ids:
-            hits = [h for h in index.search(item.question, k=top_k + SEARCH_SLACK) if h.doc_id not in item.doc_ids]
-        else:
-            hits = index.search(item.question, k=top_k)
-        out.append(passages_from_hits(hits[:top_k]))
-    return out
 
 
 def _cites_gold(cited: Sequence[Passage], item: EvalItem) -> float | None:
@@ -102,18 +90,17 @@ def _second_scores(items: Sequence[EvalItem], answers: Sequence[str], shown: Seq
 
 def score_rag(items: Sequence[EvalItem], passages: Sequence[list[Passage]], answers: Sequence[str],
               min_score: float) -> dict[str, Any]:
-    shown, raw, cites, unsupported, abstained, grounded = [], [], [], [], [], []
+    shown, raw, cites, unsupported, grounded = [], [], [], [], []
     for item, found, answer in zip(items, passages, answers, strict=True):
         verdict = check_answer(answer, found, min_score=min_score)
         grounded.append(verdict.grounded)
         raw.append(score_answer(answer, item.answer, item.answer_type))
         shown.append(raw[-1] if verdict.grounded else 0.0)
-        abstained.append(float(not verdict.grounded))
         if verdict.grounded:
             cites.append(_cites_gold(verdict.citations, item))
             unsupported.append(float(support(answer, [p.text for p in verdict.citations]) < SUPPORTED))
     return {"n": len(items), "accuracy": _mean(shown), "accuracy_ci95": _ci95(shown), "raw_accuracy": _mean(raw),
-            **_second_scores(items, answers, grounded), "abstention_rate": _mean(abstained),
+            **_second_scores(items, answers, grounded), "abstention_rate": _mean([float(not g) for g in grounded]),
             "citation_precision": _mean(cites), "unsupported_rate": _mean(unsupported)}
 
 
@@ -168,11 +155,10 @@ def evaluate_set(generator: Any, items: Sequence[EvalItem], index: Any, systems:
             records += _answer_records(system, "answerable", items, answers, found, settings.min_score)
             if missing:
                 answers = answer_all(generator, ungrounded, name, gen, progress)
-                shown = [check_answer(a, p, min_score=settings.min_score).grounded
-                         for a, p in zip(answers, missing, strict=True)]
-                row["hallucination_rate"] = _mean([float(s) for s in shown])
+                unanswered = _answer_records(system, "unanswerable", answerable, answers, missing, settings.min_score)
+                row["hallucination_rate"] = _mean([float(r["shown"]) for r in unanswered])
                 row["unanswerable_n"] = len(missing)
-                records += _answer_records(system, "unanswerable", answerable, answers, missing, settings.min_score)
+                records += unanswered
         else:
             answers = answer_all(generator, closed, name, gen, progress)
             row = score_closed(items, answers)
@@ -273,11 +259,13 @@ def checkpoint_curve(generator: Any, checkpoints: Sequence[str], sets: dict[str,
     within ``max_drift``. Writes ``checkpoints.json`` and ``checkpoints.png``."""
     settings = dataclasses.replace(settings or EvalSettings(), unanswerable=False)
     rows = []
-    for name in checkpoints:
-        scores = [evaluate_set(generator, items, index, ["adapter+rag"], name, settings,
-                               progress)["adapter+rag"]["accuracy"] for items, index in sets.values()]
-        drift = general_drift(generator, name, settings=GateSettings())["drift"]
-        rows.append({"checkpoint": name, "accuracy": _mean(scores), "drift": drift})
+    with tempfile.TemporaryDirectory() as scratch:
+        probe_cache = Path(scratch) / "base-answers.json"  # the base model's probe answers, once for every checkpoint
+        for name in checkpoints:
+            scores = [evaluate_set(generator, items, index, ["adapter+rag"], name, settings,
+                                   progress)["adapter+rag"]["accuracy"] for items, index in sets.values()]
+            drift = general_drift(generator, name, cache=probe_cache, settings=GateSettings())["drift"]
+            rows.append({"checkpoint": name, "accuracy": _mean(scores), "drift": drift})
     allowed = [r for r in rows if r["drift"] <= max_drift and r["accuracy"] is not None]
     best = max(allowed, key=lambda r: r["accuracy"], default=None)
     result = {"checkpoints": rows, "max_drift": max_drift, "recommended": best["checkpoint"] if best else None}

@@ -30,6 +30,7 @@ from assistant.grounding import Passage, build_messages, passages_from_hits
 from assistant.scoring import score_answer
 
 PROBE_PATH = Path(__file__).parent / "probes" / "general.json"
+SEARCH_SLACK = 10  # extra hits fetched so that dropping the gold documents still leaves top_k
 
 
 @dataclass(frozen=True)
@@ -61,12 +62,25 @@ def chat_prompts(generator: Any, questions: Sequence[str], passages: Sequence[Se
     return [generator.chat_prompt(build_messages(q, found)) for q, found in zip(questions, passages, strict=True)]
 
 
+def retrieve(index: Any, items: Sequence[EvalItem], top_k: int, *, drop_gold: bool = False) -> list[list[Passage]]:
+    """Top-k passages per item; with ``drop_gold`` the item's gold documents are left out
+    (the evaluation's unanswerable split)."""
+    out = []
+    for item in items:
+        if drop_gold and item.doc_ids:
+            hits = [h for h in index.search(item.question, k=top_k + SEARCH_SLACK) if h.doc_id not in item.doc_ids]
+        else:
+            hits = index.search(item.question, k=top_k)
+        out.append(passages_from_hits(hits[:top_k]))
+    return out
+
+
 def retrieval_prompts(generator: Any, items: Sequence[EvalItem], index: Any | None, top_k: int) -> list[str]:
     """The serving prompt per item, with the top-k passages; closed-book when ``index`` is None."""
     questions = [item.question for item in items]
     if index is None:
         return chat_prompts(generator, questions)
-    return chat_prompts(generator, questions, [passages_from_hits(index.search(q, k=top_k)) for q in questions])
+    return chat_prompts(generator, questions, retrieve(index, items, top_k))
 
 
 def answer_all(generator: Any, prompts: Sequence[str], adapter: str | None, settings: GateSettings,
