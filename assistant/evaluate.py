@@ -258,7 +258,7 @@ def checkpoint_curve(generator: Any, checkpoints: Sequence[str], sets: dict[str,
     general drift; the recommended checkpoint is the most accurate one whose drift is
     within ``max_drift``. Writes ``checkpoints.json`` and ``checkpoints.png``."""
     settings = dataclasses.replace(settings or EvalSettings(), unanswerable=False)
-    rows = []
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as scratch:
         probe_cache = Path(scratch) / "base-answers.json"  # the base model's probe answers, once for every checkpoint
         for name in checkpoints:
