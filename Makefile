@@ -1,6 +1,6 @@
 # Set-up and the two entry points the README names:
 #   make demo   — set up everything, then run the main job
-#   make test   — set up everything, then run every test (cargo and pytest)
+#   make test   — set up everything, then run every test (cargo, the import contracts, pytest)
 # Set-up is incremental: stamps in .venv record what is installed.
 
 PYTHON ?= python3
@@ -47,6 +47,7 @@ browser:
 
 test-python: setup browser
 	$(PY) -m mypy.stubtest indexer._native --allowlist tests/stubtest-allowlist.txt
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/pytest
 
 test: setup test-rust test-python

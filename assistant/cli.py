@@ -10,6 +10,9 @@
     assistant adapters list|activate NAME|rollback --index DIR
     assistant eval --set SET.jsonl [--set ...] --index DIR | --sets pubmedqa,covidqa [--split all] [--adapter NAME] [--limit N] --out DIR
     assistant info
+
+One job, the command line, so one module: each ``cmd_*`` parses nothing and imports the
+package that does the work only when it runs (``assistant info`` loads no torch).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from assistant import __version__
 
@@ -35,7 +39,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace, **extra: object):
-    from assistant.settings import ServiceSettings
+    from assistant.serve.settings import ServiceSettings
 
     return ServiceSettings.from_env(index_dir=args.index, data_dir=getattr(args, "data_dir", None), **extra)
 
@@ -43,9 +47,11 @@ def _settings(args: argparse.Namespace, **extra: object):
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from assistant.server import create_app
+    from assistant.serve.app import create_app
+    from assistant.serve.resources import check_index
 
     settings = _settings(args, host=args.host, port=args.port, auth=False if args.no_auth else None)
+    check_index(settings)
     print(f"loading the index at {settings.index_dir} and the model ...", file=sys.stderr)
     app = create_app(settings)
     print(f"serving on http://{settings.host}:{settings.port} (API schema at /schema)", file=sys.stderr)
@@ -54,16 +60,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    from assistant.answering import AskRequest
-    from assistant.lifecycle import open_resources
+    from assistant.grounding.answerer import AskRequest
+    from assistant.serve.resources import Resources
 
     settings = _settings(args)
-    resources = open_resources(settings)
-    try:
-        result = asyncio.run(resources["answerer"].ask(AskRequest(args.question, top_k=args.top_k or settings.top_k,
-                                                                  adapter=args.adapter)))
-    finally:
-        resources["close_all"]()
+    with Resources.open(settings) as resources:
+        result = asyncio.run(resources.answerer.ask(AskRequest(args.question, top_k=args.top_k or settings.top_k,
+                                                               adapter=args.adapter)))
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -77,7 +80,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from assistant.keys import KeyStore
+    from assistant.serve.auth import KeyStore
 
     settings = _settings(args)
     keys = KeyStore(settings.service_db)
@@ -114,8 +117,8 @@ def _eval_texts(paths: list[Path], fields: list[str]) -> list[str]:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from assistant.curated import read_pairs
-    from assistant.raft import RaftSettings, build_raft_set
+    from assistant.tuning.pairs import read_pairs
+    from assistant.tuning.raft import RaftSettings, build_raft_set
     from indexer.index import Index
 
     pairs, problems = read_pairs(args.pairs)
@@ -127,7 +130,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if args.tokenizer:
         tokenizer: object = args.tokenizer
     else:
-        from assistant.base_model import load_hf_tokenizer
+        from assistant.generation.model_files import load_hf_tokenizer
 
         tokenizer = load_hf_tokenizer()  # the bundled SmolLM2's, in its own chat template
     if not (args.index / "index.sqlite").is_file():
@@ -147,19 +150,22 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def _registry(args: argparse.Namespace):
-    from assistant.generation import GenerationSettings
-    from assistant.registry import AdapterRegistry
+    from assistant.generation.base import GenerationSettings
+    from assistant.generation.registry import AdapterRegistry
+    from assistant.settings import from_env
 
     settings = _settings(args)
-    return AdapterRegistry(GenerationSettings.from_env().adapters_dir or settings.data_dir / "adapters")
+    return AdapterRegistry(from_env(GenerationSettings).adapters_dir or settings.data_dir / "adapters")
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
     """The whole re-tuning pipeline in the foreground (the service runs the same as a job)."""
     import time
 
-    from assistant.generation import GenerationSettings
-    from assistant.retune import RetuneSpec, run
+    from assistant.generation.base import GenerationSettings
+    from assistant.settings import from_env
+    from assistant.tuning.pipeline import run
+    from assistant.tuning.spec import RetuneSpec
 
     settings = _settings(args)
     tune = {k: v for k, v in (("max_steps", args.max_steps), ("warmup_steps", args.warmup_steps), ("lr", args.lr),
@@ -168,19 +174,19 @@ def cmd_tune(args: argparse.Namespace) -> int:
     work = args.work or settings.data_dir / "jobs" / time.strftime("cli-%Y%m%d-%H%M%S")
     spec = RetuneSpec(pairs=str(args.pairs), index_dir=str(settings.index_dir),
                       registry_dir=str(_registry(args).root), work_dir=str(work),
-                      model=GenerationSettings.from_env().model, eval_set=str(args.eval_set) if args.eval_set else None,
+                      model=from_env(GenerationSettings).model, eval_set=str(args.eval_set) if args.eval_set else None,
                       activate=not args.no_activate, tune=tune,
                       gate={"max_drift": args.max_drift} if args.max_drift is not None else {})
     result = run(spec)
-    print(json.dumps({k: result[k] for k in ("adapter", "accepted", "reason", "activated")}, indent=2))
+    print(json.dumps({k: getattr(result, k) for k in ("adapter", "accepted", "reason", "activated")}, indent=2))
     print(f"(work folder {work}; a running `assistant serve` picks the adapter up with POST /v1/adapters/"
-          f"{result['adapter']}/activate or on restart)", file=sys.stderr)
+          f"{result.adapter}/activate or on restart)", file=sys.stderr)
     return 0
 
 
 def cmd_curate(args: argparse.Namespace) -> int:
-    from assistant.curate import export_feedback
-    from assistant.records import Records
+    from assistant.serve.records import Records
+    from assistant.tuning.feedback import export_feedback
 
     records = Records(_settings(args).service_db)
     try:
@@ -212,8 +218,9 @@ def _eval_checkpoints(args: argparse.Namespace, sets: dict, generator_settings) 
     with retrieval against general drift, and the recommended checkpoint."""
     import dataclasses
 
-    from assistant.evaluate import EvalSettings, checkpoint_curve
-    from assistant.generation import LocalGenerator
+    from assistant.evaluation.checkpoints import checkpoint_curve
+    from assistant.evaluation.run import EvalSettings
+    from assistant.generation.local import LocalGenerator
 
     found = sorted((p for p in (args.checkpoints / "checkpoints").glob("step-*") if (p / "adapter_config.json").is_file()),
                    key=lambda p: int(p.name.split("-")[1]))
@@ -235,25 +242,38 @@ def _eval_checkpoints(args: argparse.Namespace, sets: dict, generator_settings) 
     return 0
 
 
+def _settings_min_score() -> float:
+    """The service's abstention threshold (``ASSISTANT_MIN_SCORE``), which the evaluation reproduces."""
+    import os
+
+    from assistant.grounding.check import DEFAULT_MIN_SCORE
+    from assistant.settings import parse_value
+    from assistant.serve.settings import ServiceSettings
+
+    raw = os.environ.get("ASSISTANT_MIN_SCORE", "").strip()
+    return parse_value(ServiceSettings, "min_score", raw, "ASSISTANT_MIN_SCORE") if raw else DEFAULT_MIN_SCORE
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import contextlib
     import dataclasses
-    import os
 
-    from assistant.base_model import cache_dir
-    from assistant.builtin_sets import BUILTIN_SAMPLE, builtin_set, set_index
-    from assistant.eval_sets import read_eval_set
-    from assistant.evaluate import EvalSettings, run_eval
-    from assistant.generation import GenerationSettings, LocalGenerator
+    from assistant.evaluation.builtin_sets import BUILTIN_SAMPLE, builtin_set, set_index
+    from assistant.evaluation.run import EvalSettings, run_eval
+    from assistant.evaluation.sets import EvalItem, read_eval_set
+    from assistant.generation.base import GenerationSettings
+    from assistant.generation.local import LocalGenerator
+    from assistant.generation.model_files import cache_dir
+    from assistant.settings import from_env
     from indexer.index import Index
 
     if not args.set and not args.sets:
         raise ValueError("name the sets: --set FILE.jsonl (with --index) and/or --sets pubmedqa,covidqa,tatqa,medquad")
     if args.limit is not None and args.limit < 0:
         raise ValueError(f"--limit must be 0 (every item) or more, got {args.limit}")
-    generator_settings = GenerationSettings.from_env()
+    generator_settings = from_env(GenerationSettings)
     with contextlib.ExitStack() as stack:
-        sets: dict[str, tuple[list, object]] = {}
+        sets: dict[str, tuple[list[EvalItem], Any]] = {}
         if args.set:
             settings = _settings(args)
             if not (settings.index_dir / "index.sqlite").is_file():
@@ -276,7 +296,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         generator = LocalGenerator(dataclasses.replace(generator_settings, adapters_dir=registry_root))
         report = run_eval(generator, sets, args.out, adapter=args.adapter, systems=args.systems,
                           settings=EvalSettings(top_k=args.top_k, max_new_tokens=args.max_new_tokens,
-                                                min_score=float(os.environ.get("ASSISTANT_MIN_SCORE") or 0.3),
+                                                min_score=_settings_min_score(),
                                                 unanswerable=not args.no_unanswerable), progress=True)
     print((args.out / "report.md").read_text(encoding="utf-8"))
     print(f"written: {', '.join(report['files'])}", file=sys.stderr)
@@ -284,7 +304,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from assistant.builtin_sets import BUILTIN_SAMPLE
+    from assistant.evaluation.builtin_sets import BUILTIN_SAMPLE
+
     parser = argparse.ArgumentParser(prog="assistant", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -1,78 +1,89 @@
-"""Settings of the HTTP service, read from the environment once.
+"""One loader for every settings type of the assistant: environment variables and
+command-line flags, both read from the dataclass fields themselves.
 
-    ASSISTANT_INDEX_DIR         the document index (required to serve)
-    ASSISTANT_DATA_DIR          uploads, API keys, answers and feedback (default: <index>/../service)
-    ASSISTANT_AUTH              1 (default) or 0; 0 is refused unless bound to 127.0.0.1
-    ASSISTANT_MIN_SCORE         best passage cosine below this → "not in the documents" (default 0.3)
-    ASSISTANT_TOP_K             passages per answer (default 4; requests may ask up to ASSISTANT_MAX_TOP_K)
-    ASSISTANT_MAX_TOP_K         upper bound of top_k in any request (default 50)
-    ASSISTANT_MAX_QUESTION_CHARS  longest question accepted (default 2000)
-    ASSISTANT_MAX_BODY_BYTES    largest request body, uploads included (default 20 MB)
-    ASSISTANT_RATE_PER_MINUTE   requests per key (or client address without auth) per minute (default 120)
+A settings type is a frozen dataclass whose fields carry ``metadata={"help": ...}``
+and, when the field may come from the environment, ``"env": "ASSISTANT_..."``.
+Defaults are written once, on the field; ``__post_init__`` validates.
+
+    settings = from_env(GenerationSettings)                  # ASSISTANT_* variables
+    add_flags(parser, TuneSettings)                          # --lora-r, --lr, ...
+    settings = from_flags(TuneSettings, parser.parse_args())
+
+This module imports nothing else of the assistant, so every layer may use it.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import os
-from dataclasses import dataclass, field, fields
+import types
+import typing
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+T = TypeVar("T")
+FALSE_WORDS = ("0", "false", "no", "off")
 
 
-@dataclass(frozen=True)
-class ServiceSettings:
-    index_dir: Path = field(metadata={"help": "the document index folder"})
-    data_dir: Path | None = field(default=None, metadata={"help": "uploads, keys, answers, feedback"})
-    host: str = field(default="127.0.0.1", metadata={"help": "address to bind"})
-    port: int = field(default=8000, metadata={"help": "port to bind"})
-    auth: bool = field(default=True, metadata={"help": "require API keys (off only on 127.0.0.1)"})
-    min_score: float = field(default=0.3, metadata={"help": "abstain below this best-passage cosine"})
-    top_k: int = field(default=4, metadata={"help": "passages per answer"})
-    max_top_k: int = field(default=50, metadata={"help": "largest top_k a request may ask"})
-    max_question_chars: int = field(default=2000, metadata={"help": "longest question"})
-    max_body_bytes: int = field(default=20_000_000, metadata={"help": "largest request body"})
-    rate_per_minute: int = field(default=120, metadata={"help": "requests per key per minute"})
+def _kind(cls: type, name: str) -> Any:
+    """The field's type with ``| None`` removed (annotations are strings here)."""
+    hint = typing.get_type_hints(cls)[name]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "index_dir", Path(self.index_dir))
-        if self.data_dir is None:
-            object.__setattr__(self, "data_dir", self.index_dir.parent / "service")
+
+def parse_value(cls: type, name: str, raw: str, where: str) -> Any:
+    """``raw`` converted to the type of field ``name``; ``ValueError`` naming ``where``."""
+    kind = _kind(cls, name)
+    if kind is bool:
+        return raw.strip().lower() not in FALSE_WORDS
+    if kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            noun = "whole number" if kind is int else "number"
+            raise ValueError(f"{where}={raw!r} is not a {noun}") from None
+    if kind is Path:
+        return Path(raw)
+    return raw
+
+
+def env_names(cls: type) -> dict[str, str]:
+    """Field name → environment variable, for the fields that have one."""
+    return {f.name: f.metadata["env"] for f in dataclasses.fields(cls) if "env" in f.metadata}
+
+
+def from_env(cls: type[T], environ: Mapping[str, str] | None = None, **overrides: Any) -> T:
+    """``cls`` from its fields' environment variables (unset or empty: the default),
+    then ``overrides`` that are not None (command-line flags win over the environment)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, variable in env_names(cls).items():
+        raw = env.get(variable, "").strip()
+        if raw:
+            values[name] = parse_value(cls, name, raw, variable)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return cls(**values)
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One ``--flag-name`` per field, with its help text and default."""
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        kind = _kind(cls, f.name)
+        if kind is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default,
+                                help=f.metadata["help"])
+        elif f.default is dataclasses.MISSING:
+            parser.add_argument(flag, required=True, type=kind, help=f.metadata["help"])
         else:
-            object.__setattr__(self, "data_dir", Path(self.data_dir))
-        if not self.auth and self.host not in LOOPBACK:
-            raise ValueError(f"auth can be turned off only when bound to 127.0.0.1, not {self.host}; "
-                             "create a key with `assistant keys create` instead")
-        if not 1 <= self.top_k <= self.max_top_k:
-            raise ValueError(f"top_k must be in 1..max_top_k ({self.max_top_k}), got {self.top_k}")
-        for name in ("max_question_chars", "max_body_bytes", "rate_per_minute"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if not 0.0 <= self.min_score <= 1.0:
-            raise ValueError(f"min_score must be in [0, 1], got {self.min_score}")
+            parser.add_argument(flag, type=kind, default=f.default, help=f"{f.metadata['help']} (default {f.default})")
 
-    @property
-    def upload_dir(self) -> Path:
-        assert self.data_dir is not None
-        return self.data_dir / "uploads"
 
-    @property
-    def service_db(self) -> Path:
-        assert self.data_dir is not None
-        return self.data_dir / "service.sqlite"
-
-    @classmethod
-    def from_env(cls, **overrides: object) -> "ServiceSettings":
-        env = os.environ
-        values: dict[str, object] = {}
-        casts = {f.name: f.type for f in fields(cls)}
-        for f in fields(cls):
-            key = "ASSISTANT_" + f.name.upper()
-            if key in env:
-                raw = env[key]
-                values[f.name] = raw.strip().lower() not in ("0", "false", "no", "off") if casts[f.name] == "bool" \
-                    else int(raw) if casts[f.name] == "int" else float(raw) if casts[f.name] == "float" else raw
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        if "index_dir" not in values:
-            raise ValueError("no index given: pass --index DIR or set ASSISTANT_INDEX_DIR")
-        return cls(**values)  # type: ignore[arg-type]
+def from_flags(cls: type[T], args: argparse.Namespace) -> T:
+    """``cls`` from the flags :func:`add_flags` added (other attributes are ignored)."""
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    return cls(**{name: getattr(args, name) for name in names if hasattr(args, name)})

@@ -109,7 +109,7 @@ def worker(n: int, runs: int) -> dict:
 
     from indexer import native
 
-    from assistant.base_model import tokenizer_json
+    from assistant.generation.model_files import tokenizer_json
 
     assert native.num_threads() == 1, native.num_threads()
     texts = [r["answer"] for r in medquad_records()][:n]

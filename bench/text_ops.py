@@ -178,7 +178,7 @@ def main() -> None:
 
     from tokenizers import Tokenizer as HFTokenizer
 
-    from assistant.base_model import tokenizer_json
+    from assistant.generation.model_files import tokenizer_json
 
     path = tokenizer_json()
     tok = native.load_tokenizer(path)

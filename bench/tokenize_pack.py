@@ -8,7 +8,7 @@ Run::
 
 (the script sets ``HF_HUB_OFFLINE=1`` itself). Input: every MedQuAD question/answer
 pair as a conversation ``[user: question, assistant: answer]`` in the SmolLM2 chat
-format (``tokenizer.json`` from ``assistant.base_model.tokenizer_json()``; the
+format (``tokenizer.json`` from ``assistant.generation.model_files.tokenizer_json()``; the
 :class:`ChatFormat` from ``ChatFormat.from_hf_tokenizer`` on the transformers
 tokenizer loaded from that directory; it adds SmolLM2's default system message).
 
@@ -58,7 +58,7 @@ IGNORE = -100
 def load():
     from transformers import AutoTokenizer
 
-    from assistant.base_model import tokenizer_json
+    from assistant.generation.model_files import tokenizer_json
 
     path = tokenizer_json()
     hf = AutoTokenizer.from_pretrained(path.parent)

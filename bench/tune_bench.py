@@ -14,7 +14,7 @@ Stages (each reads what the earlier ones wrote under ``--work``):
              sets (COVID-QA questions of papers kept out of training, PubMedQA items kept out)
              in the evaluation format; then ``assistant prepare``'s builder (RAFT, 2
              distractors, oracle shown with P = 0.8, decontaminated against the held-out sets).
-``train``    one epoch of ``assistant.tune`` (NF4 4-bit base + LoRA) on the packed set:
+``train``    one epoch of ``assistant.tuning.trainer`` (NF4 4-bit base + LoRA) on the packed set:
              minutes, tokens/s, peak memory. Target: ≤ 45 minutes.
 ``memory``   a few steps of the same recipe with the 4-bit base and with a 16-bit base:
              peak memory and tokens/s side by side.
@@ -80,7 +80,7 @@ class Curated(NamedTuple):
 def curated_pairs() -> Curated:
     """The training pairs and held-out items, split as the built-in evaluation sets are,
     so `assistant eval --sets` scores this adapter on items it never saw."""
-    from assistant.builtin_sets import covidqa_held_out_papers, medquad_training_records, pubmedqa_held_out_ids
+    from assistant.evaluation.builtin_sets import covidqa_held_out_papers, medquad_training_records, pubmedqa_held_out_ids
 
     covid, pubmed, medquad = covidqa_items(), pubmedqa_items(), medquad_training_records()
     held_papers = covidqa_held_out_papers(c["paper"] for c in covid)
@@ -114,9 +114,9 @@ def curated_pairs() -> Curated:
 
 
 def stage_data(work: Path) -> dict[str, Any]:
-    from assistant.base_model import load_hf_tokenizer
-    from assistant.curated import read_pairs
-    from assistant.raft import RaftSettings, build_raft_set
+    from assistant.generation.model_files import load_hf_tokenizer
+    from assistant.tuning.pairs import read_pairs
+    from assistant.tuning.raft import RaftSettings, build_raft_set
     from indexer.index import Index
     from indexer.loaders import Document
     from indexer.settings import IndexSettings
@@ -156,14 +156,14 @@ def stage_data(work: Path) -> dict[str, Any]:
 
 
 def base_model_dir() -> str:
-    from assistant.generation import resolve_model_dir
+    from assistant.generation.model_files import resolve_model_dir
 
     return resolve_model_dir("bundled:smollm2")
 
 
 def run_tune(out: Path, data: Path, max_steps: int, **extra: Any) -> dict[str, Any]:
-    """``python -m assistant.tune`` in its own process (its peak memory is its own)."""
-    args = [sys.executable, "-m", "assistant.tune", "--model", base_model_dir(), "--data", str(data),
+    """``python -m assistant.tuning.trainer`` in its own process (its peak memory is its own)."""
+    args = [sys.executable, "-m", "assistant.tuning.trainer", "--model", base_model_dir(), "--data", str(data),
             "--out", str(out), "--max-steps", str(max_steps), "--batch-size", str(BATCH), "--grad-accum", str(ACCUM)]
     for key, value in extra.items():
         flag = key.replace("_", "-")

@@ -1,6 +1,6 @@
 """The ``quality`` stage of ``bench/tune_bench.py``: held-out questions answered by
 the base model with retrieval, the adapter with retrieval and the adapter alone,
-scored with the gate's own code (:mod:`assistant.gate`), plus the gate's drift."""
+scored with the gate's own code (:mod:`assistant.tuning.gate`), plus the gate's drift."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ SYSTEMS = ("base + RAG", "adapter + RAG", "adapter alone")
 
 def register_bench_adapter(work: Path) -> tuple[Any, str, str]:
     """The trained adapter (lowest eval loss) in a registry under ``work``."""
-    from assistant.generation import resolve_model_dir
-    from assistant.registry import AdapterRegistry, file_hash, model_hash
+    from assistant.generation.model_files import resolve_model_dir
+    from assistant.generation.registry import AdapterRegistry, file_hash, model_hash
 
     registry = AdapterRegistry(work / "registry")
     model_dir = resolve_model_dir("bundled:smollm2")
@@ -33,7 +33,7 @@ def register_bench_adapter(work: Path) -> tuple[Any, str, str]:
 
 def answer_stats(answers: list[str]) -> dict[str, float]:
     """Shares of answers that cite a passage and that abstain."""
-    from assistant.grounding import is_refusal, parse_citations
+    from assistant.grounding.check import is_refusal, parse_citations
 
     n = max(len(answers), 1)
     return {"cited": round(sum(bool(parse_citations(a)) for a in answers) / n, 3),
@@ -41,9 +41,12 @@ def answer_stats(answers: list[str]) -> dict[str, float]:
 
 
 def stage_quality(work: Path) -> dict[str, Any]:
-    from assistant.eval_sets import read_eval_set
-    from assistant.gate import GateSettings, answer_all, domain_score, general_drift, retrieval_prompts
-    from assistant.generation import GenerationSettings, LocalGenerator
+    from assistant.evaluation.sets import read_eval_set
+    from assistant.evaluation.answers import answer_all, retrieval_prompts
+    from assistant.evaluation.drift import general_drift
+    from assistant.tuning.gate import GateSettings, domain_score
+    from assistant.generation.base import GenerationSettings
+    from assistant.generation.local import LocalGenerator
     from indexer.index import Index
 
     registry, name, base_hash = register_bench_adapter(work)
@@ -60,12 +63,14 @@ def stage_quality(work: Path) -> dict[str, Any]:
             rows: dict[str, Any] = {}
             for system, (prompts, adapter) in runs.items():
                 started = time.perf_counter()
-                answers = answer_all(generator, prompts, adapter, settings, progress=True)
+                answers = answer_all(generator, prompts, adapter, max_new_tokens=settings.max_new_tokens,
+                                     batch_size=settings.batch_size, progress=True)
                 rows[system] = domain_score(items, answers) | answer_stats(answers) | {
                     "minutes": round((time.perf_counter() - started) / 60, 1), "examples": answers[:3]}
             results["sets"][set_name] = rows
             print(json.dumps({k: {m: v for m, v in r.items() if m != "examples"} for k, r in rows.items()}, indent=2))
-    results["drift"] = general_drift(generator, name, cache=work / "probe-base-answers.json", settings=settings)
+    results["drift"] = general_drift(generator, name, cache=work / "probe-base-answers.json",
+                                     max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size)
     results["drift_bound"] = settings.max_drift
     print(json.dumps(results["drift"], indent=2))
     return results

@@ -32,7 +32,7 @@ class Embedder:
         self.name = model
         self.batch_size = batch_size
         path = resolve_model_path(model)
-        self.model = SentenceTransformer(path, device=device or ("cuda" if _cuda() else "cpu"))
+        self.model = SentenceTransformer(path, device=device or ("cuda" if cuda_available() else "cpu"))
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         dim = get_dim()
         if dim is None:
@@ -79,7 +79,8 @@ class _OneTorchThread:
             torch.set_num_threads(self.before)
 
 
-def _cuda() -> bool:
+def cuda_available() -> bool:
+    """Whether torch sees a CUDA device (not when ``CUDA_VISIBLE_DEVICES`` is empty)."""
     if os.environ.get("CUDA_VISIBLE_DEVICES") == "":
         return False
     try:

@@ -4,19 +4,25 @@ model (Rust) → embed in batches → store, one SQLite transaction per batch.
 
 A document is acknowledged (``on_commit``) once its batch has committed; a
 crash before that leaves the index as it was after the previous batch.
+
+The pipeline reads and writes the index only through its write boundary,
+:class:`indexer.writer.IndexWriter`, held for the whole run.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Protocol
 
 from tqdm import tqdm
 
 from indexer import native, store
-from indexer.index import Index, IngestReport
 from indexer.loaders import Document, LoadProblem
+from indexer.records import IngestReport
+from indexer.writer import IndexWriter
 
 # Documents per transaction. Larger batches let the embedder sort more chunks by
 # length (less padding); smaller ones acknowledge sooner.
@@ -31,14 +37,20 @@ class _Accepted:
     replaces: bool
 
 
-def ingest_documents(index: Index, items: Iterable[Document | LoadProblem], *, tags: Sequence[str] = (),
+class Writable(Protocol):
+    """What ingestion needs of an index (an :class:`indexer.index.Index`)."""
+
+    def writer(self) -> AbstractContextManager[IndexWriter]: ...
+
+
+def ingest_documents(index: Writable, items: Iterable[Document | LoadProblem], *, tags: Sequence[str] = (),
                      progress: bool = False, on_commit: Callable[[list[str]], None] | None = None) -> IngestReport:
+    """Stores ``items`` in batches, holding ``index.writer()`` for the whole run;
+    the report's time includes waiting for another process's write."""
     report = IngestReport()
     start = time.perf_counter()
     changed = False
-    with index._write_lock:
-        index._acquire_writer()
-        index._catch_up()
+    with index.writer() as writer:
         with tqdm(desc="ingest", unit="doc", disable=not progress) as bar:
             batch: list[Document] = []
             for item in items:
@@ -47,15 +59,15 @@ def ingest_documents(index: Index, items: Iterable[Document | LoadProblem], *, t
                     continue
                 batch.append(item)
                 if len(batch) >= BATCH_DOCS:
-                    changed |= _ingest_batch(index, batch, tags, report, on_commit)
+                    changed |= _ingest_batch(writer, batch, tags, report, on_commit)
                     bar.update(len(batch))
                     bar.set_postfix(chunks=report.chunks, skipped=len(report.skipped))
                     batch = []
             if batch:
-                changed |= _ingest_batch(index, batch, tags, report, on_commit)
+                changed |= _ingest_batch(writer, batch, tags, report, on_commit)
                 bar.update(len(batch))
         if changed:
-            index.save_snapshots()
+            writer.save_snapshots()
     report.seconds = time.perf_counter() - start
     return report
 
@@ -73,9 +85,8 @@ def _normalize(docs: list[Document], report: IngestReport) -> list[tuple[Documen
         return out
 
 
-def _classify(index: Index, pairs: list[tuple[Document, str]], report: IngestReport) -> list[_Accepted]:
+def _classify(writer: IndexWriter, pairs: list[tuple[Document, str]], report: IngestReport) -> list[_Accepted]:
     """Drops unchanged documents and duplicates; adds the accepted ones to the LSH index."""
-    conn = index._conn
     hashes = native.content_hashes([t for _, t in pairs]) if pairs else []
     seen: dict[str, str] = {}
     accepted: dict[str, _Accepted] = {}
@@ -83,17 +94,17 @@ def _classify(index: Index, pairs: list[tuple[Document, str]], report: IngestRep
         if not text:
             report.skipped.append((doc.source, "empty after normalization"))
             continue
-        existing = store.document_hash(conn, doc.doc_id)
+        existing = writer.document_hash(doc.doc_id)
         if existing == h:
             report.unchanged += 1
             continue
-        twin = seen.get(h) or store.doc_with_hash(conn, h)
+        twin = seen.get(h) or writer.doc_with_hash(h)
         if twin is not None and twin != doc.doc_id:
             report.exact_duplicates += 1
             report.skipped.append((doc.source, f"exact duplicate of {twin}"))
             continue
-        if index.settings.near_duplicates == "skip":
-            matches = [(k, s) for k, s in index.lsh.query([text])[0] if k != doc.doc_id]
+        if writer.settings.near_duplicates == "skip":
+            matches = [(k, s) for k, s in writer.lsh.query([text])[0] if k != doc.doc_id]
             if matches:
                 report.near_duplicates += 1
                 report.skipped.append((doc.source, f"near duplicate of {matches[0][0]} (similarity {matches[0][1]:.2f})"))
@@ -102,7 +113,7 @@ def _classify(index: Index, pairs: list[tuple[Document, str]], report: IngestRep
         if earlier is not None:  # the same id twice in one run: the later record wins
             seen.pop(earlier.content_hash, None)
             report.skipped.append((earlier.doc.source, f"superseded by a later record with id {doc.doc_id}"))
-        index.lsh.insert([doc.doc_id], [text])
+        writer.lsh.insert([doc.doc_id], [text])
         seen[h] = doc.doc_id
         accepted[doc.doc_id] = _Accepted(doc, text, h, existing is not None)
     return list(accepted.values())
@@ -114,21 +125,21 @@ def _tags_of(doc: Document, extra: Sequence[str]) -> list[str]:
     return sorted({t for t in [*own_tags, *extra] if t})
 
 
-def _ingest_batch(index: Index, docs: list[Document], tags: Sequence[str], report: IngestReport,
+def _ingest_batch(writer: IndexWriter, docs: list[Document], tags: Sequence[str], report: IngestReport,
                   on_commit: Callable[[list[str]], None] | None) -> bool:
     try:
-        accepted = _classify(index, _normalize(docs, report), report)
+        accepted = _classify(writer, _normalize(docs, report), report)
         if not accepted:
             return False
-        embedder = index.embedder
-        spans = native.chunk([a.text for a in accepted], max_tokens=index.settings.chunk_tokens,
-                             overlap=index.settings.chunk_overlap, tokenizer=embedder.tokenizer)
+        embedder = writer.embedder
+        spans = native.chunk([a.text for a in accepted], max_tokens=writer.settings.chunk_tokens,
+                             overlap=writer.settings.chunk_overlap, tokenizer=embedder.tokenizer)
         ready = []
         for a, doc_spans in zip(accepted, spans):
             if doc_spans:
                 ready.append((a, doc_spans))
             else:
-                index.lsh.remove([a.doc.doc_id])
+                writer.lsh.remove([a.doc.doc_id])
                 report.skipped.append((a.doc.source, "no indexable text"))
         pieces = [a.text[s:e] for a, doc_spans in ready for s, e in doc_spans]
         vectors = embedder.embed(pieces)
@@ -141,17 +152,11 @@ def _ingest_batch(index: Index, docs: list[Document], tags: Sequence[str], repor
                 vectors=vectors[offset : offset + n],
             ))
             offset += n
-        with store.transaction(index._conn):
-            gen = store.next_generation(index._conn)
-            for a, nd in zip((a for a, _ in ready), new_docs):
-                if a.replaces:
-                    store.delete_document(index._conn, nd.doc_id, gen)
-                store.insert_document(index._conn, nd, gen)
+        writer.commit(new_docs, replacing={a.doc.doc_id for a, _ in ready if a.replaces})
     except BaseException:
         # the LSH index may hold documents of a batch that never committed
-        index._reload_lsh()
+        writer.discard_uncommitted()
         raise
-    index._catch_up()
     for a, nd in zip((a for a, _ in ready), new_docs):
         report.chunks += len(nd.spans)
         if a.replaces:

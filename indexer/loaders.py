@@ -4,7 +4,9 @@ Text, Markdown, HTML and PDF files become one document each; JSONL, JSON and
 CSV files one document per record. Anything wrong with an input file (binary,
 not UTF-8, empty, too large, malformed, unreadable, outside the allowed
 folders) is yielded as a :class:`LoadProblem` in its place; bad files never
-raise, so one broken file doesn't stop an ingest. Example::
+raise, so one broken file doesn't stop an ingest. One job, so one module (HTML
+parsing lives in :mod:`indexer.loaders_html`): walking the paths and turning each
+format into records with the same checks. Example::
 
     from indexer.loaders import Document, load_paths
     for item in load_paths(["docs/", "faq.jsonl"], allowed_roots=["docs", "."]):

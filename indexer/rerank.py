@@ -16,6 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from indexer.embedder import cuda_available
+
 
 class Reranker:
     def __init__(self, model: str, *, batch_size: int = 32):
@@ -23,7 +25,7 @@ class Reranker:
 
         self.name = model
         self.batch_size = batch_size
-        self.model = CrossEncoder(model, device="cpu" if not _cuda() else "cuda")
+        self.model = CrossEncoder(model, device="cuda" if cuda_available() else "cpu")
         self._lock = threading.Lock()  # one forward pass at a time on the shared model
 
     def scores(self, query: str, texts: Sequence[str]) -> np.ndarray:
@@ -34,9 +36,3 @@ class Reranker:
             out = self.model.predict([(query, t) for t in texts], batch_size=self.batch_size,
                                      show_progress_bar=False, convert_to_numpy=True)
         return np.asarray(out, dtype=np.float32).reshape(len(texts), -1)[:, -1]
-
-
-def _cuda() -> bool:
-    from indexer.embedder import _cuda as cuda
-
-    return cuda()

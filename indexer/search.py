@@ -1,5 +1,7 @@
-"""Hybrid retrieval pieces: the BM25 query over SQLite FTS5, metadata filters,
-and the fusion of the dense and keyword rankings.
+"""The pure parts of hybrid retrieval: search modes, the metadata filter
+record, the keyword query built from a question, and the fusion of the dense
+and keyword rankings. The SQL that runs a filter or a keyword query is in
+:mod:`indexer.store`.
 
 Fusion is by score by default ("relative score fusion"): each ranking's scores
 are min-max scaled over the candidates and mixed, half and half unless set.
@@ -11,12 +13,9 @@ strong ranking's confident top results (0.677); see BENCHMARKS.md."""
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
-
-import numpy as np
 
 SearchMode = Literal["hybrid", "dense", "bm25"]
 FusionMethod = Literal["score", "rrf"]
@@ -56,36 +55,6 @@ class SearchFilter:
             date_to=values["date_to"][-1] if values["date_to"] else None,
         )
 
-    def sql(self) -> tuple[str, list[object]]:
-        """A WHERE clause over ``documents d`` and its parameters."""
-        clauses: list[str] = []
-        params: list[object] = []
-        if self.sources:
-            parts = []
-            for s in self.sources:
-                if s.endswith("*"):
-                    # not LIKE: it ignores ASCII case, and paths are case-sensitive
-                    parts.append("substr(d.source, 1, ?) = ?")
-                    params.extend([len(s) - 1, s[:-1]])
-                else:
-                    parts.append("d.source = ?")
-                    params.append(s)
-            clauses.append("(" + " OR ".join(parts) + ")")
-        if self.tags:
-            marks = ",".join("?" * len(self.tags))
-            clauses.append(f"EXISTS (SELECT 1 FROM json_each(d.tags) WHERE json_each.value IN ({marks}))")
-            params.extend(self.tags)
-        if self.date_from:
-            clauses.append("json_extract(d.metadata, '$.date') >= ?")
-            params.append(self.date_from)
-        if self.date_to:
-            clauses.append("json_extract(d.metadata, '$.date') <= ?")
-            params.append(self.date_to)
-        if self.doc_ids:
-            clauses.append(f"d.doc_id IN ({','.join('?' * len(self.doc_ids))})")
-            params.extend(self.doc_ids)
-        return (" AND ".join(clauses) or "1"), params
-
 
 # Function words that match most chunks: scoring every one of their postings
 # made BM25 slow at scale while adding nothing to the ranking.
@@ -108,61 +77,6 @@ def fts_query(text: str) -> str | None:
         return None
     words = [w for w in words if w not in STOPWORDS] or words
     return " OR ".join('"' + w.replace('"', '""') + '"' for w in dict.fromkeys(words))
-
-
-def bm25_ranking(conn: sqlite3.Connection, query: str, limit: int, filt: SearchFilter) -> list[tuple[int, float]]:
-    """``(chunk_id, score)`` best first; the score is FTS5's bm25 negated (higher is better)."""
-    match = fts_query(query)
-    if match is None:
-        return []
-    if filt.is_empty():
-        rows = conn.execute(
-            "SELECT rowid, bm25(chunks_fts) AS s FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY s LIMIT ?",
-            (match, limit),
-        ).fetchall()
-    else:
-        where, params = filt.sql()
-        rows = conn.execute(
-            "SELECT f.rowid, bm25(chunks_fts) AS s FROM chunks_fts f JOIN chunks c ON c.chunk_id = f.rowid"
-            f" JOIN documents d ON d.doc_id = c.doc_id WHERE chunks_fts MATCH ? AND {where} ORDER BY s LIMIT ?",
-            (match, *params, limit),
-        ).fetchall()
-    return [(int(r[0]), -float(r[1])) for r in rows]
-
-
-def filtered_chunk_ids(conn: sqlite3.Connection, filt: SearchFilter, limit: int) -> list[int] | None:
-    """Chunk ids passing ``filt``, or None when more than ``limit`` do (then the
-    dense search over-fetches from FAISS and filters instead)."""
-    where, params = filt.sql()
-    rows = conn.execute(
-        f"SELECT c.chunk_id FROM chunks c JOIN documents d ON d.doc_id = c.doc_id WHERE {where} LIMIT ?",
-        (*params, limit + 1),
-    ).fetchall()
-    return None if len(rows) > limit else [r[0] for r in rows]
-
-
-def chunks_passing(conn: sqlite3.Connection, filt: SearchFilter, chunk_ids: Sequence[int]) -> set[int]:
-    """Those of ``chunk_ids`` whose documents pass ``filt``."""
-    if not chunk_ids:
-        return set()
-    where, params = filt.sql()
-    rows = conn.execute(
-        f"SELECT c.chunk_id FROM chunks c JOIN documents d ON d.doc_id = c.doc_id"
-        f" WHERE c.chunk_id IN ({','.join('?' * len(chunk_ids))}) AND {where}",
-        [*chunk_ids, *params],
-    ).fetchall()
-    return {r[0] for r in rows}
-
-
-def vectors_of(conn: sqlite3.Connection, chunk_ids: Sequence[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
-    found: dict[int, bytes] = {}
-    for i in range(0, len(chunk_ids), 500):
-        batch = list(chunk_ids[i : i + 500])
-        marks = ",".join("?" * len(batch))
-        found.update(conn.execute(f"SELECT chunk_id, vector FROM chunks WHERE chunk_id IN ({marks})", batch).fetchall())
-    ids = np.fromiter(found.keys(), dtype=np.int64, count=len(found))
-    vecs = np.frombuffer(b"".join(found.values()), dtype=np.float32).reshape(len(found), dim)
-    return ids, vecs
 
 
 @dataclass

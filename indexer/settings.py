@@ -15,7 +15,7 @@ with the index (a reopened index keeps the model and chunking it was built with)
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from indexer.search import FusionMethod
@@ -87,7 +87,3 @@ class IndexSettings:
 
     def build_values(self) -> dict[str, str]:
         return {k: str(getattr(self, k)) for k in self.BUILD_KEYS}
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]

@@ -6,6 +6,10 @@ snapshots that can be rebuilt from it: each write transaction bumps
 ``generation``, stamps added rows with it and logs deletions with it, so a
 snapshot taken at generation G is brought up to date by replaying what
 happened after G. A document is acknowledged when its transaction commits.
+
+Every SQL statement of the package is here: the schema, the writes, the
+replay queries that bring snapshots up to date, and the reads of a search
+(keyword ranking, metadata filters, stored vectors and chunks).
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from indexer.records import Hit
+from indexer.search import SearchFilter, fts_query
 
 SCHEMA_VERSION = "1"
 
@@ -53,18 +60,6 @@ CREATE TABLE IF NOT EXISTS chunk_deletions (chunk_id INTEGER PRIMARY KEY, gen IN
 CREATE TABLE IF NOT EXISTS doc_deletions (doc_id TEXT NOT NULL, gen INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS doc_deletions_gen ON doc_deletions(gen);
 """
-
-
-@dataclass(frozen=True)
-class StoredChunk:
-    chunk_id: int
-    doc_id: str
-    source: str
-    start: int
-    end: int
-    text: str
-    metadata: dict[str, object]
-    tags: list[str]
 
 
 @dataclass(frozen=True)
@@ -105,6 +100,16 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+@contextmanager
+def read_snapshot(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN ... COMMIT around reads: every statement inside sees the same committed state."""
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        conn.execute("COMMIT")
 
 
 def get_meta(conn: sqlite3.Connection) -> dict[str, str]:
@@ -205,9 +210,12 @@ def pruned_through(conn: sqlite3.Connection) -> int:
     return int(row[0]) if row else 0
 
 
-def load_chunks(conn: sqlite3.Connection, chunk_ids: Sequence[int]) -> dict[int, StoredChunk]:
-    """Committed chunks by id (ids not in the store are absent from the result)."""
-    out: dict[int, StoredChunk] = {}
+# ---- reads of a search -----------------------------------------------------------------
+
+
+def load_chunks(conn: sqlite3.Connection, chunk_ids: Sequence[int]) -> dict[int, Hit]:
+    """Committed chunks by id, unranked (ids not in the store are absent from the result)."""
+    out: dict[int, Hit] = {}
     for batch in _batches(list(chunk_ids), 500):
         marks = ",".join("?" * len(batch))
         rows = conn.execute(
@@ -216,8 +224,115 @@ def load_chunks(conn: sqlite3.Connection, chunk_ids: Sequence[int]) -> dict[int,
             batch,
         ).fetchall()
         for cid, doc_id, source, start, end, text, meta, tags in rows:
-            out[cid] = StoredChunk(cid, doc_id, source, start, end, text, json.loads(meta), json.loads(tags))
+            out[cid] = Hit(cid, doc_id, source, start, end, text, 0.0, None, None, json.loads(meta), json.loads(tags))
     return out
+
+
+def filter_clause(filt: SearchFilter) -> tuple[str, list[object]]:
+    """A WHERE clause over ``documents d`` for ``filt``, and its parameters."""
+    clauses: list[str] = []
+    params: list[object] = []
+    if filt.sources:
+        parts = []
+        for s in filt.sources:
+            if s.endswith("*"):
+                # not LIKE: it ignores ASCII case, and paths are case-sensitive
+                parts.append("substr(d.source, 1, ?) = ?")
+                params.extend([len(s) - 1, s[:-1]])
+            else:
+                parts.append("d.source = ?")
+                params.append(s)
+        clauses.append("(" + " OR ".join(parts) + ")")
+    if filt.tags:
+        marks = ",".join("?" * len(filt.tags))
+        clauses.append(f"EXISTS (SELECT 1 FROM json_each(d.tags) WHERE json_each.value IN ({marks}))")
+        params.extend(filt.tags)
+    if filt.date_from:
+        clauses.append("json_extract(d.metadata, '$.date') >= ?")
+        params.append(filt.date_from)
+    if filt.date_to:
+        clauses.append("json_extract(d.metadata, '$.date') <= ?")
+        params.append(filt.date_to)
+    if filt.doc_ids:
+        clauses.append(f"d.doc_id IN ({','.join('?' * len(filt.doc_ids))})")
+        params.extend(filt.doc_ids)
+    return (" AND ".join(clauses) or "1"), params
+
+
+def bm25_ranking(conn: sqlite3.Connection, query: str, limit: int, filt: SearchFilter) -> list[tuple[int, float]]:
+    """``(chunk_id, score)`` best first; the score is FTS5's bm25 negated (higher is better)."""
+    match = fts_query(query)
+    if match is None:
+        return []
+    if filt.is_empty():
+        rows = conn.execute(
+            "SELECT rowid, bm25(chunks_fts) AS s FROM chunks_fts WHERE chunks_fts MATCH ? ORDER BY s LIMIT ?",
+            (match, limit),
+        ).fetchall()
+    else:
+        where, params = filter_clause(filt)
+        rows = conn.execute(
+            "SELECT f.rowid, bm25(chunks_fts) AS s FROM chunks_fts f JOIN chunks c ON c.chunk_id = f.rowid"
+            f" JOIN documents d ON d.doc_id = c.doc_id WHERE chunks_fts MATCH ? AND {where} ORDER BY s LIMIT ?",
+            (match, *params, limit),
+        ).fetchall()
+    return [(int(r[0]), -float(r[1])) for r in rows]
+
+
+def filtered_chunk_ids(conn: sqlite3.Connection, filt: SearchFilter, limit: int) -> list[int] | None:
+    """Chunk ids passing ``filt``, or None when more than ``limit`` do (then the
+    dense search over-fetches from FAISS and filters instead)."""
+    where, params = filter_clause(filt)
+    rows = conn.execute(
+        f"SELECT c.chunk_id FROM chunks c JOIN documents d ON d.doc_id = c.doc_id WHERE {where} LIMIT ?",
+        (*params, limit + 1),
+    ).fetchall()
+    return None if len(rows) > limit else [r[0] for r in rows]
+
+
+def chunks_passing(conn: sqlite3.Connection, filt: SearchFilter, chunk_ids: Sequence[int]) -> set[int]:
+    """Those of ``chunk_ids`` whose documents pass ``filt``."""
+    if not chunk_ids:
+        return set()
+    where, params = filter_clause(filt)
+    rows = conn.execute(
+        f"SELECT c.chunk_id FROM chunks c JOIN documents d ON d.doc_id = c.doc_id"
+        f" WHERE c.chunk_id IN ({','.join('?' * len(chunk_ids))}) AND {where}",
+        [*chunk_ids, *params],
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def vectors_of(conn: sqlite3.Connection, chunk_ids: Sequence[int], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """Chunk ids and stored vectors of those of ``chunk_ids`` still present."""
+    found: dict[int, bytes] = {}
+    for batch in _batches(list(chunk_ids), 500):
+        marks = ",".join("?" * len(batch))
+        found.update(conn.execute(f"SELECT chunk_id, vector FROM chunks WHERE chunk_id IN ({marks})", batch).fetchall())
+    ids = np.fromiter(found.keys(), dtype=np.int64, count=len(found))
+    vecs = np.frombuffer(b"".join(found.values()), dtype=np.float32).reshape(len(found), dim)
+    return ids, vecs
+
+
+# ---- listing -------------------------------------------------------------------------------
+
+
+def list_documents(conn: sqlite3.Connection, *, limit: int, offset: int,
+                   source_prefix: str | None) -> list[dict[str, object]]:
+    """Stored documents, oldest first: id, source, chunk count, metadata, tags and length."""
+    where, params = ("WHERE substr(d.source, 1, ?) = ?", [len(source_prefix), source_prefix]) if source_prefix else ("", [])
+    rows = conn.execute(
+        f"SELECT d.doc_id, d.source, (SELECT count(*) FROM chunks c WHERE c.doc_id = d.doc_id), d.metadata, d.tags,"
+        f" length(d.text) FROM documents d {where} ORDER BY d.rowid LIMIT ? OFFSET ?", (*params, limit, offset)).fetchall()
+    return [{"doc_id": r[0], "source": r[1], "chunks": r[2], "metadata": json.loads(r[3]), "tags": json.loads(r[4]),
+             "characters": r[5]} for r in rows]
+
+
+def counts(conn: sqlite3.Connection) -> tuple[int, int]:
+    """``(documents, chunks)`` stored."""
+    docs = conn.execute("SELECT count(*) FROM documents").fetchone()[0]
+    chunks = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
+    return int(docs), int(chunks)
 
 
 def _batches(items: list, size: int) -> Iterable[list]:

@@ -33,7 +33,7 @@ tail -n +2001 "$out/medquad.dedup.jsonl" > "$out/train.jsonl"
 $bin/indexer decontam "$out/train.jsonl" "$out/eval.jsonl" --train-field text --eval-field text
 
 echo; echo "== 4. chat-formatted SFT examples packed into 1024-token sequences (SmolLM2 tokenizer)"
-tok=$($bin/python -m assistant.base_model tokenizer 2>/dev/null | tail -n 1)
+tok=$($bin/python -m assistant.generation.model_files tokenizer 2>/dev/null | tail -n 1)
 $bin/indexer pack "$out/medquad.dedup.jsonl" --tokenizer "$(dirname "$tok")" \
     --prompt-field question --response-field text --seq-len 1024 --pad-token '<|im_end|>' -o "$out/packed.npz"
 

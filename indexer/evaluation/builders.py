@@ -29,7 +29,7 @@ from indexer.evaluation.beir import BeirSet, CorpusDoc, take_queries, write_beir
 ANSWER_START_SLACK = 16
 
 
-def _data_file(*parts: str) -> Path:
+def data_file(*parts: str) -> Path:
     path = shared_data.data_dir().joinpath(*parts)
     if not path.is_file():
         raise FileNotFoundError(
@@ -55,7 +55,7 @@ def covidqa(max_tokens: int = 200, overlap: int = 0) -> BeirSet:
     chunker; a question's relevant passages are those overlapping its answer
     span (usually one; two when the answer straddles a cut). Questions whose
     answer lies in no passage (e.g. in whitespace the chunker dropped) are skipped."""
-    data = json.loads(_data_file("covidqa", "covidqa_dev.json").read_text(encoding="utf-8"))
+    data = json.loads(data_file("covidqa", "covidqa_dev.json").read_text(encoding="utf-8"))
     paragraphs = [p for article in data["data"] for p in article["paragraphs"]]
     contexts = [p["context"] for p in paragraphs]
     spans = native.chunk(contexts, max_tokens=max_tokens, overlap=overlap)
@@ -93,7 +93,7 @@ def pubmedqa() -> BeirSet:
     corpus: dict[str, CorpusDoc] = {}
     queries: dict[str, str] = {}
     qrels: dict[str, dict[str, int]] = {}
-    for item in _jsonl_gz(_data_file("pubmedqa", "pqal_dev.jsonl.gz")):
+    for item in _jsonl_gz(data_file("pubmedqa", "pqal_dev.jsonl.gz")):
         doc_id = f"pubmed-{item['id']}"
         corpus[doc_id] = CorpusDoc(doc_id, "", " ".join(item["contexts"]))
         queries[str(item["id"])] = item["question"]
@@ -113,7 +113,7 @@ def tatqa() -> BeirSet:
     corpus: dict[str, CorpusDoc] = {}
     queries: dict[str, str] = {}
     qrels: dict[str, dict[str, int]] = {}
-    items = json.loads(_data_file("tatqa", "tatqa_dev.json").read_text(encoding="utf-8"))
+    items = json.loads(data_file("tatqa", "tatqa_dev.json").read_text(encoding="utf-8"))
     for item in items:
         doc_id = f"tatqa-{item['table']['uid']}"
         corpus[doc_id] = CorpusDoc(doc_id, "", render_tatqa_context(item))
@@ -137,7 +137,7 @@ def medquad(limit: int | None = None) -> BeirSet:
     corpus document, named after the first record that has it."""
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be positive, got {limit}")
-    _data_file("medquad", "medquad.jsonl.gz")
+    data_file("medquad", "medquad.jsonl.gz")
     corpus: dict[str, CorpusDoc] = {}
     queries: dict[str, str] = {}
     qrels: dict[str, dict[str, int]] = {}

@@ -7,7 +7,7 @@ are scored with :func:`indexer.evaluation.metrics.evaluate_run`.
 The index needs only two methods::
 
     index.ingest_documents(docs: Iterable[Document]) -> object
-    index.search(query: str, *, k: int = 10, mode: str = "hybrid") -> list[Hit]   # Hit.doc_id, Hit.score
+    index.search(query: str, *, k: int = 10, mode: str = "hybrid") -> list[Hit]   # hit.doc_id, hit.score
 
 A search returns chunks, so several hits may share a document; each document
 keeps its best rank. ``k`` counts chunks, so a query may rank fewer than ``k``
@@ -28,7 +28,9 @@ MODES = ("dense", "bm25", "hybrid")
 log = logging.getLogger(__name__)
 
 
-class Hit(Protocol):
+class HitLike(Protocol):
+    """What the runner reads of a search hit (an :class:`indexer.records.Hit` or a test's fake)."""
+
     @property
     def doc_id(self) -> str: ...
 
@@ -39,7 +41,7 @@ class Hit(Protocol):
 class SearchIndex(Protocol):
     def ingest_documents(self, docs: Iterable[Document]) -> object: ...
 
-    def search(self, query: str, *, k: int = 10, mode: str = "hybrid") -> Sequence[Hit]: ...
+    def search(self, query: str, *, k: int = 10, mode: str = "hybrid") -> Sequence[HitLike]: ...
 
 
 def corpus_documents(beir: BeirSet) -> Iterator[Document]:
@@ -52,7 +54,7 @@ def corpus_documents(beir: BeirSet) -> Iterator[Document]:
         yield Document(doc_id=doc.id, text=text, source=f"beir:{doc.id}", metadata=metadata)
 
 
-def ranked_doc_ids(hits: Iterable[Hit]) -> list[str]:
+def ranked_doc_ids(hits: Iterable[HitLike]) -> list[str]:
     """Document ids in the order of their best-ranked chunk."""
     return list(dict.fromkeys(hit.doc_id for hit in hits))
 

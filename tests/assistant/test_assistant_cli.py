@@ -6,7 +6,7 @@ import json
 import subprocess
 
 import assistant
-from assistant import base_model
+from assistant.generation import model_files
 
 
 def test_info_json(venv_bin, cli_env) -> None:
@@ -33,17 +33,17 @@ def test_no_command_is_a_usage_error(venv_bin, cli_env) -> None:
 
 def test_cache_dir_and_local_tokenizer(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("ASSISTANT_CACHE_DIR", str(tmp_path / "cache"))
-    assert base_model.cache_dir() == tmp_path / "cache"
+    assert model_files.cache_dir() == tmp_path / "cache"
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     (model_dir / "tokenizer.json").write_text("{}", encoding="utf-8")
     # a local model directory with a tokenizer.json is used in place, nothing exported
-    assert base_model.tokenizer_json(str(model_dir)) == model_dir / "tokenizer.json"
+    assert model_files.tokenizer_json(str(model_dir)) == model_dir / "tokenizer.json"
     assert not (tmp_path / "cache").exists()
 
 
 def test_keys_create_list_revoke(venv_bin, cli_env, tmp_path) -> None:
-    from assistant.keys import KeyStore
+    from assistant.serve.auth import KeyStore
 
     base = [str(venv_bin / "assistant"), "keys"]
     where = ["--index", str(tmp_path / "index"), "--data-dir", str(tmp_path / "svc")]
@@ -71,7 +71,7 @@ def test_ask_without_an_index_is_a_clear_error(venv_bin, cli_env, tmp_path) -> N
 
 
 def test_curate_exports_feedback(venv_bin, cli_env, tmp_path) -> None:
-    from assistant.records import Records
+    from assistant.serve.records import Records
 
     records = Records(tmp_path / "svc" / "service.sqlite")
     good = records.add_answer("What do pangolins eat?", "Ants [1].", True, [{"number": 1}], "m", None)
@@ -88,7 +88,7 @@ def test_curate_exports_feedback(venv_bin, cli_env, tmp_path) -> None:
     (pair,) = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
     assert pair["question"] == "Why does bread rise?" and pair["answer"] == "Yeast ferments the dough."
     assert pair["source"] == f"feedback:{wrong}"
-    from assistant.curated import read_pairs
+    from assistant.tuning.pairs import read_pairs
 
     assert read_pairs(out / "pairs.jsonl")[1] == []  # the curated format, as `assistant tune` reads it
     prefs = [json.loads(line) for line in (out / "preferences.jsonl").read_text().splitlines()]
@@ -98,7 +98,7 @@ def test_curate_exports_feedback(venv_bin, cli_env, tmp_path) -> None:
 
 
 def test_adapters_cli_activate_and_rollback(venv_bin, cli_env, tmp_path) -> None:
-    from assistant.registry import AdapterRegistry
+    from assistant.generation.registry import AdapterRegistry
 
     registry = AdapterRegistry(tmp_path / "svc" / "adapters")
     for name in ("one", "two"):

@@ -137,11 +137,11 @@ def test_bundled_smollm2_tokenizer_end_to_end(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer
 
-    from assistant import base_model
+    from assistant.generation import model_files
 
-    path = base_model.tokenizer_json()
+    path = model_files.tokenizer_json()
     assert path.is_file() and path.is_relative_to(tmp_path)
-    assert base_model.tokenizer_json() == path  # exported once, then reused
+    assert model_files.tokenizer_json() == path  # exported once, then reused
     hf_tok = AutoTokenizer.from_pretrained(path.parent)
     fmt = native.ChatFormat.from_hf_tokenizer(hf_tok)
     assert fmt.default_system == "You are a helpful AI assistant named SmolLM, trained by Hugging Face"

@@ -1,0 +1,160 @@
+"""The built-in evaluation sets, from the real data in ``../shared/data``.
+
+    items, documents = builtin_set("covidqa", limit=100)
+
+Each set's documents are those of :mod:`indexer.evaluation.builders` (so ``doc_ids``
+name the same passages the retrieval benchmarks use); its gold answers come from the
+raw files:
+
+- ``pubmedqa``: yes/no/maybe decisions, accuracy; documents: the abstracts.
+- ``covidqa``: extractive answers, token F1; documents: 200-token passages of the papers.
+- ``tatqa``: numbers with their scale (``-12.6 million``), else the answer span(s),
+  token F1; documents: each report's table and paragraphs.
+- ``medquad``: free answers (the answer text itself), token F1; documents: the answers.
+
+A set's index is built once under ``cache_dir()/eval-index/<name>`` by :func:`set_index`.
+
+**Held-out split.** ``split="heldout"`` (the default) keeps only questions that the
+example recipe (``bench/tune_bench.py``) does not train on, so an adapter tuned by it is
+scored on questions it never saw: the COVID-QA questions of every 5th paper, 100 PubMedQA
+items drawn with a fixed seed, the MedQuAD questions whose record and answer are not
+among the 900 training pairs, and all of TAT-QA (finance: not in the recipe, so it shows
+how a medical adapter does outside its field). The items come in a fixed shuffled order,
+so ``limit`` takes a sample spread over the set rather than its first papers.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from assistant.evaluation.sets import EvalItem
+
+BUILTIN_SETS = ("pubmedqa", "covidqa", "tatqa", "medquad")
+SPLITS = ("heldout", "all")
+MEDQUAD_CORPUS = 2000  # answers indexed for the MedQuAD set: the full 16k would take 10 minutes to embed
+SEED = 0
+BUILTIN_SAMPLE = 30  # items per set by default: four sets × four systems in ≤ 30 minutes on 2 CPU cores
+# the example recipe's split (bench/tune_bench.py trains on the rest)
+HELD_OUT_PAPER_EVERY = 5  # every 5th COVID-QA paper, by id
+PUBMEDQA_HELD_OUT = 100
+MEDQUAD_TRAINING = 900
+MEDQUAD_WORDS = (15, 60)  # training answers of this many words: short enough for a 512-token example
+
+
+def covidqa_held_out_papers(papers: Iterable[str]) -> set[str]:
+    return set(sorted(set(papers), key=int)[::HELD_OUT_PAPER_EVERY])
+
+
+def pubmedqa_held_out_ids(ids: list[str]) -> set[str]:
+    order = list(range(len(ids)))
+    random.Random(SEED).shuffle(order)
+    return {ids[i] for i in order[:PUBMEDQA_HELD_OUT]}
+
+
+def medquad_training_records() -> list[dict[str, Any]]:
+    """The MedQuAD records the recipe trains on: a seeded sample of the short answers."""
+    from indexer import shared_data
+
+    lo, hi = MEDQUAD_WORDS
+    records = [r for r in shared_data.iter_medquad() if lo <= len(r["answer"].split()) <= hi]
+    random.Random(SEED).shuffle(records)
+    return records[:MEDQUAD_TRAINING]
+
+
+def _data(*parts: str) -> Path:
+    from indexer.evaluation.builders import data_file
+
+    return data_file(*parts)
+
+
+def _pubmedqa(held_out: bool) -> list[EvalItem]:
+    with gzip.open(_data("pubmedqa", "pqal_dev.jsonl.gz"), "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    kept = pubmedqa_held_out_ids([r["id"] for r in rows]) if held_out else {r["id"] for r in rows}
+    return [EvalItem(str(r["id"]), r["question"], r["final_decision"], "yes_no_maybe", (f"pubmed-{r['id']}",))
+            for r in rows if r["id"] in kept]
+
+
+def _covidqa(qrels: dict[str, dict[str, int]], held_out: bool) -> list[EvalItem]:
+    data = json.loads(_data("covidqa", "covidqa_dev.json").read_text(encoding="utf-8"))
+    paragraphs = [p for article in data["data"] for p in article["paragraphs"]]
+    papers = {str(p["document_id"]) for p in paragraphs}
+    kept = covidqa_held_out_papers(papers) if held_out else papers
+    items = []
+    for paragraph in paragraphs:
+        if str(paragraph["document_id"]) not in kept:
+            continue
+        for qa in paragraph["qas"]:
+            query_id = f"covidqa-{qa['id']}"
+            if query_id in qrels:  # the builder skips answers that fall between passages
+                items.append(EvalItem(query_id, qa["question"], qa["answers"][0]["text"].strip(), "extractive",
+                                      tuple(qrels[query_id])))
+    return items
+
+
+def _medquad(beir: Any, held_out: bool) -> list[EvalItem]:
+    items = [EvalItem(q, text, beir.corpus[next(iter(beir.qrels[q]))].text, "free", tuple(beir.qrels[q]))
+             for q, text in beir.queries.items()]
+    if not held_out:
+        return items
+    trained = medquad_training_records()
+    trained_ids = {f"{r['source']}-{r['id']}" for r in trained}
+    trained_texts = {r["answer"].strip() for r in trained} | {r["question"] for r in trained}
+    return [i for i in items if i.id not in trained_ids and not {i.question, i.answer} & trained_texts]
+
+
+def _tatqa() -> list[EvalItem]:
+    items = []
+    for context in json.loads(_data("tatqa", "tatqa_dev.json").read_text(encoding="utf-8")):
+        doc_id = f"tatqa-{context['table']['uid']}"
+        for q in context["questions"]:
+            answer = q["answer"]
+            if q["answer_type"] in ("arithmetic", "count") and isinstance(answer, (int, float)):
+                gold, kind = f"{answer} {q['scale']}".strip(), "numeric"
+            else:
+                gold = ", ".join(str(a) for a in answer) if isinstance(answer, list) else str(answer)
+                kind = "extractive"
+            items.append(EvalItem(q["uid"], q["question"], gold, kind, (doc_id,)))
+    return items
+
+
+def builtin_set(name: str, limit: int | None = None, split: str = "heldout") -> tuple[list[EvalItem], Any]:
+    """(items, the BeirSet whose corpus holds the documents) of a built-in set: the first
+    ``limit`` items of the split, in a fixed shuffled order."""
+    from indexer.evaluation import builders
+
+    if name not in BUILTIN_SETS:
+        raise ValueError(f"unknown built-in set {name!r}; choose from {', '.join(BUILTIN_SETS)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
+    held_out = split == "heldout"
+    if name == "pubmedqa":
+        items, beir = _pubmedqa(held_out), builders.pubmedqa()
+    elif name == "covidqa":
+        beir = builders.covidqa()
+        items = _covidqa(beir.qrels, held_out)
+    elif name == "tatqa":
+        items, beir = _tatqa(), builders.tatqa()
+    else:
+        beir = builders.medquad(MEDQUAD_CORPUS)
+        items = _medquad(beir, held_out)
+    random.Random(SEED).shuffle(items)
+    return (items[:limit] if limit is not None else items), beir
+
+
+def set_index(name: str, beir: Any, root: Path) -> Path:
+    """The set's index folder, built on first use (its corpus as documents)."""
+    from indexer.evaluation.runner import corpus_documents
+    from indexer.index import Index
+
+    folder = root / name
+    if not (folder / ".complete").is_file():
+        with Index.open(folder) as index:
+            index.ingest_documents(corpus_documents(beir), progress=True)
+        (folder / ".complete").write_text("", encoding="utf-8")
+    return folder

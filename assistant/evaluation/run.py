@@ -1,0 +1,200 @@
+"""Answer quality of systems × evaluation sets, with no judge model (``assistant eval``).
+
+    assistant eval --set heldout.jsonl --index my-index [--adapter v2] [--limit 50] --out report
+
+Systems: ``base`` and ``adapter`` closed-book (the bare question), ``base+rag`` and
+``adapter+rag`` (the serving prompt with the top-k passages, and the service's own
+citation check). Per system and set:
+
+- **accuracy**: the set's metric (:func:`assistant.scoring.score_answer`) of what the
+  user is shown: with retrieval an answer the check rejects is an abstention and scores 0;
+  ``raw_accuracy`` scores the model's words before the check; ``exact_match`` (extractive
+  and numeric items) and ``rouge_l`` (free answers) score the shown answers too;
+- **relevance**: ``recall_at_k``, the share of questions with a gold document among the
+  passages; ``citation_precision``, the share of shown answers whose citations include a
+  gold document (or, without ``doc_ids``, a passage holding the answer);
+- **hallucination**: ``hallucination_rate``, the share of confident (shown) answers on the
+  unanswerable split, made by dropping each question's gold documents from its results;
+  ``unsupported_rate``, the share of shown answers on the answerable split whose content
+  words are less than half backed by the cited passages; ``abstention_rate``.
+
+Retrieval runs once per question and is shared by the systems that use it.
+Writes ``answers.jsonl`` (every answer, whether it was shown, and the check's reasons
+when not) and the report (:mod:`.report`); the checkpoint curve is :mod:`.checkpoints`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from assistant.evaluation.answers import answer_all, chat_prompts, retrieve
+from assistant.evaluation.drift import general_drift
+from assistant.evaluation.report import write_report
+from assistant.evaluation.scoring import citation_precision, holds_answer, score_answer, second_score, support
+from assistant.evaluation.sets import EvalItem
+from assistant.generation.base import TextGenerator
+from assistant.grounding.check import DEFAULT_MIN_SCORE, check_answer, is_refusal
+from assistant.grounding.passages import Passage
+
+SYSTEMS = ("base", "base+rag", "adapter", "adapter+rag")
+SUPPORTED = 0.5  # a shown answer with less of its content backed by its citations is "unsupported"
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    top_k: int = field(default=3, metadata={"help": "passages per question"})
+    # 96, not the gate's 48: the tuned model writes a sentence or two before its citation, and
+    # an answer cut before it is not shown (measured: 5 of 16 PubMedQA answers at 48, 7 at 96)
+    max_new_tokens: int = field(default=96, metadata={"help": "answer length limit"})
+    batch_size: int = field(default=8, metadata={"help": "questions generated together"})
+    min_score: float = field(default=DEFAULT_MIN_SCORE, metadata={"help": "the service's abstention threshold"})
+    unanswerable: bool = field(default=True, metadata={"help": "also run the unanswerable split"})
+
+
+def _cites_gold(cited: Sequence[Passage], item: EvalItem) -> float | None:
+    if not cited:
+        return None
+    if item.doc_ids:
+        return float(any(p.doc_id in item.doc_ids for p in cited))
+    return citation_precision([p.text for p in cited], item.answer)
+
+
+def mean(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return round(sum(kept) / len(kept), 4) if kept else None
+
+
+def _ci95(values: Sequence[float]) -> float | None:
+    """Half-width of the normal 95% interval of the mean: how far a sample of this size
+    can be from the whole set's score (None below 2 items)."""
+    if len(values) < 2:
+        return None
+    return round(1.96 * statistics.stdev(values) / math.sqrt(len(values)), 4)
+
+
+def _second_scores(items: Sequence[EvalItem], answers: Sequence[str], shown: Sequence[bool]) -> dict[str, float | None]:
+    """Mean exact match / ROUGE-L over the items that have one; a hidden answer scores 0."""
+    by_metric: dict[str, list[float]] = {}
+    for item, answer, visible in zip(items, answers, shown, strict=True):
+        scored = second_score(answer, item.answer, item.answer_type)
+        if scored is not None:
+            by_metric.setdefault(scored[0], []).append(scored[1] if visible else 0.0)
+    return {name: mean(values) for name, values in by_metric.items()}
+
+
+def score_rag(items: Sequence[EvalItem], passages: Sequence[list[Passage]], answers: Sequence[str],
+              min_score: float) -> dict[str, Any]:
+    shown, raw, cites, unsupported, grounded = [], [], [], [], []
+    for item, found, answer in zip(items, passages, answers, strict=True):
+        verdict = check_answer(answer, found, min_score=min_score)
+        grounded.append(verdict.grounded)
+        raw.append(score_answer(answer, item.answer, item.answer_type))
+        shown.append(raw[-1] if verdict.grounded else 0.0)
+        if verdict.grounded:
+            cites.append(_cites_gold(verdict.citations, item))
+            unsupported.append(float(support(answer, [p.text for p in verdict.citations]) < SUPPORTED))
+    return {"n": len(items), "accuracy": mean(shown), "accuracy_ci95": _ci95(shown), "raw_accuracy": mean(raw),
+            **_second_scores(items, answers, grounded), "abstention_rate": mean([float(not g) for g in grounded]),
+            "citation_precision": mean(cites), "unsupported_rate": mean(unsupported)}
+
+
+def score_closed(items: Sequence[EvalItem], answers: Sequence[str]) -> dict[str, Any]:
+    scores = [score_answer(a, i.answer, i.answer_type) for i, a in zip(items, answers, strict=True)]
+    return {"n": len(items), "accuracy": mean(scores), "accuracy_ci95": _ci95(scores), "raw_accuracy": mean(scores),
+            **_second_scores(items, answers, [True] * len(items)),
+            "abstention_rate": mean([float(is_refusal(a)) for a in answers])}
+
+
+def recall_at_k(items: Sequence[EvalItem], passages: Sequence[list[Passage]]) -> float | None:
+    """Share of items with gold documents (or, without ids, a passage holding the answer) retrieved."""
+    hits = [float(any(p.doc_id in i.doc_ids for p in found)) if i.doc_ids
+            else float(any(holds_answer(p.text, i.answer) for p in found))
+            for i, found in zip(items, passages, strict=True)]
+    return mean(hits)
+
+
+def _answer_records(system: str, split: str, items: Sequence[EvalItem], answers: Sequence[str],
+                    passages: Sequence[list[Passage]] | None, min_score: float) -> list[dict[str, Any]]:
+    """One line per answer for ``answers.jsonl``: what was asked, said and shown, and why not."""
+    records = []
+    for n, (item, answer) in enumerate(zip(items, answers, strict=True)):
+        record = {"system": system, "split": split, "id": item.id, "question": item.question, "gold": item.answer,
+                  "answer": answer, "score": round(score_answer(answer, item.answer, item.answer_type), 4)}
+        if passages is not None:
+            verdict = check_answer(answer, passages[n], min_score=min_score)
+            record |= {"shown": verdict.grounded, "reasons": verdict.reasons,
+                       "passages": [p.doc_id for p in passages[n]]}
+        records.append(record)
+    return records
+
+
+def evaluate_set(generator: TextGenerator, items: Sequence[EvalItem], index: Any, systems: Sequence[str],
+                 adapter: str | None, settings: EvalSettings, progress: bool = False) -> dict[str, Any]:
+    """Scores per system, and under ``"answers"`` every answer (see :func:`_answer_records`)."""
+    gen = {"max_new_tokens": settings.max_new_tokens, "batch_size": settings.batch_size}
+    closed = chat_prompts(generator, [i.question for i in items])
+    found = retrieve(index, items, settings.top_k, drop_gold=False)
+    grounded = chat_prompts(generator, [i.question for i in items], found)
+    answerable = [i for i in items if i.doc_ids] if settings.unanswerable else []
+    missing = retrieve(index, answerable, settings.top_k, drop_gold=True)
+    ungrounded = chat_prompts(generator, [i.question for i in answerable], missing)
+    results: dict[str, Any] = {"recall_at_k": recall_at_k(items, found), "k": settings.top_k}
+    records: list[dict[str, Any]] = []
+    for system in systems:
+        name = adapter if system.startswith("adapter") else None
+        started = time.perf_counter()
+        if system.endswith("+rag"):
+            answers = answer_all(generator, grounded, name, **gen, progress=progress)
+            row = score_rag(items, found, answers, settings.min_score)
+            records += _answer_records(system, "answerable", items, answers, found, settings.min_score)
+            if missing:
+                answers = answer_all(generator, ungrounded, name, **gen, progress=progress)
+                unanswered = _answer_records(system, "unanswerable", answerable, answers, missing, settings.min_score)
+                row["hallucination_rate"] = mean([float(r["shown"]) for r in unanswered])
+                row["unanswerable_n"] = len(missing)
+                records += unanswered
+        else:
+            answers = answer_all(generator, closed, name, **gen, progress=progress)
+            row = score_closed(items, answers)
+            records += _answer_records(system, "closed-book", items, answers, None, settings.min_score)
+        results[system] = row | {"seconds": round(time.perf_counter() - started, 1)}
+    return results | {"answers": records}
+
+
+def run_eval(generator: TextGenerator, sets: Mapping[str, tuple[Sequence[EvalItem], Any]], out: Path, *, adapter: str | None,
+             systems: Sequence[str] = SYSTEMS, settings: EvalSettings | None = None,
+             progress: bool = False) -> dict[str, Any]:
+    settings = settings or EvalSettings()
+    unknown = set(systems) - set(SYSTEMS)
+    if unknown:
+        raise ValueError(f"unknown systems {sorted(unknown)}; choose from {', '.join(SYSTEMS)}")
+    if adapter is None:
+        systems = [s for s in systems if not s.startswith("adapter")]
+    if not systems:
+        raise ValueError("no system left to evaluate: the adapter systems need --adapter")
+    if generator.active_adapter is not None:
+        raise ValueError("the base systems need a generator with no active adapter")
+    started = time.perf_counter()
+    report: dict[str, Any] = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "adapter": adapter,
+                              "model": generator.model_name, "systems": list(systems),
+                              "settings": asdict(settings), "sets": {}}
+    answers: list[dict[str, Any]] = []
+    for name, (items, index) in sets.items():  # each set with the index its documents are in
+        result = evaluate_set(generator, items, index, systems, adapter, settings, progress)
+        answers += [{"set": name} | record for record in result.pop("answers")]
+        report["sets"][name] = result
+    if adapter is not None:  # over-tuning: the gate's drift from the base model
+        report["drift"] = general_drift(generator, adapter)  # the gate's own figure
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "answers.jsonl").open("w", encoding="utf-8") as f:
+        f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in answers)
+    report["files"] = [str(p) for p in write_report(report, out)] + [str(out / "answers.jsonl")]
+    return report

@@ -1,0 +1,117 @@
+"""What every generation backend is: its settings, its result, and the
+:class:`TextGenerator` protocol that the queue, grounding, tuning and the service
+rely on (so none of them guesses with ``getattr``).
+
+    settings = from_env(GenerationSettings)          # ASSISTANT_MODEL, ASSISTANT_DEVICE, ...
+    generator = make_generator(settings)             # assistant.generation.backends
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from assistant.generation.model_files import DEFAULT_MODEL
+
+TokenCallback = Callable[[str], None]
+DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = ("local", "openai")
+
+
+def _env(name: str, default: object, help: str) -> Any:
+    """A field read from the environment variable ``name``."""
+    return field(default=default, metadata={"help": help, "env": name})
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    model: str = _env("ASSISTANT_MODEL", DEFAULT_MODEL, "base model: 'bundled:smollm2', a HF id or a local dir")
+    adapters_dir: Path | None = _env("ASSISTANT_ADAPTERS_DIR", None, "adapter registry: one peft adapter dir per subfolder")
+    device: str = _env("ASSISTANT_DEVICE", "auto", "auto | cpu | cuda (cuda loads the model in 4-bit NF4)")
+    max_new_tokens: int = _env("ASSISTANT_MAX_NEW_TOKENS", 256, "default completion length limit, in tokens")
+    max_batch_size: int = _env("ASSISTANT_MAX_BATCH", 8, "most requests generated together in one batch")
+    queue_size: int = _env("ASSISTANT_QUEUE_SIZE", 32, "most requests waiting; more are refused with a retry time")
+    backend: str = _env("ASSISTANT_BACKEND", "local", "local (transformers) | openai (an OpenAI-compatible server)")
+    openai_base_url: str = _env("ASSISTANT_OPENAI_BASE_URL", "http://127.0.0.1:8000", "server root, with or without /v1")
+    openai_api_key: str = _env("ASSISTANT_OPENAI_API_KEY", "", "bearer token for the server, if it wants one")
+    openai_model: str = _env("ASSISTANT_OPENAI_MODEL", "", "model name the server serves (see its GET /v1/models)")
+
+    def __post_init__(self) -> None:
+        if self.adapters_dir is not None and not isinstance(self.adapters_dir, Path):
+            object.__setattr__(self, "adapters_dir", Path(self.adapters_dir))
+        if self.device not in DEVICES:
+            raise ValueError(f"device {self.device!r} is not one of {DEVICES}; set {env_name('device')}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend {self.backend!r} is not one of {BACKENDS}; set {env_name('backend')}")
+        for name in ("max_new_tokens", "max_batch_size", "queue_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}; set {env_name(name)}")
+        if not self.model:
+            raise ValueError(f"no model named; set {env_name('model')} (default {DEFAULT_MODEL})")
+        if self.backend == "openai" and not (self.openai_base_url and self.openai_model):
+            raise ValueError(
+                f"the openai backend needs {env_name('openai_base_url')} and {env_name('openai_model')} "
+                "(the model name listed by the server's GET /v1/models)"
+            )
+
+
+def env_name(setting: str) -> str:
+    """The environment variable of a :class:`GenerationSettings` field, for error messages."""
+    return str(GenerationSettings.__dataclass_fields__[setting].metadata["env"])
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    text: str
+    prompt_tokens: int
+    # generated tokens, the end-of-sequence token included when there was one
+    completion_tokens: int
+    # OpenAI's words: "stop" (end of sequence) or "length" (hit max_new_tokens)
+    finish_reason: str
+
+
+class UnknownAdapterError(ValueError):
+    """A request named an adapter that is not in the registry."""
+
+
+@runtime_checkable  # the web layer injects a generator and checks its type
+class TextGenerator(Protocol):
+    """A generation backend: the local transformers model or an OpenAI-compatible server."""
+
+    settings: GenerationSettings
+    model_name: str
+    model_dir: str | None
+    """The base model's folder when it is loaded here (None for a remote backend)."""
+    active_adapter: str | None
+    """The adapter used when a request names none (None: the base model)."""
+    generate_calls: int
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        """The model input for a chat, ending where the assistant's turn begins."""
+        ...
+
+    def generate(
+        self,
+        prompts: list[str],
+        *,
+        max_new_tokens: int | None = None,
+        adapter: str | None = None,
+        on_token: Sequence[TokenCallback | None] | None = None,
+    ) -> list[GenerationResult]:
+        """Greedy completions, one per prompt; ``on_token[i]`` gets row i's text as it comes."""
+        ...
+
+    def continuation_nll(self, prompts: list[str], continuations: list[str], *, adapter: str | None = None,
+                         batch_size: int = 8) -> tuple[float, int]:
+        """Summed negative log-likelihood of each continuation after its prompt, and the token count."""
+        ...
+
+    def list_adapters(self) -> list[str]: ...
+
+    def load_adapter(self, name: str) -> None: ...
+
+    def set_active_adapter(self, name: str | None) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,280 @@
+"""The local backend: a causal LM in this process (transformers), left-padded greedy
+batches, LoRA adapters (peft) switched without reloading the base, streaming by row.
+
+    generator = LocalGenerator(GenerationSettings(model="bundled:smollm2"))
+    prompt = generator.chat_prompt([{"role": "user", "content": "What is asthma?"}])
+    print(generator.generate([prompt])[0].text)
+
+torch, transformers and peft are imported inside the functions that need them,
+so code that only reads the settings (the web layer) does not load them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from assistant.generation.base import GenerationResult, GenerationSettings, TokenCallback, UnknownAdapterError, env_name
+from assistant.generation.model_files import DEFAULT_MODEL, resolve_model_dir
+
+log = logging.getLogger(__name__)
+
+# The bundled GGUF is SmolLM2-135M-Instruct: adapters trained on the hub copy fit it too.
+_BUNDLED_ALIASES = ("smollm2", "smollm2-135m-instruct")
+
+
+def _last_component(name: str | None) -> str:
+    return (name or "").replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].lower()
+
+
+class BatchStreamer:
+    """A transformers streamer (``put``/``end``) for a batch: hands each row's newly
+    decoded text to that row's callback and goes quiet for a row after its EOS.
+
+    Each step decodes the row's whole completion and emits what grew, so the
+    pieces join to exactly the final text for decoders that only append
+    (byte-level BPE, SentencePiece); a trailing U+FFFD (a character split across
+    tokens) is held back until it completes.
+    """
+
+    def __init__(self, tokenizer: Any, eos_ids: set[int], callbacks: Sequence[TokenCallback | None]) -> None:
+        self.tokenizer = tokenizer
+        self.eos_ids = eos_ids
+        self.callbacks = list(callbacks)
+        self.ids: list[list[int]] = [[] for _ in self.callbacks]
+        self.finished = [False] * len(self.callbacks)
+        self.sent = [0] * len(self.callbacks)
+        self._seen_prompt = False
+
+    def put(self, value: Any) -> None:
+        if not self._seen_prompt:  # generate() first hands over the prompt ids
+            self._seen_prompt = True
+            return
+        for row, token in enumerate(value.reshape(-1).tolist()):
+            if self.finished[row]:
+                continue  # finished rows are padded from here on
+            if token in self.eos_ids:
+                self.finished[row] = True
+                self._emit(row, final=True)
+            else:
+                self.ids[row].append(token)
+                self._emit(row, final=False)
+
+    def end(self) -> None:
+        for row, done in enumerate(self.finished):
+            if not done:
+                self._emit(row, final=True)
+
+    def _emit(self, row: int, *, final: bool) -> None:
+        callback = self.callbacks[row]
+        if callback is None:
+            return
+        text = self.tokenizer.decode(self.ids[row], skip_special_tokens=True)
+        if not final and text.endswith("\ufffd"):
+            return
+        piece = text[self.sent[row] :]
+        if not piece:
+            return
+        self.sent[row] = len(text)
+        try:
+            callback(piece)
+        except Exception:
+            # A failing consumer (say, a closed connection) must not stop the
+            # other rows of the batch; its row keeps generating unseen.
+            log.warning("token callback for batch row %d failed; dropping it", row, exc_info=True)
+            self.callbacks[row] = None
+
+
+class LocalGenerator:
+    """A causal LM in this process: left-padded greedy batches, LoRA adapters
+    switched without reloading the base. Thread-safe: one generate at a time."""
+
+    def __init__(self, settings: GenerationSettings) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.settings = settings
+        self.model_name = settings.model
+        self.model_dir: str | None = resolve_model_dir(settings.model)
+        cuda = torch.cuda.is_available()
+        if settings.device == "cuda" and not cuda:
+            raise ValueError("ASSISTANT_DEVICE=cuda but torch sees no CUDA device; install a CUDA torch or set it to cpu")
+        kwargs: dict[str, Any] = {"dtype": torch.float32}
+        if cuda and settings.device != "cpu":
+            from transformers import BitsAndBytesConfig
+
+            kwargs = {
+                "quantization_config": BitsAndBytesConfig(
+                    load_in_4bit=True,
+                    bnb_4bit_quant_type="nf4",
+                    bnb_4bit_use_double_quant=True,
+                    bnb_4bit_compute_dtype=torch.bfloat16,
+                ),
+                "device_map": {"": 0},
+            }
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(self.model_dir)
+        self.tokenizer.padding_side = "left"  # new tokens must follow every prompt directly
+        if self.tokenizer.pad_token is None:
+            if self.tokenizer.eos_token is None:
+                raise ValueError(f"the tokenizer of {self.model_dir} has neither a pad nor an eos token; use a chat model")
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model: Any = AutoModelForCausalLM.from_pretrained(self.model_dir, **kwargs).eval()
+        eos = self.model.generation_config.eos_token_id
+        self.eos_ids = {self.tokenizer.eos_token_id, *(eos if isinstance(eos, list) else [eos])} - {None}
+        self.active_adapter: str | None = None
+        self.generate_calls = 0
+        self._loaded: set[str] = set()
+        self._lock = threading.RLock()
+        known = {_last_component(self.model_name), _last_component(self.model_dir)}
+        self._base_names = (known | set(_BUNDLED_ALIASES)) if self.model_name == DEFAULT_MODEL else known
+
+    def chat_prompt(self, messages: list[dict[str, str]]) -> str:
+        if not self.tokenizer.chat_template:
+            raise ValueError(f"{self.model_name} has no chat template; use an instruct/chat model")
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def close(self) -> None:
+        """Nothing to release: the weights go with the object."""
+
+    def list_adapters(self) -> list[str]:
+        root = self.settings.adapters_dir
+        if root is None or not root.is_dir():
+            return []
+        return sorted(p.name for p in root.iterdir() if (p / "adapter_config.json").is_file())
+
+    def load_adapter(self, name: str) -> None:
+        """Load ``name`` from the registry (once). Refuses an adapter whose
+        ``base_model_name_or_path`` ends in a different name than this base model
+        (compared on the last path component, case-insensitively; unknown passes)."""
+        with self._lock:
+            if name in self._loaded:
+                return
+            available = self.list_adapters()
+            if name not in available:  # also keeps request-supplied names inside the registry
+                where = self.settings.adapters_dir or f"nowhere ({env_name('adapters_dir')} is unset)"
+                raise UnknownAdapterError(f"no adapter {name!r} in {where}; available: {available or 'none'}")
+            from peft import PeftModel
+
+            path = self.settings.adapters_dir / name  # type: ignore[operator]
+            config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
+            base = _last_component(config.get("base_model_name_or_path"))
+            if base and base not in self._base_names:
+                raise ValueError(
+                    f"adapter {name!r} was trained on {config['base_model_name_or_path']!r}, not {self.model_name!r}; "
+                    f"serve it with {env_name('model')} set to that model, or retrain it on this one"
+                )
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(str(path), adapter_name=name)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name).eval()
+            self._loaded.add(name)
+
+    def set_active_adapter(self, name: str | None) -> None:
+        """The adapter used when a request names none; None is the base model."""
+        with self._lock:
+            if name is not None:
+                self.load_adapter(name)
+            self.active_adapter = name
+
+    @contextmanager
+    def _using(self, name: str | None) -> Iterator[None]:
+        if name is not None:
+            self.load_adapter(name)
+            self.model.set_adapter(name, inference_mode=True)
+            yield
+        elif self._loaded:
+            with self.model.disable_adapter():  # LoRA layers are in the base now
+                yield
+        else:
+            yield
+
+    def generate(
+        self,
+        prompts: list[str],
+        *,
+        max_new_tokens: int | None = None,
+        adapter: str | None = None,
+        on_token: Sequence[TokenCallback | None] | None = None,
+    ) -> list[GenerationResult]:
+        """Greedy completions of ``prompts`` in one left-padded batch, with
+        ``adapter`` (None: the active adapter). ``on_token[i]`` gets row i's text
+        as it is generated. Prompts are complete model inputs (see chat_prompt),
+        so no special tokens are added."""
+        import torch
+
+        if on_token is not None and len(on_token) != len(prompts):
+            raise ValueError(f"on_token has {len(on_token)} entries for {len(prompts)} prompts")
+        limit = self.settings.max_new_tokens if max_new_tokens is None else max_new_tokens
+        if limit < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {limit}")
+        if not prompts:
+            return []
+        with self._lock:
+            self.generate_calls += 1
+            batch = self.tokenizer(
+                prompts, return_tensors="pt", padding=True, add_special_tokens=False, return_token_type_ids=False
+            ).to(self.model.device)
+            streamer = None
+            if on_token is not None and any(c is not None for c in on_token):
+                streamer = BatchStreamer(self.tokenizer, self.eos_ids, on_token)
+            with self._using(self.active_adapter if adapter is None else adapter), torch.inference_mode():
+                output = self.model.generate(
+                    **batch,
+                    max_new_tokens=limit,
+                    do_sample=False,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    eos_token_id=sorted(self.eos_ids),
+                    streamer=streamer,
+                )
+        new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
+        prompt_lengths = batch["attention_mask"].sum(dim=1).tolist()
+        return [self._result(ids, int(n)) for ids, n in zip(new_tokens, prompt_lengths)]
+
+    def continuation_nll(self, prompts: list[str], continuations: list[str], *, adapter: str | None = None,
+                         batch_size: int = 8) -> tuple[float, int]:
+        """Summed negative log-likelihood (nats) of each continuation following its
+        prompt, under ``adapter`` (None: the base model, not the active adapter), and
+        the number of tokens scored. An empty prompt scores the text from its second
+        token. Used by the tuning gate to measure drift from the base model."""
+        import torch
+        import torch.nn.functional as F
+
+        if len(prompts) != len(continuations):
+            raise ValueError(f"{len(prompts)} prompts for {len(continuations)} continuations")
+        total, count = 0.0, 0
+        with self._lock, self._using(adapter), torch.inference_mode():
+            for start in range(0, len(prompts), batch_size):
+                rows, masks = [], []
+                for prompt, text in zip(prompts[start:start + batch_size], continuations[start:start + batch_size]):
+                    head = self.tokenizer(prompt, add_special_tokens=False).input_ids if prompt else []
+                    tail = self.tokenizer(text, add_special_tokens=False).input_ids
+                    rows.append(head + tail)
+                    masks.append([0] * max(len(head), 1) + [1] * (len(tail) - (0 if head else 1)))
+                width = max(len(r) for r in rows)
+                pad = self.tokenizer.pad_token_id
+                ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.model.device)
+                attention = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=ids.device)
+                scored = torch.tensor([m + [0] * (width - len(m)) for m in masks], device=ids.device).bool()
+                logits = self.model(input_ids=ids, attention_mask=attention).logits.float()
+                # position t predicts token t+1
+                nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
+                keep = scored[:, 1:]
+                total += float(nll[keep].sum())
+                count += int(keep.sum())
+        return total, count
+
+    def _result(self, ids: list[int], prompt_tokens: int) -> GenerationResult:
+        stop = next((i for i, token in enumerate(ids) if token in self.eos_ids), None)
+        kept = ids if stop is None else ids[:stop]
+        return GenerationResult(
+            text=self.tokenizer.decode(kept, skip_special_tokens=True),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=len(ids) if stop is None else stop + 1,
+            finish_reason="length" if stop is None else "stop",
+        )
+
+

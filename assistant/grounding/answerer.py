@@ -1,0 +1,131 @@
+"""The question flow, top to bottom: retrieve passages, prompt the model with them,
+generate, check the answer's citations, and answer or abstain.
+
+No web framework here: the HTTP layer (:mod:`assistant.serve`) and the command
+line (``assistant ask``) both call :class:`Answerer`. Retrieval runs in a
+worker thread and generation in the generation queue's thread, so an event
+loop is never blocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from assistant.generation.base import GenerationResult, TextGenerator
+from assistant.generation.queue import GenerationQueue
+from assistant.grounding.check import finalize
+from assistant.grounding.passages import Passage, build_messages, passages_from_hits
+from indexer.index import Index
+from indexer.search import SearchFilter
+
+
+@dataclass(frozen=True)
+class AskRequest:
+    question: str
+    top_k: int = 4
+    adapter: str | None = None
+    filters: SearchFilter = field(default_factory=SearchFilter)
+    max_new_tokens: int | None = None
+
+
+class AnswerLog(Protocol):
+    """Where shown answers are recorded so feedback can name them (the service's records)."""
+
+    def add_answer(self, question: str, answer: str, grounded: bool, citations: list[dict[str, Any]],
+                   model: str, adapter: str | None) -> str: ...
+
+
+class Answerer:
+    """Index + generation queue + the grounding check, with the service's threshold."""
+
+    def __init__(self, index: Index, generator: TextGenerator, queue: GenerationQueue, *, min_score: float,
+                 records: AnswerLog | None = None):
+        self.index, self.generator, self.queue = index, generator, queue
+        self.min_score = min_score
+        self.records = records
+
+    def retrieve(self, question: str, top_k: int, filters: SearchFilter | None = None) -> list[Passage]:
+        return passages_from_hits(self.index.search(question, k=top_k, mode="hybrid", filters=filters))
+
+    def prompt(self, question: str, passages: list[Passage]) -> str:
+        return self.generator.chat_prompt(build_messages(question, passages))
+
+    def _answerable(self, passages: list[Passage]) -> bool:
+        return bool(passages) and max(p.relevance for p in passages) >= self.min_score
+
+    def _result(self, req: AskRequest, text: str, passages: list[Passage], timings: dict[str, float],
+                adapter: str | None) -> dict[str, Any]:
+        grounded = finalize(text, passages, min_score=self.min_score)
+        out: dict[str, Any] = grounded.to_dict() | {"model": self.generator.model_name, "adapter": adapter,
+                                                    "timings": timings}
+        if self.records is not None:
+            out["answer_id"] = self.records.add_answer(req.question, grounded.answer, grounded.grounded,
+                                                       grounded.citations, self.generator.model_name, adapter)
+        return out
+
+    async def _retrieve(self, req: AskRequest) -> tuple[list[Passage], float, dict[str, Any], str | None, dict[str, Any] | None]:
+        """Passages, the time retrieval ended, timings so far, the adapter that
+        answers, and the finished abstention when nothing relevant was found
+        (the model is not asked then)."""
+        started = time.perf_counter()
+        passages = await asyncio.to_thread(self.retrieve, req.question, req.top_k, req.filters)
+        retrieved = time.perf_counter()
+        timings: dict[str, Any] = {"retrieval_ms": (retrieved - started) * 1000}
+        adapter = req.adapter if req.adapter is not None else self.generator.active_adapter
+        if self._answerable(passages):
+            return passages, retrieved, timings, adapter, None
+        timings.update(generation_ms=0.0, total_ms=(time.perf_counter() - started) * 1000,
+                       prompt_tokens=0, completion_tokens=0)
+        return passages, retrieved, timings, adapter, self._result(req, "", passages, timings, adapter)
+
+    async def ask(self, req: AskRequest) -> dict[str, Any]:
+        started = time.perf_counter()
+        passages, retrieved, timings, adapter, abstained = await self._retrieve(req)
+        if abstained is not None:
+            return abstained
+        future = self.queue.submit(self.prompt(req.question, passages), max_new_tokens=req.max_new_tokens,
+                                   adapter=req.adapter)
+        result = await asyncio.wrap_future(future)
+        done = time.perf_counter()
+        timings.update(_generation_timings(result, done - retrieved), total_ms=(done - started) * 1000)
+        return self._result(req, result.text, passages, timings, adapter)
+
+    async def ask_stream(self, req: AskRequest) -> AsyncIterator[dict[str, Any]]:
+        """Events: ``{"event": "token", "text": ...}`` as the model writes, then
+        one ``{"event": "answer", ...}`` with the checked result. Streamed text is
+        provisional: when the check fails, the final answer replaces it."""
+        started = time.perf_counter()
+        passages, retrieved, timings, adapter, abstained = await self._retrieve(req)
+        if abstained is not None:
+            yield {"event": "answer", **abstained}
+            return
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def on_token(text: str) -> None:  # called on the generation thread
+            loop.call_soon_threadsafe(pieces.put_nowait, text)
+
+        future = self.queue.submit(self.prompt(req.question, passages), max_new_tokens=req.max_new_tokens,
+                                   adapter=req.adapter, on_token=on_token)
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(pieces.put_nowait, None))
+        first_token: float | None = None
+        while (piece := await pieces.get()) is not None:
+            if first_token is None:
+                first_token = time.perf_counter()
+            yield {"event": "token", "text": piece}
+        result = await asyncio.wrap_future(future)
+        done = time.perf_counter()
+        timings.update(_generation_timings(result, done - retrieved), total_ms=(done - started) * 1000)
+        if first_token is not None:
+            timings["first_token_ms"] = (first_token - started) * 1000
+        yield {"event": "answer", **self._result(req, result.text, passages, timings, adapter)}
+
+
+def _generation_timings(result: GenerationResult, seconds: float) -> dict[str, float]:
+    return {"generation_ms": seconds * 1000, "prompt_tokens": result.prompt_tokens,
+            "completion_tokens": result.completion_tokens,
+            "tokens_per_s": result.completion_tokens / seconds if seconds > 0 else 0.0}

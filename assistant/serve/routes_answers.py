@@ -1,0 +1,100 @@
+"""Answers: ``POST /v1/ask`` (``stream: true`` → server-sent events) and the
+OpenAI-compatible ``POST /v1/chat/completions`` (grounded, citations added).
+
+Handlers check the request and hand it to the grounding package's
+:class:`~assistant.grounding.answerer.Answerer`; they never touch the model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Response, post
+from litestar.di import NamedDependency
+from litestar.exceptions import ValidationException
+from litestar.params import JSONBody
+from litestar.response import ServerSentEvent
+
+from assistant.generation.queue import GenerationQueue
+from assistant.grounding.answerer import Answerer, AskRequest
+from assistant.serve.auth import require_role
+from assistant.serve.limits import check_max_tokens, check_question, check_top_k, parse_filters, refuse_when_queue_full
+from assistant.serve.metrics import ServiceMetrics
+from assistant.serve.openai_compat import chat_response, chat_stream
+from assistant.serve.settings import ServiceSettings
+
+READER = {"role": "reader"}
+
+
+@dataclass
+class AskBody:
+    question: str
+    top_k: int | None = None
+    """Passages to retrieve (default: the service's setting; at most its max_top_k)."""
+    adapter: str | None = None
+    """A registered adapter to answer with (default: the active one)."""
+    stream: bool = False
+    """Server-sent events: ``token`` events, then one ``answer`` event."""
+    filters: dict[str, Any] | None = None
+    """``sources``, ``tags``, ``doc_ids`` (lists), ``date_from``, ``date_to``."""
+    max_new_tokens: int | None = None
+
+
+@dataclass
+class ChatBody:
+    messages: list[dict[str, Any]]
+    model: str | None = None
+    stream: bool = False
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_k: int | None = None
+    adapter: str | None = None
+
+
+@post("/v1/ask", guards=[require_role], opt=READER, status_code=200)
+async def ask(data: JSONBody[AskBody], settings: NamedDependency[ServiceSettings], answerer: NamedDependency[Answerer], queue: NamedDependency[GenerationQueue],
+              metrics: NamedDependency[ServiceMetrics]) -> Response:
+    """Answer a question from the indexed documents, with citations; ``stream: true`` for SSE."""
+    req = AskRequest(question=check_question(settings, data.question), top_k=check_top_k(settings, data.top_k),
+                     adapter=data.adapter, filters=parse_filters(data.filters),
+                     max_new_tokens=check_max_tokens(data.max_new_tokens))
+    refuse_when_queue_full(queue)
+    if data.stream:
+        return ServerSentEvent(_sse(metrics, answerer.ask_stream(req)))
+    result = await answerer.ask(req)
+    metrics.observe_answer(result)
+    return Response(result)
+
+
+async def _sse(metrics: ServiceMetrics, events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, str]]:
+    try:
+        async for event in events:
+            kind = event.pop("event")
+            if kind == "answer":
+                metrics.observe_answer(event)
+            yield {"event": kind, "data": json.dumps(event)}
+    except Exception as exc:  # the status line is sent: report in the stream
+        yield {"event": "error", "data": json.dumps({"detail": str(exc)})}
+
+
+@post("/v1/chat/completions", guards=[require_role], opt=READER, status_code=200)
+async def chat_completions(data: JSONBody[ChatBody], settings: NamedDependency[ServiceSettings], answerer: NamedDependency[Answerer],
+                           queue: NamedDependency[GenerationQueue], metrics: NamedDependency[ServiceMetrics]) -> Response:
+    """OpenAI-compatible chat: the last user message is answered from the documents."""
+    users = [m for m in data.messages if m.get("role") == "user"]
+    if not users:
+        raise ValidationException(detail="messages hold no user message")
+    req = AskRequest(question=check_question(settings, str(users[-1].get("content", ""))),
+                     top_k=check_top_k(settings, data.top_k), adapter=data.adapter,
+                     max_new_tokens=check_max_tokens(data.max_tokens))
+    refuse_when_queue_full(queue)
+    if data.stream:
+        return ServerSentEvent(chat_stream(answerer.ask_stream(req), metrics.observe_answer))
+    result = await answerer.ask(req)
+    metrics.observe_answer(result)
+    return Response(chat_response(result))
+
+
+ROUTES = [ask, chat_completions]

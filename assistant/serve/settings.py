@@ -1,0 +1,73 @@
+"""Settings of the HTTP service, read from the environment once.
+
+    ASSISTANT_INDEX_DIR         the document index (required to serve)
+    ASSISTANT_DATA_DIR          uploads, API keys, answers and feedback (default: <index>/../service)
+    ASSISTANT_AUTH              1 (default) or 0; 0 is refused unless bound to 127.0.0.1
+    ASSISTANT_MIN_SCORE         best passage cosine below this → "not in the documents" (default 0.3)
+    ASSISTANT_TOP_K             passages per answer (default 4; requests may ask up to ASSISTANT_MAX_TOP_K)
+    ASSISTANT_MAX_TOP_K         upper bound of top_k in any request (default 50)
+    ASSISTANT_MAX_QUESTION_CHARS  longest question accepted (default 2000)
+    ASSISTANT_MAX_BODY_BYTES    largest request body, uploads included (default 20 MB)
+    ASSISTANT_RATE_PER_MINUTE   requests per key (or client address without auth) per minute (default 120)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from assistant.grounding.check import DEFAULT_MIN_SCORE
+from assistant.settings import from_env
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    index_dir: Path = field(metadata={"env": "ASSISTANT_INDEX_DIR", "help": "the document index folder"})
+    data_dir: Path | None = field(default=None, metadata={"env": "ASSISTANT_DATA_DIR", "help": "uploads, keys, answers, feedback"})
+    host: str = field(default="127.0.0.1", metadata={"env": "ASSISTANT_HOST", "help": "address to bind"})
+    port: int = field(default=8000, metadata={"env": "ASSISTANT_PORT", "help": "port to bind"})
+    auth: bool = field(default=True, metadata={"env": "ASSISTANT_AUTH", "help": "require API keys (off only on 127.0.0.1)"})
+    min_score: float = field(default=DEFAULT_MIN_SCORE, metadata={"env": "ASSISTANT_MIN_SCORE", "help": "abstain below this best-passage cosine"})
+    top_k: int = field(default=4, metadata={"env": "ASSISTANT_TOP_K", "help": "passages per answer"})
+    max_top_k: int = field(default=50, metadata={"env": "ASSISTANT_MAX_TOP_K", "help": "largest top_k a request may ask"})
+    max_question_chars: int = field(default=2000, metadata={"env": "ASSISTANT_MAX_QUESTION_CHARS", "help": "longest question"})
+    max_body_bytes: int = field(default=20_000_000, metadata={"env": "ASSISTANT_MAX_BODY_BYTES", "help": "largest request body"})
+    rate_per_minute: int = field(default=120, metadata={"env": "ASSISTANT_RATE_PER_MINUTE", "help": "requests per key per minute"})
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "index_dir", Path(self.index_dir))
+        if self.data_dir is None:
+            object.__setattr__(self, "data_dir", self.index_dir.parent / "service")
+        else:
+            object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if not self.auth and self.host not in LOOPBACK:
+            raise ValueError(f"auth can be turned off only when bound to 127.0.0.1, not {self.host}; "
+                             "create a key with `assistant keys create` instead")
+        if not 1 <= self.top_k <= self.max_top_k:
+            raise ValueError(f"top_k must be in 1..max_top_k ({self.max_top_k}), got {self.top_k}")
+        for name in ("max_question_chars", "max_body_bytes", "rate_per_minute"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.min_score <= 1.0:
+            raise ValueError(f"min_score must be in [0, 1], got {self.min_score}")
+
+    @property
+    def upload_dir(self) -> Path:
+        assert self.data_dir is not None
+        return self.data_dir / "uploads"
+
+    @property
+    def service_db(self) -> Path:
+        assert self.data_dir is not None
+        return self.data_dir / "service.sqlite"
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> ServiceSettings:
+        """The environment's ``ASSISTANT_*`` values, then ``overrides`` that are not None."""
+        if overrides.get("index_dir") is None and not os.environ.get("ASSISTANT_INDEX_DIR", "").strip():
+            raise ValueError("no index given: pass --index DIR or set ASSISTANT_INDEX_DIR")
+        return from_env(cls, **overrides)

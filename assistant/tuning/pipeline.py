@@ -1,0 +1,181 @@
+"""One re-tuning run, from curated pairs to a gated adapter in the registry, as ordered
+stages that read top to bottom (:data:`STAGES`).
+
+    python -m assistant.tuning.pipeline --spec JOB_DIR/spec.json
+
+``prepare``  the curated pairs, the held-out items for the gate, and the packed RAFT set
+             (:mod:`.pairs`, :mod:`.raft`); a resumed run keeps the set it built
+``train``    the QLoRA recipe (:mod:`.trainer`); a second run in the same folder resumes
+             from the last checkpoint
+``gate``     base model against the adapter of the lowest eval loss on the held-out
+             items, and general drift (:mod:`.gate`)
+``register`` the adapter into the registry with its manifest and the gate's decision
+
+Then, when the gate accepts and the spec asks for it, the adapter is activated: here
+for ``assistant tune``; by the service for a tuning job, so that the registry and the
+served adapter change together. Each stage is recorded in ``JOB_DIR/progress.json``
+and the summary in ``JOB_DIR/result.json`` (:mod:`.spec`). A new stage is a module with
+its work and one line in :data:`STAGES`.
+
+The held-out items come from ``eval_set`` (the format of :mod:`assistant.evaluation.sets`)
+or, without one, from a seeded share of the pairs, which are then kept out of training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from assistant.evaluation.sets import EvalItem, read_eval_set
+from assistant.generation.base import GenerationSettings
+from assistant.generation.model_files import resolve_model_dir
+from assistant.generation.registry import AdapterRegistry, file_hash, model_hash
+from assistant.tuning.gate import GateSettings, run_gate
+from assistant.tuning.pairs import QAPair, read_pairs, split_holdout
+from assistant.tuning.raft import RaftSettings, build_raft_set
+from assistant.tuning.spec import JobProgress, RetuneResult, RetuneSpec
+from assistant.tuning.train_settings import TuneSettings
+from indexer.index import Index
+
+
+@dataclass
+class Run:
+    """What the stages share: the spec, where they work, and what each stage left."""
+
+    spec: RetuneSpec
+    work: Path
+    index: Index
+    registry: AdapterRegistry
+    progress: JobProgress
+    model_dir: str
+    base_hash: str
+    pairs: list[QAPair] = field(default_factory=list)
+    heldout: list[EvalItem] = field(default_factory=list)
+    raft: dict[str, Any] = field(default_factory=dict)
+    tune: TuneSettings | None = None
+    train: dict[str, Any] = field(default_factory=dict)
+    gate: dict[str, Any] = field(default_factory=dict)
+    adapter: str | None = None
+
+    @property
+    def packed(self) -> Path:
+        return self.work / "raft" / "packed.npz"
+
+    @property
+    def trained_adapter(self) -> Path:
+        """The adapter of the lowest eval loss, or the last one when there was no eval."""
+        best = self.work / "tune" / "best"
+        return best if best.is_dir() else self.work / "tune" / "adapter"
+
+
+def prepare(run: Run) -> dict[str, Any]:
+    pairs, problems = read_pairs(run.spec.pairs)
+    for where, reason in problems[:20]:
+        print(f"skipped {where}: {reason}", file=sys.stderr, flush=True)
+    if run.spec.eval_set:
+        run.pairs, run.heldout = pairs, read_eval_set(run.spec.eval_set, limit=run.spec.eval_limit)
+    else:
+        run.pairs, run.heldout = split_holdout(pairs, run.spec.holdout_fraction, run.spec.eval_limit)
+    if not run.heldout:
+        raise ValueError("no held-out items for the gate")
+    if not (run.work / "raft" / "report.json").is_file():  # written last: a resumed job keeps its set
+        built = build_raft_set(run.pairs, run.index, run.model_dir, malformed=problems,
+                               eval_texts=[t for i in run.heldout for t in (i.question, i.answer)],
+                               settings=RaftSettings(**run.spec.raft))
+        built.save(run.work / "raft")
+    run.raft = json.loads((run.work / "raft" / "report.json").read_text(encoding="utf-8"))
+    return {"examples": run.raft["examples_out"], "sequences": run.raft["sequences"]}
+
+
+def train(run: Run) -> dict[str, Any]:
+    from assistant.tuning.trainer import train as train_recipe  # torch: loaded only when training
+
+    run.tune = TuneSettings(model=run.model_dir, data=str(run.packed), out=str(run.work / "tune"), **run.spec.tune)
+    run.progress.enter("train", max_steps=run.tune.max_steps)
+    run.train = train_recipe(run.tune, on_step=run.progress.on_train_row)
+    return {"step": run.train["step"]}
+
+
+def gate(run: Run) -> dict[str, Any]:
+    from assistant.generation.local import LocalGenerator
+
+    trained = run.trained_adapter
+    generator = LocalGenerator(GenerationSettings(model=run.spec.model, adapters_dir=trained.parent))
+    run.progress.enter("gate", items=len(run.heldout))
+    run.gate = run_gate(generator, trained.name, run.heldout, run.index, settings=GateSettings(**run.spec.gate),
+                        cache=run.registry.root / ".probe" / f"{run.base_hash[:16]}.json", progress=True)
+    return {"accepted": run.gate["accepted"]}
+
+
+def register(run: Run) -> dict[str, Any]:
+    registered = run.work / "registered.txt"  # a job resumed after this stage reuses its version
+    name = registered.read_text(encoding="utf-8").strip() if registered.is_file() else ""
+    if name not in run.registry.names():
+        assert run.tune is not None
+        name = run.registry.register(run.trained_adapter, base_model=run.spec.model, base_model_hash=run.base_hash,
+                                     data_hash=file_hash(run.packed), settings=dataclasses.asdict(run.tune),
+                                     metrics={"train": run.train, "raft": run.raft})
+        registered.write_text(name, encoding="utf-8")
+    run.registry.record_gate(name, run.gate)
+    run.adapter = name
+    return {"adapter": name}
+
+
+STAGES: tuple[tuple[str, Callable[[Run], dict[str, Any]]], ...] = (
+    ("prepare", prepare),
+    ("train", train),
+    ("gate", gate),
+    ("register", register),
+)
+
+
+def run(spec: RetuneSpec, *, activate_here: bool = True) -> RetuneResult:
+    """Every stage in order. With ``activate_here`` False (a service job) an accepted
+    adapter is only reported; the service activates it."""
+    work = Path(spec.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    progress = JobProgress(work / "progress.json")
+    progress.enter("prepare")
+    model_dir = resolve_model_dir(spec.model)
+    base_hash = model_hash(model_dir)  # fails now on a missing base, not after training
+    with Index.open(spec.index_dir) as index:
+        state = Run(spec, work, index, AdapterRegistry(spec.registry_dir), progress, model_dir, base_hash)
+        for name, stage in STAGES:
+            if progress.stage != name:
+                progress.enter(name)
+            progress.enter(name, **stage(state))
+    activated = False
+    if state.gate["accepted"] and spec.activate and activate_here:
+        state.registry.activate(state.adapter, base_model_hash=base_hash)
+        activated = True
+    progress.enter("done", adapter=state.adapter, accepted=state.gate["accepted"], activated=activated)
+    return RetuneResult(adapter=state.adapter, accepted=state.gate["accepted"], reason=state.gate["reason"],
+                        activated=activated, gate=state.gate, train=state.train, raft=state.raft)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m assistant.tuning.pipeline", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spec", type=Path, required=True, help="spec.json of the job (RetuneSpec fields); "
+                        "an accepted adapter is registered, and activated by the service that started the job")
+    args = parser.parse_args(argv)
+    result_path = args.spec.parent / "result.json"
+    try:
+        result = run(RetuneSpec.load(args.spec), activate_here=False)  # the service activates
+    except (ValueError, FileNotFoundError) as exc:
+        RetuneResult(error=str(exc)).save(result_path)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result.save(result_path)
+    print(json.dumps({k: getattr(result, k) for k in ("adapter", "accepted", "reason", "activated")}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

