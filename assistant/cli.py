@@ -304,7 +304,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # settings types for their defaults only: nothing here loads torch
     from assistant.evaluation.builtin_sets import BUILTIN_SAMPLE
+    from assistant.evaluation.drift import MAX_DRIFT
+    from assistant.evaluation.run import EvalSettings
+    from assistant.tuning.raft import RaftSettings
 
     parser = argparse.ArgumentParser(prog="assistant", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -353,10 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     prepare.add_argument("--eval", type=Path, nargs="*", default=[], help="evaluation sets (JSONL) to decontaminate against")
     prepare.add_argument("--eval-field", nargs="*", default=["question", "answer"], help="their text fields")
     prepare.add_argument("--tokenizer", help="model folder or id whose tokenizer and chat template to use (default: bundled SmolLM2)")
-    prepare.add_argument("--k", type=int, default=3, help="distractor passages per example")
-    prepare.add_argument("--oracle-p", type=float, default=0.8, help="probability that the oracle passage is shown")
-    prepare.add_argument("--seq-len", type=int, default=1024)
-    prepare.add_argument("--seed", type=int, default=0)
+    raft = RaftSettings()  # each default written once, on the settings
+    prepare.add_argument("--k", type=int, default=raft.k_distractors, help="distractor passages per example")
+    prepare.add_argument("--oracle-p", type=float, default=raft.oracle_probability,
+                         help="probability that the oracle passage is shown")
+    prepare.add_argument("--seq-len", type=int, default=raft.seq_len)
+    prepare.add_argument("--seed", type=int, default=raft.seed)
     prepare.add_argument("--json", action="store_true")
     prepare.set_defaults(func=cmd_prepare)
 
@@ -401,12 +407,12 @@ def main(argv: list[str] | None = None) -> int:
                             "cores; 0: all)")
     evaluation.add_argument("--split", choices=["heldout", "all"], default="heldout",
                             help="built-in sets: only the items the example recipe holds out of training, or all")
-    evaluation.add_argument("--top-k", type=int, default=3)
-    evaluation.add_argument("--max-new-tokens", type=int, default=96, help="answer length limit")
+    evaluation.add_argument("--top-k", type=int, default=EvalSettings().top_k)
+    evaluation.add_argument("--max-new-tokens", type=int, default=EvalSettings().max_new_tokens, help="answer length limit")
     evaluation.add_argument("--no-unanswerable", action="store_true", help="skip the unanswerable split")
     evaluation.add_argument("--checkpoints", type=Path, help="a tuning run's folder: chart each checkpoint's "
                             "domain accuracy against general drift and recommend one")
-    evaluation.add_argument("--max-drift", type=float, default=0.2, help="drift bound for the recommendation")
+    evaluation.add_argument("--max-drift", type=float, default=MAX_DRIFT, help="drift bound for the recommendation")
     evaluation.add_argument("--out", type=Path, required=True, help="report folder")
     evaluation.set_defaults(func=cmd_eval)
 

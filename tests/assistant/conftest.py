@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from server_harness import CITING, FABRICATED, QUESTIONS, train_fixed_answer
+
 # peft 0.21 reads a property transformers 5 deprecated; not ours to fix.
 PEFT_DEPRECATION = "`is_gradient_checkpointing` is deprecated"
 
@@ -76,3 +78,13 @@ def tiny_adapter_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFact
         warnings.filterwarnings("ignore", message=PEFT_DEPRECATION, category=FutureWarning)
         get_peft_model(base, config).save_pretrained(str(registry / "demo"))
     return registry
+
+
+@pytest.fixture(scope="module")
+def citing_model(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_fixed_answer(tiny_model_dir, tmp_path_factory.mktemp("models") / "citing", CITING, QUESTIONS)
+
+
+@pytest.fixture(scope="module")
+def fabricating_model(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train_fixed_answer(tiny_model_dir, tmp_path_factory.mktemp("models") / "fab", FABRICATED, QUESTIONS)

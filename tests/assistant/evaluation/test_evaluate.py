@@ -1,5 +1,5 @@
 """``assistant eval`` against a real index and the tiny model trained to answer
-"Pangolins eat ants and termites [1]." (see test_server.py): known metric values on a
+"Pangolins eat ants and termites [1]." (see server_harness.py): known metric values on a
 one-question set, and the CLI writing every report file."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from assistant.evaluation.sets import EvalItem
 from assistant.generation.base import GenerationSettings
 from assistant.generation.local import LocalGenerator
 from indexer.index import Index
-from test_server import DOCS, citing_model  # noqa: F401 - the fixture
+from server_harness import DOCS
 
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 

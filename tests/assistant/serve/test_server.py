@@ -13,114 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from assistant.generation.base import GenerationSettings
-from assistant.generation.local import LocalGenerator
-from assistant.generation.queue import GenerationQueue
 from assistant.grounding.check import NOT_FOUND_MESSAGE
-from assistant.serve.app import create_app
-from assistant.serve.auth import KeyStore
 from assistant.serve.settings import ServiceSettings
-from indexer.index import Index
-from indexer.loaders import Document
-from server_harness import ServerThread
+from server_harness import CITING, FABRICATED, Service, start_service
 
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
-
-DOCS = [
-    Document("pangolin", "Pangolins are scaly mammals. Pangolins eat ants and termites, which they catch with "
-             "long sticky tongues.", "zoo/pangolin.txt", {"format": "txt"}),
-    Document("volcano", "Volcanic lightning flashes inside thick ash plumes during explosive eruptions.",
-             "geo/volcano.txt", {"format": "txt"}),
-    Document("bread", "Sourdough bread rises because wild yeast and lactic acid bacteria ferment the dough.",
-             "food/bread.txt", {"format": "txt"}),
-]
-CITING = "Pangolins eat ants and termites [1]."
-FABRICATED = "Pangolins eat ants and termites [7]."
-
-
-def train_fixed_answer(base: Path, out: Path, answer: str, questions: list[str]) -> Path:
-    """Teaches the tiny model to reply ``answer`` to prompts like the service's
-    (a few hundred steps of full fine-tuning; the model is 2 layers wide 64)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from assistant.grounding.passages import build_messages, passages_from_hits
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base)
-    with Index.open(out.parent / f"{out.name}-index") as index:
-        index.ingest_documents(DOCS)
-        prompts = [tokenizer.apply_chat_template(build_messages(q, passages_from_hits(index.search(q, k=4))),
-                                                 tokenize=False, add_generation_prompt=True) for q in questions]
-    examples = []
-    for prompt in prompts:
-        p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        a_ids = tokenizer(answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
-        examples.append((torch.tensor([p_ids + a_ids]), torch.tensor([[-100] * len(p_ids) + a_ids])))
-    optim = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for step in range(300):
-        ids, labels = examples[step % len(examples)]
-        loss = model(input_ids=ids, labels=labels).loss
-        loss.backward()
-        optim.step()
-        optim.zero_grad()
-        if loss.item() < 0.01 and step > 20:
-            break
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
-QUESTIONS = ["What do pangolins eat?", "Which food do pangolins catch with their tongues?",
-             "How do pangolins feed?"]
-
-
-@pytest.fixture(scope="module")
-def citing_model(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_fixed_answer(tiny_model_dir, tmp_path_factory.mktemp("models") / "citing", CITING, QUESTIONS)
-
-
-@pytest.fixture(scope="module")
-def fabricating_model(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return train_fixed_answer(tiny_model_dir, tmp_path_factory.mktemp("models") / "fab", FABRICATED, QUESTIONS)
-
-
-class Service:
-    def __init__(self, server: ServerThread, settings: ServiceSettings, keys: dict[str, str], app):
-        self.server, self.settings, self.keys, self.app = server, settings, keys, app
-        self.url = server.url
-
-    def headers(self, role: str = "admin") -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.keys[role]}"}
-
-    def post(self, path: str, role: str = "admin", headers: dict[str, str] | None = None, **kw) -> httpx.Response:
-        return httpx.post(self.url + path, headers={**self.headers(role), **(headers or {})}, timeout=60, **kw)
-
-    def get(self, path: str, role: str = "admin", **kw) -> httpx.Response:
-        return httpx.get(self.url + path, headers=self.headers(role), timeout=60, **kw)
-
-
-def start_service(tmp: Path, model: Path | str, queue_size: int = 8, adapters_dir: Path | None = None,
-                  **overrides) -> Iterator[Service]:
-    index = Index.open(tmp / "index")
-    index.ingest_documents(DOCS)
-    settings = ServiceSettings(index_dir=tmp / "index", **overrides)
-    store = KeyStore(settings.service_db)
-    keys = {role: store.create(f"test-{role}", role)[1] for role in ("reader", "editor", "admin")}
-    store.close()
-    generator = LocalGenerator(GenerationSettings(model=str(model), device="cpu", max_new_tokens=24,
-                                                  adapters_dir=adapters_dir))
-    queue = GenerationQueue(generator, max_batch_size=4, queue_size=queue_size)
-    app = create_app(settings, index=index, generator=generator, queue=queue)
-    try:
-        with ServerThread(app) as server:
-            yield Service(server, settings, keys, app)
-    finally:
-        queue.close()
-        index.close()
-
 
 @pytest.fixture(scope="module")
 def service(citing_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:

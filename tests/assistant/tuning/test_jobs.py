@@ -17,7 +17,7 @@ import pytest
 
 from assistant.tuning.jobs import JobRunner, JobStore
 from assistant.tuning.spec import RetuneSpec
-from test_server import Service, start_service
+from server_harness import Service, start_service
 
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 
@@ -145,7 +145,7 @@ def test_tune_cli_registers_a_rejected_adapter_without_activating_it(tiny_model_
     and the active adapter stays the base model."""
     from assistant.generation.registry import AdapterRegistry
     from indexer.index import Index
-    from test_server import DOCS
+    from server_harness import DOCS
 
     with Index.open(tmp_path / "index") as index:
         index.ingest_documents(DOCS)
