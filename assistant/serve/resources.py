@@ -26,7 +26,6 @@ from assistant.serve.records import Records
 from assistant.serve.settings import ServiceSettings
 from assistant.settings import from_env
 from assistant.tuning.jobs import JobRunner, JobStore
-from assistant.tuning.spec import RetuneResult, RetuneSpec
 from indexer.index import Index
 
 log = logging.getLogger(__name__)
@@ -85,18 +84,7 @@ class Resources:
             owned.append(queue)
         index.search("warm up", k=1)  # loads the embedding model now, so /readyz means ready
         keys, records = KeyStore(settings.service_db), Records(settings.service_db)
-
-        def activate_finished(spec: RetuneSpec, result: RetuneResult) -> RetuneResult:
-            """A job's accepted adapter goes live here, in the service, not in the job's process."""
-            if result.accepted and spec.activate:
-                try:
-                    switch.activate(result.adapter)
-                    result.activated = True
-                except Exception as exc:  # noqa: BLE001 - recorded with the job
-                    result.activation_error = str(exc)
-            return result
-
-        jobs = JobRunner(JobStore(settings.service_db), settings.data_dir / "jobs", on_done=activate_finished)
+        jobs = JobRunner(JobStore(settings.service_db), settings.data_dir / "jobs", adapter_switch=switch)
         owned += [keys, records, jobs]
         answerer = Answerer(index, generator, queue, min_score=settings.min_score, records=records)
         return cls(index, generator, queue, keys, records, registry, switch, jobs, answerer, owned)

@@ -22,10 +22,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from assistant.generation.adapters import AdapterSwitch
 from assistant.tuning.spec import JobProgress, RetuneResult, RetuneSpec
 
 JOB_MODULE = "assistant.tuning.pipeline"
@@ -106,13 +106,13 @@ def _is_job_process(pid: int | None) -> bool:
 
 class JobRunner:
     """Starts queued jobs one at a time and watches the running one from a thread.
-    ``on_done(spec, result)`` runs when a job succeeds, before its status says so (the
-    service activates the accepted adapter there) and returns the result to store."""
+    When a job succeeds with an accepted adapter that its spec asks to activate, the
+    runner activates it through ``adapter_switch`` (the service's, so the served adapter
+    and the registry change together), before the job's status says succeeded."""
 
-    def __init__(self, store: JobStore, jobs_dir: Path,
-                 on_done: Callable[[RetuneSpec, RetuneResult], RetuneResult] | None = None,
+    def __init__(self, store: JobStore, jobs_dir: Path, adapter_switch: AdapterSwitch | None = None,
                  poll_s: float = 0.5):
-        self.store, self.jobs_dir, self.on_done, self.poll_s = store, jobs_dir, on_done, poll_s
+        self.store, self.jobs_dir, self.adapter_switch, self.poll_s = store, jobs_dir, adapter_switch, poll_s
         self._process: subprocess.Popen[bytes] | None = None
         self._job_id: str | None = None
         self._lock = threading.Lock()
@@ -227,14 +227,23 @@ class JobRunner:
     def _finish(self, job_id: str, code: int) -> dict[str, Any]:
         result = RetuneResult.load(self.job_dir(job_id) / "result.json")
         if code == 0 and result is not None and result.error is None:
-            if self.on_done is not None:
-                result = self.on_done(RetuneSpec(**self._get(job_id)["spec"]), result)
+            self._activate(RetuneSpec(**self._get(job_id)["spec"]), result)
             self.store.update(job_id, status="succeeded", finished=time.time(), pid=None,
                               result=json.dumps(dataclasses.asdict(result)))
         else:
             error = (result.error if result else None) or f"the job process exited with code {code}; see its log"
             self.store.update(job_id, status="failed", finished=time.time(), pid=None, error=error)
         return self._get(job_id)
+
+    def _activate(self, spec: RetuneSpec, result: RetuneResult) -> None:
+        """The accepted adapter goes live here, in the service, not in the job's process."""
+        if self.adapter_switch is None or not (result.accepted and spec.activate):
+            return
+        try:
+            self.adapter_switch.activate(result.adapter)
+            result.activated = True
+        except Exception as exc:  # noqa: BLE001 - recorded with the job
+            result.activation_error = str(exc)
 
     @staticmethod
     def _stop_process(process: subprocess.Popen[bytes]) -> None:

@@ -108,7 +108,7 @@ def test_held_out_split_shares_nothing_with_the_recipe_training_data() -> None:
 
     from assistant.evaluation.builtin_sets import builtin_set
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
     import tune_bench
 
     trained = {pair["question"] for pair in tune_bench.curated_pairs().pairs}
