@@ -33,7 +33,7 @@ def register_bench_adapter(work: Path) -> tuple[Any, str, str]:
 
 def answer_stats(answers: list[str]) -> dict[str, float]:
     """Shares of answers that cite a passage and that abstain."""
-    from assistant.grounding.check import is_refusal, parse_citations
+    from assistant.grounding.claims import is_refusal, parse_citations
 
     n = max(len(answers), 1)
     return {"cited": round(sum(bool(parse_citations(a)) for a in answers) / n, 3),

@@ -4,10 +4,11 @@
 
 Systems: ``base`` and ``adapter`` closed-book (the bare question), ``base+rag`` and
 ``adapter+rag`` (the serving prompt with the top-k passages, and the service's own
-citation check). Per system and set:
+check, :func:`assistant.grounding.check.finalize`: only the claims a passage supports
+are shown, each with the citation the system attributes). Per system and set:
 
-- **accuracy**: the set's metric (:func:`assistant.scoring.score_answer`) of what the
-  user is shown: with retrieval an answer the check rejects is an abstention and scores 0;
+- **accuracy**: the set's metric (:func:`assistant.evaluation.scoring.score_answer`) of
+  what the user is shown (the supported claims; an abstention scores 0);
   ``raw_accuracy`` scores the model's words before the check; ``exact_match`` (extractive
   and numeric items) and ``rouge_l`` (free answers) score the shown answers too;
 - **relevance**: ``recall_at_k``, the share of questions with a gold document among the
@@ -40,8 +41,10 @@ from assistant.evaluation.report import write_report
 from assistant.evaluation.scoring import citation_precision, holds_answer, score_answer, second_score, support
 from assistant.evaluation.sets import EvalItem
 from assistant.generation.base import TextGenerator
-from assistant.grounding.check import DEFAULT_MIN_SCORE, check_answer, is_refusal
+from assistant.grounding.check import DEFAULT_MIN_SCORE, GroundedAnswer, finalize
+from assistant.grounding.claims import is_refusal
 from assistant.grounding.passages import Passage
+from assistant.grounding.verify import OverlapVerifier, Verifier
 
 SYSTEMS = ("base", "base+rag", "adapter", "adapter+rag")
 SUPPORTED = 0.5  # a shown answer with less of its content backed by its citations is "unsupported"
@@ -89,19 +92,29 @@ def _second_scores(items: Sequence[EvalItem], answers: Sequence[str], shown: Seq
     return {name: mean(values) for name, values in by_metric.items()}
 
 
+def judge(answers: Sequence[str], passages: Sequence[list[Passage]], verifier: Verifier,
+          min_score: float) -> list[GroundedAnswer]:
+    """What the service would show for each answer: the same check, the same verifier."""
+    return [finalize(a, found, verifier, min_score=min_score) for a, found in zip(answers, passages, strict=True)]
+
+
 def score_rag(items: Sequence[EvalItem], passages: Sequence[list[Passage]], answers: Sequence[str],
-              min_score: float) -> dict[str, Any]:
-    shown, raw, cites, unsupported, grounded = [], [], [], [], []
-    for item, found, answer in zip(items, passages, answers, strict=True):
-        verdict = check_answer(answer, found, min_score=min_score)
-        grounded.append(verdict.grounded)
+              shown: Sequence[GroundedAnswer]) -> dict[str, Any]:
+    """Scores of what users see (``shown``: the supported claims with their citations, or
+    an abstention scoring 0) beside the raw answers'."""
+    accuracy, raw, cites, unsupported = [], [], [], []
+    for item, found, answer, result in zip(items, passages, answers, shown, strict=True):
         raw.append(score_answer(answer, item.answer, item.answer_type))
-        shown.append(raw[-1] if verdict.grounded else 0.0)
-        if verdict.grounded:
-            cites.append(_cites_gold(verdict.citations, item))
-            unsupported.append(float(support(answer, [p.text for p in verdict.citations]) < SUPPORTED))
-    return {"n": len(items), "accuracy": mean(shown), "accuracy_ci95": _ci95(shown), "raw_accuracy": mean(raw),
-            **_second_scores(items, answers, grounded), "abstention_rate": mean([float(not g) for g in grounded]),
+        accuracy.append(score_answer(result.answer, item.answer, item.answer_type) if result.grounded else 0.0)
+        if result.grounded:
+            by_number = {p.number: p for p in found}
+            cited = [by_number[int(c["number"])] for c in result.citations]  # type: ignore[call-overload]
+            cites.append(_cites_gold(cited, item))
+            unsupported.append(float(support(result.answer, [p.text for p in cited]) < SUPPORTED))
+    grounded = [r.grounded for r in shown]
+    return {"n": len(items), "accuracy": mean(accuracy), "accuracy_ci95": _ci95(accuracy), "raw_accuracy": mean(raw),
+            **_second_scores(items, [r.answer for r in shown], grounded),
+            "abstention_rate": mean([float(not g) for g in grounded]),
             "citation_precision": mean(cites), "unsupported_rate": mean(unsupported)}
 
 
@@ -121,16 +134,18 @@ def recall_at_k(items: Sequence[EvalItem], passages: Sequence[list[Passage]]) ->
 
 
 def _answer_records(system: str, split: str, items: Sequence[EvalItem], answers: Sequence[str],
-                    passages: Sequence[list[Passage]] | None, min_score: float) -> list[dict[str, Any]]:
+                    passages: Sequence[list[Passage]] | None,
+                    shown: Sequence[GroundedAnswer] | None) -> list[dict[str, Any]]:
     """One line per answer for ``answers.jsonl``: what was asked, said and shown, and why not."""
     records = []
     for n, (item, answer) in enumerate(zip(items, answers, strict=True)):
         record = {"system": system, "split": split, "id": item.id, "question": item.question, "gold": item.answer,
                   "answer": answer, "score": round(score_answer(answer, item.answer, item.answer_type), 4)}
-        if passages is not None:
-            verdict = check_answer(answer, passages[n], min_score=min_score)
-            record |= {"shown": verdict.grounded, "reasons": verdict.reasons,
-                       "passages": [p.doc_id for p in passages[n]]}
+        if passages is not None and shown is not None:
+            result = shown[n]
+            record |= {"shown": result.grounded, "shown_answer": result.answer if result.grounded else None,
+                       "reasons": [result.abstained_reason] if result.abstained_reason else [],
+                       "dropped": result.dropped, "passages": [p.doc_id for p in passages[n]]}
         records.append(record)
     return records
 
@@ -145,6 +160,7 @@ def evaluate_set(generator: TextGenerator, items: Sequence[EvalItem], index: Any
     answerable = [i for i in items if i.doc_ids] if settings.unanswerable else []
     missing = retrieve(index, answerable, settings.top_k, drop_gold=True)
     ungrounded = chat_prompts(generator, [i.question for i in answerable], missing)
+    verifier = OverlapVerifier(index.embedder.embed)  # the service's default verifier
     results: dict[str, Any] = {"recall_at_k": recall_at_k(items, found), "k": settings.top_k}
     records: list[dict[str, Any]] = []
     for system in systems:
@@ -152,18 +168,20 @@ def evaluate_set(generator: TextGenerator, items: Sequence[EvalItem], index: Any
         started = time.perf_counter()
         if system.endswith("+rag"):
             answers = answer_all(generator, grounded, name, **gen, progress=progress)
-            row = score_rag(items, found, answers, settings.min_score)
-            records += _answer_records(system, "answerable", items, answers, found, settings.min_score)
+            shown = judge(answers, found, verifier, settings.min_score)
+            row = score_rag(items, found, answers, shown)
+            records += _answer_records(system, "answerable", items, answers, found, shown)
             if missing:
                 answers = answer_all(generator, ungrounded, name, **gen, progress=progress)
-                unanswered = _answer_records(system, "unanswerable", answerable, answers, missing, settings.min_score)
+                shown = judge(answers, missing, verifier, settings.min_score)
+                unanswered = _answer_records(system, "unanswerable", answerable, answers, missing, shown)
                 row["hallucination_rate"] = mean([float(r["shown"]) for r in unanswered])
                 row["unanswerable_n"] = len(missing)
                 records += unanswered
         else:
             answers = answer_all(generator, closed, name, **gen, progress=progress)
             row = score_closed(items, answers)
-            records += _answer_records(system, "closed-book", items, answers, None, settings.min_score)
+            records += _answer_records(system, "closed-book", items, answers, None, None)
         results[system] = row | {"seconds": round(time.perf_counter() - started, 1)}
     return results | {"answers": records}
 

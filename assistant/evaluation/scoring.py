@@ -14,7 +14,7 @@ import re
 import string
 from collections import Counter
 
-from assistant.grounding.check import strip_citations
+from assistant.grounding.claims import strip_citations
 
 ANSWER_TYPES = ("yes_no_maybe", "extractive", "numeric", "free")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")

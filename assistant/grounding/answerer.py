@@ -19,6 +19,7 @@ from assistant.generation.base import GenerationResult, TextGenerator
 from assistant.generation.queue import GenerationQueue
 from assistant.grounding.check import finalize
 from assistant.grounding.passages import Passage, build_messages, passages_from_hits
+from assistant.grounding.verify import OverlapVerifier, Verifier
 from indexer.index import Index
 from indexer.search import SearchFilter
 
@@ -43,10 +44,12 @@ class Answerer:
     """Index + generation queue + the grounding check, with the service's threshold."""
 
     def __init__(self, index: Index, generator: TextGenerator, queue: GenerationQueue, *, min_score: float,
-                 records: AnswerLog | None = None):
+                 records: AnswerLog | None = None, verifier: Verifier | None = None):
         self.index, self.generator, self.queue = index, generator, queue
         self.min_score = min_score
         self.records = records
+        # the default judge reuses the index's embedder: no extra model
+        self.verifier = verifier if verifier is not None else OverlapVerifier(lambda texts: index.embedder.embed(texts))
 
     def retrieve(self, question: str, top_k: int, filters: SearchFilter | None = None) -> list[Passage]:
         return passages_from_hits(self.index.search(question, k=top_k, mode="hybrid", filters=filters))
@@ -59,7 +62,9 @@ class Answerer:
 
     def _result(self, req: AskRequest, text: str, passages: list[Passage], timings: dict[str, float],
                 adapter: str | None) -> dict[str, Any]:
-        grounded = finalize(text, passages, min_score=self.min_score)
+        started = time.perf_counter()
+        grounded = finalize(text, passages, self.verifier, min_score=self.min_score)
+        timings["verification_ms"] = (time.perf_counter() - started) * 1000
         out: dict[str, Any] = grounded.to_dict() | {"model": self.generator.model_name, "adapter": adapter,
                                                     "timings": timings}
         if self.records is not None:
@@ -80,7 +85,8 @@ class Answerer:
             return passages, retrieved, timings, adapter, None
         timings.update(generation_ms=0.0, total_ms=(time.perf_counter() - started) * 1000,
                        prompt_tokens=0, completion_tokens=0)
-        return passages, retrieved, timings, adapter, self._result(req, "", passages, timings, adapter)
+        abstained = await asyncio.to_thread(self._result, req, "", passages, timings, adapter)
+        return passages, retrieved, timings, adapter, abstained
 
     async def ask(self, req: AskRequest) -> dict[str, Any]:
         started = time.perf_counter()
@@ -92,7 +98,7 @@ class Answerer:
         result = await asyncio.wrap_future(future)
         done = time.perf_counter()
         timings.update(_generation_timings(result, done - retrieved), total_ms=(done - started) * 1000)
-        return self._result(req, result.text, passages, timings, adapter)
+        return await asyncio.to_thread(self._result, req, result.text, passages, timings, adapter)
 
     async def ask_stream(self, req: AskRequest) -> AsyncIterator[dict[str, Any]]:
         """Events: ``{"event": "token", "text": ...}`` as the model writes, then
@@ -122,7 +128,8 @@ class Answerer:
         timings.update(_generation_timings(result, done - retrieved), total_ms=(done - started) * 1000)
         if first_token is not None:
             timings["first_token_ms"] = (first_token - started) * 1000
-        yield {"event": "answer", **self._result(req, result.text, passages, timings, adapter)}
+        final = await asyncio.to_thread(self._result, req, result.text, passages, timings, adapter)
+        yield {"event": "answer", **final}
 
 
 def _generation_timings(result: GenerationResult, seconds: float) -> dict[str, float]:

@@ -25,14 +25,16 @@ def chat_response(result: dict[str, Any]) -> dict[str, Any]:
         "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
         "citations": result.get("citations", []), "grounded": result.get("grounded"),
         "answer_id": result.get("answer_id"), "closest": result.get("closest", []),
+        "claims": result.get("claims", []), "dropped": result.get("dropped", []),
     }
 
 
 async def chat_stream(events: AsyncIterator[dict[str, Any]], observe: Callable[[dict[str, Any]], None]
                       ) -> AsyncIterator[str]:
     """``chat.completion.chunk`` deltas as the model writes. Streamed text is
-    provisional: when the grounding check fails, a last delta says so (the
-    answer does not hold up), and the final chunk carries the checked answer."""
+    provisional: when the check changed them (a sentence dropped, a citation made by
+    the system, or an abstention), a last delta gives the verified answer after a
+    blank line, and the final chunk carries it with its claims."""
     base = None
     async for event in events:
         kind = event.pop("event")
@@ -44,10 +46,11 @@ async def chat_stream(events: AsyncIterator[dict[str, Any]], observe: Callable[[
         elif kind == "answer":
             observe(event)
             delta: dict[str, Any] = {}
-            if not event.get("grounded"):
+            if not event.get("grounded") or event["answer"] != (event.get("raw_answer") or "").strip():
                 delta = {"content": "\n\n" + event["answer"]}
             yield json.dumps({**base, "model": event.get("model") or base["model"],
                               "choices": [{"index": 0, "delta": delta, "finish_reason": "stop"}],
                               "citations": event.get("citations", []), "grounded": event.get("grounded"),
-                              "answer_id": event.get("answer_id")})
+                              "answer_id": event.get("answer_id"), "answer": event["answer"],
+                              "claims": event.get("claims", []), "dropped": event.get("dropped", [])})
     yield "[DONE]"

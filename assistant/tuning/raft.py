@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from assistant.grounding.check import strip_citations
+from assistant.grounding.claims import strip_citations
 from assistant.grounding.passages import Passage, build_messages, make_passage, passages_from_hits
 from assistant.tuning.pairs import QAPair
 from indexer import native

@@ -98,10 +98,11 @@ def test_support_and_citation_precision() -> None:
 
 def test_recall_at_k_and_scores_with_retrieval() -> None:
     """Known values on hand-made passages: recall@k by gold document (or, without ids,
-    a passage holding the answer); a refusal is an abstention; a shown answer citing a
-    gold passage counts for citation precision; one whose words are not in its
-    citation is unsupported."""
-    from assistant.evaluation.run import recall_at_k, score_rag
+    a passage holding the answer); a refusal is an abstention, and so is an answer no
+    passage supports (the service's claim check drops it); a shown answer citing a gold
+    passage counts for citation precision."""
+    from assistant.evaluation.run import judge, recall_at_k, score_rag
+    from assistant.grounding.verify import OverlapVerifier
     from assistant.evaluation.sets import EvalItem
     from assistant.grounding.passages import Passage, make_passage
 
@@ -121,10 +122,13 @@ def test_recall_at_k_and_scores_with_retrieval() -> None:
                "I cannot find the answer in the documents.",
                "They are pink [1].",
                "Koalas live on volcanic islands with penguins [1]."]
-    row = score_rag(items, found, answers, min_score=0.3)
-    assert row["n"] == 4 and row["abstention_rate"] == 0.25
-    # token F1: 3/5 precision, full recall → 0.75; abstained 0; "they are pink" → 0.5; the koala answer 0
+    shown = judge(answers, found, OverlapVerifier(), min_score=0.3)
+    assert [r.grounded for r in shown] == [True, False, True, False]  # koalas: 2 of 5 content words backed
+    row = score_rag(items, found, answers, shown)
+    assert row["n"] == 4 and row["abstention_rate"] == 0.5
+    # token F1: 3/5 precision, full recall → 0.75; abstained 0; "they are pink" → 0.5; the koala answer hidden: 0
     assert row["accuracy"] == pytest.approx((0.75 + 0 + 0.5 + 0) / 4, abs=1e-4)
-    assert row["citation_precision"] == 1.0  # the three shown answers cite a gold passage
-    assert row["unsupported_rate"] == pytest.approx(1 / 3, abs=1e-4)  # the koala answer: "volcanic islands penguins"
+    assert row["raw_accuracy"] == pytest.approx((0.75 + 0 + 0.5 + 0) / 4, abs=1e-4)
+    assert row["citation_precision"] == 1.0  # both shown answers cite a gold passage
+    assert row["unsupported_rate"] == 0.0  # what is shown is backed
     assert row["exact_match"] == 0.0

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assistant.grounding.check import parse_citations
+from assistant.grounding.claims import parse_citations
 from assistant.grounding.passages import build_messages
 from assistant.tuning.pairs import QAPair, read_pairs
 from assistant.tuning.raft import ABSTAIN_ANSWER, RaftSet, RaftSettings, build_raft_set, jaccard

@@ -1,0 +1,126 @@
+"""How well each retrieved passage supports each claim of an answer, in [0, 1].
+
+    verifier = OverlapVerifier(index.embedder.embed)     # default: no extra model
+    scores = verifier.scores(["Pangolins eat ants."], [p.text for p in passages])
+
+:class:`OverlapVerifier` needs no model of its own: a claim's numbers and named terms
+(capitalised words, words with digits) must all appear in the passage, or the passage
+does not support it (0.0); otherwise the score is the mean of the share of the claim's
+content words found in the passage and, when an embedder is given, the best cosine
+between the claim and the passage's sentences (MiniLM, already loaded for search).
+
+:class:`CrossEncoderVerifier` plugs in a stronger judge by Hugging Face id or path: an
+NLI model (the entailment probability, premise = passage) or a one-score
+fact-checking cross-encoder (HHEM-style), through sentence-transformers' CrossEncoder.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+SUPPORTED = 0.5
+"""A claim is supported by a passage that scores at least this (a hand-set default
+until the answerability calibration of the evaluation sets replaces it)."""
+
+_WORD = re.compile(r"[\w'\u2019-]+")
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_PREFIX = 5  # "treated" and "treatment" agree on their first 5 letters
+_STOPWORDS = frozenset("""a an the and or but if of to in on at by for with from as is are was were be been being it its
+this that these those there here which who whom what when where why how not no yes can could may might will would shall
+should do does did has have had than then so such into about over under also more most other some any each both all
+i you he she we they them their our your his her my me us very just only own same too there's it's can't""".split())
+
+
+class Verifier(Protocol):
+    def scores(self, claims: Sequence[str], passages: Sequence[str]) -> np.ndarray:
+        """Support of claim i by passage j, shape ``(len(claims), len(passages))``, in [0, 1]."""
+        ...
+
+
+def _words(text: str) -> list[str]:
+    return [w.strip("'\u2019-").lower() for w in _WORD.findall(text)]
+
+
+def _found(word: str, vocabulary: set[str], stems: set[str]) -> bool:
+    return word in vocabulary or (len(word) >= _PREFIX and word[:_PREFIX] in stems)
+
+
+def key_terms(claim: str) -> tuple[set[str], set[str]]:
+    """The claim's numbers, and its named terms: capitalised words after the first and
+    words mixing letters and digits (codes such as COVID-19, B12), lowercased."""
+    numbers = {n.replace(",", "") for n in _NUMBER.findall(claim)}
+    tokens = _WORD.findall(claim)
+    named = {t.lower() for i, t in enumerate(tokens)
+             if (i > 0 and t[:1].isupper() and t.lower() not in _STOPWORDS)
+             or (any(c.isdigit() for c in t) and any(c.isalpha() for c in t))}
+    return numbers, named
+
+
+def lexical_support(claim: str, passage: str) -> float:
+    """0.0 when a number or named term of the claim is missing from the passage, else
+    the share of the claim's content words the passage holds (1.0 without any)."""
+    vocabulary = set(_words(passage))
+    stems = {w[:_PREFIX] for w in vocabulary if len(w) >= _PREFIX}
+    numbers, named = key_terms(claim)
+    passage_numbers = {n.replace(",", "") for n in _NUMBER.findall(passage)}
+    if not numbers <= passage_numbers or not all(_found(t, vocabulary, stems) for t in named):
+        return 0.0
+    content = [w for w in _words(claim) if w not in _STOPWORDS and not w.isdigit()]
+    if not content:
+        return 1.0
+    return sum(_found(w, vocabulary, stems) for w in content) / len(content)
+
+
+class OverlapVerifier:
+    """Word and number overlap, with MiniLM cosine when ``embed`` is given (a function
+    from texts to L2-normalised vectors, such as ``Index.embedder.embed``)."""
+
+    def __init__(self, embed: Callable[[list[str]], np.ndarray] | None = None):
+        self.embed = embed
+
+    def scores(self, claims: Sequence[str], passages: Sequence[str]) -> np.ndarray:
+        lexical = np.array([[lexical_support(c, p) for p in passages] for c in claims], dtype=np.float32)
+        lexical = lexical.reshape(len(claims), len(passages))
+        if self.embed is None or not claims or not passages:
+            return lexical
+        sentences = [[s for s in _SENTENCE.split(p) if s.strip()] or [p] for p in passages]
+        flat = [s for group in sentences for s in group]
+        vectors = self.embed([*claims, *flat])
+        similarity = vectors[: len(claims)] @ vectors[len(claims):].T
+        cosine = np.zeros_like(lexical)
+        start = 0
+        for j, group in enumerate(sentences):
+            cosine[:, j] = similarity[:, start:start + len(group)].max(axis=1)
+            start += len(group)
+        combined = (lexical + np.clip(cosine, 0.0, 1.0)) / 2
+        return np.where(lexical > 0, combined, 0.0).astype(np.float32)
+
+
+class CrossEncoderVerifier:
+    """A cross-encoder judge by Hugging Face id or local path (loaded once)."""
+
+    def __init__(self, model: str, *, device: str | None = None, batch_size: int = 32):
+        from sentence_transformers import CrossEncoder
+
+        self.model: Any = CrossEncoder(model, device=device)
+        self.batch_size = batch_size
+        labels = {int(k): str(v).lower() for k, v in (self.model.config.id2label or {}).items()}
+        self.num_labels = int(self.model.config.num_labels)
+        # an NLI head: the entailment column; else the one score (sigmoid, as CrossEncoder applies it)
+        self.entailment = next((i for i, name in labels.items() if "entail" in name), self.num_labels - 1)
+
+    def scores(self, claims: Sequence[str], passages: Sequence[str]) -> np.ndarray:
+        if not claims or not passages:
+            return np.zeros((len(claims), len(passages)), dtype=np.float32)
+        pairs = [(p, c) for c in claims for p in passages]  # premise first, as NLI models are trained
+        if self.num_labels == 1:
+            out = np.asarray(self.model.predict(pairs, batch_size=self.batch_size), dtype=np.float32)
+        else:
+            out = np.asarray(self.model.predict(pairs, batch_size=self.batch_size, apply_softmax=True),
+                             dtype=np.float32)[:, self.entailment]
+        return out.reshape(len(claims), len(passages))
