@@ -66,7 +66,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with Resources.open(settings) as resources:
         result = asyncio.run(resources.answerer.ask(AskRequest(args.question, top_k=args.top_k or settings.top_k,
-                                                               adapter=args.adapter)))
+                                                               adapter=args.adapter,
+                                                               answer_mode=args.answer_mode or settings.answer_mode)))
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -297,7 +298,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         report = run_eval(generator, sets, args.out, adapter=args.adapter, systems=args.systems,
                           settings=EvalSettings(top_k=args.top_k, max_new_tokens=args.max_new_tokens,
                                                 min_score=_settings_min_score(),
-                                                unanswerable=not args.no_unanswerable), progress=True)
+                                                unanswerable=not args.no_unanswerable,
+                                                answer_mode=args.answer_mode), progress=True)
     print((args.out / "report.md").read_text(encoding="utf-8"))
     print(f"written: {', '.join(report['files'])}", file=sys.stderr)
     return 0
@@ -333,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     ask.add_argument("question")
     ask.add_argument("--top-k", type=int)
     ask.add_argument("--adapter")
+    ask.add_argument("--answer-mode", choices=("generative", "extractive", "auto"),
+                     help="the model's supported sentences, a quoted passage sentence, or the first, else the second")
     ask.add_argument("--json", action="store_true")
     ask.set_defaults(func=cmd_ask)
 
@@ -410,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     evaluation.add_argument("--top-k", type=int, default=EvalSettings().top_k)
     evaluation.add_argument("--max-new-tokens", type=int, default=EvalSettings().max_new_tokens, help="answer length limit")
     evaluation.add_argument("--no-unanswerable", action="store_true", help="skip the unanswerable split")
+    evaluation.add_argument("--answer-mode", choices=("generative", "extractive", "auto"),
+                            default=EvalSettings().answer_mode, help="how the rag systems answer, as the service")
     evaluation.add_argument("--checkpoints", type=Path, help="a tuning run's folder: chart each checkpoint's "
                             "domain accuracy against general drift and recommend one")
     evaluation.add_argument("--max-drift", type=float, default=MAX_DRIFT, help="drift bound for the recommendation")

@@ -44,7 +44,7 @@ from assistant.generation.base import TextGenerator
 from assistant.grounding.check import DEFAULT_MIN_SCORE, GroundedAnswer, finalize
 from assistant.grounding.claims import is_refusal
 from assistant.grounding.passages import Passage
-from assistant.grounding.verify import OverlapVerifier, Verifier
+from assistant.grounding.verify import Embed, OverlapVerifier, Verifier
 
 SYSTEMS = ("base", "base+rag", "adapter", "adapter+rag")
 SUPPORTED = 0.5  # a shown answer with less of its content backed by its citations is "unsupported"
@@ -59,6 +59,7 @@ class EvalSettings:
     batch_size: int = field(default=8, metadata={"help": "questions generated together"})
     min_score: float = field(default=DEFAULT_MIN_SCORE, metadata={"help": "the service's abstention threshold"})
     unanswerable: bool = field(default=True, metadata={"help": "also run the unanswerable split"})
+    answer_mode: str = field(default="auto", metadata={"help": "generative | extractive | auto, as the service"})
 
 
 def _cites_gold(cited: Sequence[Passage], item: EvalItem) -> float | None:
@@ -92,10 +93,14 @@ def _second_scores(items: Sequence[EvalItem], answers: Sequence[str], shown: Seq
     return {name: mean(values) for name, values in by_metric.items()}
 
 
-def judge(answers: Sequence[str], passages: Sequence[list[Passage]], verifier: Verifier,
-          min_score: float) -> list[GroundedAnswer]:
-    """What the service would show for each answer: the same check, the same verifier."""
-    return [finalize(a, found, verifier, min_score=min_score) for a, found in zip(answers, passages, strict=True)]
+def judge(answers: Sequence[str], passages: Sequence[list[Passage]], verifier: Verifier, min_score: float, *,
+          questions: Sequence[str] | None = None, mode: str = "generative",
+          embed: Embed | None = None) -> list[GroundedAnswer]:
+    """What the service would show for each answer: the same check, the same verifier,
+    the same answer mode."""
+    asked = list(questions) if questions is not None else [""] * len(answers)
+    return [finalize(a, found, verifier, min_score=min_score, mode=mode, question=q, embed=embed)
+            for a, found, q in zip(answers, passages, asked, strict=True)]
 
 
 def score_rag(items: Sequence[EvalItem], passages: Sequence[list[Passage]], answers: Sequence[str],
@@ -161,6 +166,7 @@ def evaluate_set(generator: TextGenerator, items: Sequence[EvalItem], index: Any
     missing = retrieve(index, answerable, settings.top_k, drop_gold=True)
     ungrounded = chat_prompts(generator, [i.question for i in answerable], missing)
     verifier = OverlapVerifier(index.embedder.embed)  # the service's default verifier
+    how: dict[str, Any] = {"mode": settings.answer_mode, "embed": index.embedder.embed}
     results: dict[str, Any] = {"recall_at_k": recall_at_k(items, found), "k": settings.top_k}
     records: list[dict[str, Any]] = []
     for system in systems:
@@ -168,12 +174,13 @@ def evaluate_set(generator: TextGenerator, items: Sequence[EvalItem], index: Any
         started = time.perf_counter()
         if system.endswith("+rag"):
             answers = answer_all(generator, grounded, name, **gen, progress=progress)
-            shown = judge(answers, found, verifier, settings.min_score)
+            shown = judge(answers, found, verifier, settings.min_score, questions=[i.question for i in items], **how)
             row = score_rag(items, found, answers, shown)
             records += _answer_records(system, "answerable", items, answers, found, shown)
             if missing:
                 answers = answer_all(generator, ungrounded, name, **gen, progress=progress)
-                shown = judge(answers, missing, verifier, settings.min_score)
+                shown = judge(answers, missing, verifier, settings.min_score,
+                              questions=[i.question for i in answerable], **how)
                 unanswered = _answer_records(system, "unanswerable", answerable, answers, missing, shown)
                 row["hallucination_rate"] = mean([float(r["shown"]) for r in unanswered])
                 row["unanswerable_n"] = len(missing)

@@ -19,7 +19,7 @@ from assistant.generation.base import GenerationResult, TextGenerator
 from assistant.generation.queue import GenerationQueue
 from assistant.grounding.check import finalize
 from assistant.grounding.passages import Passage, build_messages, passages_from_hits
-from assistant.grounding.verify import OverlapVerifier, Verifier
+from assistant.grounding.verify import Embed, OverlapVerifier, Verifier
 from indexer.index import Index
 from indexer.search import SearchFilter
 
@@ -31,6 +31,9 @@ class AskRequest:
     adapter: str | None = None
     filters: SearchFilter = field(default_factory=SearchFilter)
     max_new_tokens: int | None = None
+    answer_mode: str = "auto"
+    """generative: the model's supported sentences; extractive: a quoted passage sentence
+    (no generation); auto: the model's, else the quoted sentence."""
 
 
 class AnswerLog(Protocol):
@@ -49,7 +52,8 @@ class Answerer:
         self.min_score = min_score
         self.records = records
         # the default judge reuses the index's embedder: no extra model
-        self.verifier = verifier if verifier is not None else OverlapVerifier(lambda texts: index.embedder.embed(texts))
+        self.embed: Embed = lambda texts: index.embedder.embed(texts)
+        self.verifier = verifier if verifier is not None else OverlapVerifier(self.embed)
 
     def retrieve(self, question: str, top_k: int, filters: SearchFilter | None = None) -> list[Passage]:
         return passages_from_hits(self.index.search(question, k=top_k, mode="hybrid", filters=filters))
@@ -63,7 +67,8 @@ class Answerer:
     def _result(self, req: AskRequest, text: str, passages: list[Passage], timings: dict[str, float],
                 adapter: str | None) -> dict[str, Any]:
         started = time.perf_counter()
-        grounded = finalize(text, passages, self.verifier, min_score=self.min_score)
+        grounded = finalize(text, passages, self.verifier, min_score=self.min_score, mode=req.answer_mode,
+                            question=req.question, embed=self.embed)
         timings["verification_ms"] = (time.perf_counter() - started) * 1000
         out: dict[str, Any] = grounded.to_dict() | {"model": self.generator.model_name, "adapter": adapter,
                                                     "timings": timings}
@@ -74,14 +79,14 @@ class Answerer:
 
     async def _retrieve(self, req: AskRequest) -> tuple[list[Passage], float, dict[str, Any], str | None, dict[str, Any] | None]:
         """Passages, the time retrieval ended, timings so far, the adapter that
-        answers, and the finished abstention when nothing relevant was found
-        (the model is not asked then)."""
+        answers, and the finished answer when the model is not asked: nothing relevant
+        was found (an abstention), or the answer is extractive."""
         started = time.perf_counter()
         passages = await asyncio.to_thread(self.retrieve, req.question, req.top_k, req.filters)
         retrieved = time.perf_counter()
         timings: dict[str, Any] = {"retrieval_ms": (retrieved - started) * 1000}
         adapter = req.adapter if req.adapter is not None else self.generator.active_adapter
-        if self._answerable(passages):
+        if self._answerable(passages) and req.answer_mode != "extractive":
             return passages, retrieved, timings, adapter, None
         timings.update(generation_ms=0.0, total_ms=(time.perf_counter() - started) * 1000,
                        prompt_tokens=0, completion_tokens=0)

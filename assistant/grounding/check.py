@@ -17,10 +17,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
-from assistant.grounding.attribute import attribute
+from assistant.grounding.attribute import DroppedClaim, SupportedClaim, attribute
 from assistant.grounding.claims import split_claims, with_citations
+from assistant.grounding.extract import ANSWER_MODES, best_sentence, quoted
 from assistant.grounding.passages import Passage
-from assistant.grounding.verify import SUPPORTED, Verifier
+from assistant.grounding.verify import SUPPORTED, Embed, Verifier
 
 DEFAULT_MIN_SCORE = 0.3
 """Abstain when the best passage's cosine is below this (the one default; settings refer to it)."""
@@ -42,21 +43,31 @@ class GroundedAnswer:
     """The shown sentences: ``{text, citations, support}``."""
     dropped: list[dict[str, object]] = field(default_factory=list)
     """The sentences not shown: ``{text, reason}``."""
+    answer_mode: str = "generative"
+    """How the shown answer was made: the model's supported words, or a quoted passage sentence."""
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
 def finalize(answer_text: str, passages: Sequence[Passage], verifier: Verifier, *, min_score: float,
-             threshold: float = SUPPORTED, closest_k: int = CLOSEST_K) -> GroundedAnswer:
+             threshold: float = SUPPORTED, closest_k: int = CLOSEST_K, mode: str = "generative",
+             question: str = "", embed: Embed | None = None) -> GroundedAnswer:
     """Split ``answer_text`` into claims, verify each against the passages, attribute
-    citations, and build the reply from the supported claims only."""
+    citations, and build the reply from the supported claims only. With ``mode``
+    ``auto``, an answer left with no supported claim falls back to the passage sentence
+    that best answers ``question`` (``extractive``: that sentence, whatever was generated)."""
+    if mode not in ANSWER_MODES:
+        raise ValueError(f"answer_mode must be one of {', '.join(ANSWER_MODES)}, got {mode!r}")
     reasons: list[str] = []
-    kept, dropped = [], []
+    kept: list[SupportedClaim] = []
+    dropped: list[DroppedClaim] = []
     if not passages:
         reasons.append("no passages were retrieved")
     elif (best := max(p.relevance for p in passages)) < min_score:
         reasons.append(f"best passage relevance {best:.3f} is below min_score {min_score:.3f}")
+    elif mode == "extractive":
+        reasons.append("no passage sentence answers the question closely enough")
     else:
         claims = split_claims(answer_text)
         scores = verifier.scores([c.text for c in claims], [p.text for p in passages])
@@ -67,6 +78,13 @@ def finalize(answer_text: str, passages: Sequence[Passage], verifier: Verifier, 
             reasons.append("no claim of the answer is supported by a passage: "
                            + "; ".join(d.reason for d in dropped[:3]))
     shown_dropped = [asdict(d) for d in dropped]
+    relevant = bool(passages) and max(p.relevance for p in passages) >= min_score
+    if reasons and relevant and mode in ("auto", "extractive"):
+        extract = best_sentence(question, passages, embed)
+        if extract is not None:
+            return GroundedAnswer(quoted(extract), True, None, [extract.passage.as_citation()], [], answer_text,
+                                  [{"text": extract.sentence, "citations": [extract.passage.number],
+                                    "support": extract.similarity}], shown_dropped, "extractive")
     if reasons:
         # Abstaining: nothing the model wrote is shown, only where the user might look.
         return GroundedAnswer(NOT_FOUND_MESSAGE, False, "; ".join(reasons), [],

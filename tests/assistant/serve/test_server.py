@@ -61,6 +61,14 @@ def test_ask_streams_tokens_then_the_checked_answer(service: Service) -> None:
     assert final["citations"][0]["doc_id"] == "pangolin" and final["timings"]["first_token_ms"] > 0
 
 
+def test_extractive_mode_quotes_a_passage_without_generating(service: Service) -> None:
+    r = service.post("/v1/ask", "reader", json={"question": "What do pangolins eat?", "answer_mode": "extractive"})
+    body = r.json()
+    assert r.status_code == 200 and body["grounded"] is True and body["answer_mode"] == "extractive", body
+    assert "ants and termites" in body["answer"] and body["answer"].endswith("[1]")
+    assert body["timings"]["completion_tokens"] == 0 and body["citations"][0]["doc_id"] == "pangolin"
+
+
 def test_abstains_when_the_index_holds_nothing_relevant(service: Service) -> None:
     r = service.post("/v1/ask", "reader", json={"question": "Who won the 1966 football world cup final?"})
     body = r.json()
@@ -192,6 +200,8 @@ def test_limits(service: Service) -> None:
     assert r.status_code == 422 and "top_k" in r.json()["detail"]
     r = service.post("/v1/ask", "reader", json={"question": "What do pangolins eat?", "max_new_tokens": 10**6})
     assert r.status_code == 422 and "max_new_tokens" in r.json()["detail"]
+    r = service.post("/v1/ask", "reader", json={"question": "What do pangolins eat?", "answer_mode": "creative"})
+    assert r.status_code == 422 and "answer_mode must be one of generative, extractive, auto" in r.json()["detail"]
     r = service.post("/v1/ask", "reader", json={"top_k": 3})
     assert r.status_code == 422 and "question" in json.dumps(r.json())
     r = service.post("/v1/ask", "reader", content=b"{not json", headers={"content-type": "application/json"})
