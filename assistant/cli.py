@@ -299,7 +299,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                           settings=EvalSettings(top_k=args.top_k, max_new_tokens=args.max_new_tokens,
                                                 min_score=_settings_min_score(),
                                                 unanswerable=not args.no_unanswerable,
-                                                answer_mode=args.answer_mode), progress=True)
+                                                answer_mode=args.answer_mode, choices=args.choices), progress=True)
     print((args.out / "report.md").read_text(encoding="utf-8"))
     print(f"written: {', '.join(report['files'])}", file=sys.stderr)
     return 0
@@ -416,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     evaluation.add_argument("--no-unanswerable", action="store_true", help="skip the unanswerable split")
     evaluation.add_argument("--answer-mode", choices=("generative", "extractive", "auto"),
                             default=EvalSettings().answer_mode, help="how the rag systems answer, as the service")
+    evaluation.add_argument("--choices", action="store_true",
+                            help="answer yes/no/maybe sets (PubMedQA) by choice scoring, as /v1/ask with choices")
     evaluation.add_argument("--checkpoints", type=Path, help="a tuning run's folder: chart each checkpoint's "
                             "domain accuracy against general drift and recommend one")
     evaluation.add_argument("--max-drift", type=float, default=MAX_DRIFT, help="drift bound for the recommendation")

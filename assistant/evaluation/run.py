@@ -42,11 +42,13 @@ from assistant.evaluation.scoring import citation_precision, holds_answer, score
 from assistant.evaluation.sets import EvalItem
 from assistant.generation.base import TextGenerator
 from assistant.grounding.check import DEFAULT_MIN_SCORE, GroundedAnswer, finalize
+from assistant.grounding.choices import choice_answer, score_choices
 from assistant.grounding.claims import is_refusal
 from assistant.grounding.passages import Passage
 from assistant.grounding.verify import Embed, OverlapVerifier, Verifier
 
 SYSTEMS = ("base", "base+rag", "adapter", "adapter+rag")
+YES_NO_MAYBE = ("yes", "no", "maybe")
 SUPPORTED = 0.5  # a shown answer with less of its content backed by its citations is "unsupported"
 
 
@@ -60,6 +62,7 @@ class EvalSettings:
     min_score: float = field(default=DEFAULT_MIN_SCORE, metadata={"help": "the service's abstention threshold"})
     unanswerable: bool = field(default=True, metadata={"help": "also run the unanswerable split"})
     answer_mode: str = field(default="auto", metadata={"help": "generative | extractive | auto, as the service"})
+    choices: bool = field(default=False, metadata={"help": "answer yes/no/maybe sets by choice scoring"})
 
 
 def _cites_gold(cited: Sequence[Passage], item: EvalItem) -> float | None:
@@ -101,6 +104,26 @@ def judge(answers: Sequence[str], passages: Sequence[list[Passage]], verifier: V
     asked = list(questions) if questions is not None else [""] * len(answers)
     return [finalize(a, found, verifier, min_score=min_score, mode=mode, question=q, embed=embed)
             for a, found, q in zip(answers, passages, asked, strict=True)]
+
+
+def choose_all(generator: TextGenerator, items: Sequence[EvalItem], passages: Sequence[list[Passage]],
+               adapter: str | None, verifier: Verifier, min_score: float, *, embed: Embed | None,
+               progress: bool = False) -> tuple[list[str], list[GroundedAnswer]]:
+    """Yes/no/maybe by choice scoring, as ``/v1/ask`` with ``choices`` answers; an item
+    whose passages are not relevant enough abstains, as there."""
+    from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
+
+    answers, shown = [], []
+    for item, found in tqdm(list(zip(items, passages, strict=True)), desc=f"choices ({adapter or 'base'})",
+                            disable=not progress):
+        if found and max(p.relevance for p in found) >= min_score:
+            scored = score_choices(generator, item.question, found, YES_NO_MAYBE, adapter=adapter)
+            answers.append(scored.answer)
+            shown.append(choice_answer(scored, item.question, found, scored.answer, embed))
+        else:
+            answers.append("")
+            shown.append(finalize("", found, verifier, min_score=min_score))
+    return answers, shown
 
 
 def score_rag(items: Sequence[EvalItem], passages: Sequence[list[Passage]], answers: Sequence[str],
@@ -169,18 +192,28 @@ def evaluate_set(generator: TextGenerator, items: Sequence[EvalItem], index: Any
     how: dict[str, Any] = {"mode": settings.answer_mode, "embed": index.embedder.embed}
     results: dict[str, Any] = {"recall_at_k": recall_at_k(items, found), "k": settings.top_k}
     records: list[dict[str, Any]] = []
+    name: str | None = None
+
+    def rag_answers(asked: Sequence[EvalItem], passages: Sequence[list[Passage]],
+                    prompts: Sequence[str]) -> tuple[list[str], list[GroundedAnswer]]:
+        """The raw answers with retrieval and what the service shows of them; yes/no/maybe
+        items are answered by choice scoring when ``settings.choices`` is set."""
+        if settings.choices and asked and all(i.answer_type == "yes_no_maybe" for i in asked):
+            return choose_all(generator, asked, passages, name, verifier, settings.min_score, embed=how["embed"],
+                              progress=progress)
+        answers = answer_all(generator, prompts, name, **gen, progress=progress)
+        return answers, judge(answers, passages, verifier, settings.min_score, questions=[i.question for i in asked],
+                              **how)
+
     for system in systems:
         name = adapter if system.startswith("adapter") else None
         started = time.perf_counter()
         if system.endswith("+rag"):
-            answers = answer_all(generator, grounded, name, **gen, progress=progress)
-            shown = judge(answers, found, verifier, settings.min_score, questions=[i.question for i in items], **how)
+            answers, shown = rag_answers(items, found, grounded)
             row = score_rag(items, found, answers, shown)
             records += _answer_records(system, "answerable", items, answers, found, shown)
             if missing:
-                answers = answer_all(generator, ungrounded, name, **gen, progress=progress)
-                shown = judge(answers, missing, verifier, settings.min_score,
-                              questions=[i.question for i in answerable], **how)
+                answers, shown = rag_answers(answerable, missing, ungrounded)
                 unanswered = _answer_records(system, "unanswerable", answerable, answers, missing, shown)
                 row["hallucination_rate"] = mean([float(r["shown"]) for r in unanswered])
                 row["unanswerable_n"] = len(missing)

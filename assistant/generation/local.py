@@ -240,12 +240,19 @@ class LocalGenerator:
         prompt, under ``adapter`` (None: the base model, not the active adapter), and
         the number of tokens scored. An empty prompt scores the text from its second
         token. Used by the tuning gate to measure drift from the base model."""
+        rows = self.continuation_nlls(prompts, continuations, adapter=adapter, batch_size=batch_size)
+        return sum(sum(row) for row in rows), sum(len(row) for row in rows)
+
+    def continuation_nlls(self, prompts: list[str], continuations: list[str], *, adapter: str | None = None,
+                          batch_size: int = 8) -> list[list[float]]:
+        """The negative log-likelihood of each token of each continuation after its prompt
+        (one right-padded forward pass per batch); see :meth:`continuation_nll`."""
         import torch
         import torch.nn.functional as F
 
         if len(prompts) != len(continuations):
             raise ValueError(f"{len(prompts)} prompts for {len(continuations)} continuations")
-        total, count = 0.0, 0
+        out: list[list[float]] = []
         with self._lock, self._using(adapter), torch.inference_mode():
             for start in range(0, len(prompts), batch_size):
                 rows, masks = [], []
@@ -263,9 +270,8 @@ class LocalGenerator:
                 # position t predicts token t+1
                 nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
                 keep = scored[:, 1:]
-                total += float(nll[keep].sum())
-                count += int(keep.sum())
-        return total, count
+                out += [nll[row][keep[row]].tolist() for row in range(len(rows))]
+        return out
 
     def _result(self, ids: list[int], prompt_tokens: int) -> GenerationResult:
         stop = next((i for i, token in enumerate(ids) if token in self.eos_ids), None)

@@ -85,6 +85,11 @@ class OpenAIGenerator:
         raise NotImplementedError("scoring text (the gate's general drift) needs the model in this process; "
                                   "run it with the local backend (ASSISTANT_BACKEND=local)")
 
+    def continuation_nlls(self, prompts: list[str], continuations: list[str], *, adapter: str | None = None,
+                          batch_size: int = 8) -> list[list[float]]:
+        raise NotImplementedError("scoring choices needs the model in this process; "
+                                  "run it with the local backend (ASSISTANT_BACKEND=local)")
+
     def list_adapters(self) -> list[str]:
         """Models the server lists besides the base model."""
         return [m["id"] for m in self._request("GET", "/v1/models").get("data", []) if m.get("id") != self.model_name]

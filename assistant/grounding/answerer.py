@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 from assistant.generation.base import GenerationResult, TextGenerator
 from assistant.generation.queue import GenerationQueue
-from assistant.grounding.check import finalize
+from assistant.grounding.check import GroundedAnswer, finalize
+from assistant.grounding.choices import choice_answer, score_choices
 from assistant.grounding.passages import Passage, build_messages, passages_from_hits
 from assistant.grounding.verify import Embed, OverlapVerifier, Verifier
 from indexer.index import Index
@@ -34,6 +35,8 @@ class AskRequest:
     answer_mode: str = "auto"
     """generative: the model's supported sentences; extractive: a quoted passage sentence
     (no generation); auto: the model's, else the quoted sentence."""
+    choices: tuple[str, ...] = ()
+    """When given, the answer is the most likely of these (see :mod:`.choices`)."""
 
 
 class AnswerLog(Protocol):
@@ -70,6 +73,11 @@ class Answerer:
         grounded = finalize(text, passages, self.verifier, min_score=self.min_score, mode=req.answer_mode,
                             question=req.question, embed=self.embed)
         timings["verification_ms"] = (time.perf_counter() - started) * 1000
+        return self._record(req, grounded, timings, adapter)
+
+    def _record(self, req: AskRequest, grounded: GroundedAnswer, timings: dict[str, Any],
+                adapter: str | None) -> dict[str, Any]:
+        """The response body, recorded so that feedback can name it."""
         out: dict[str, Any] = grounded.to_dict() | {"model": self.generator.model_name, "adapter": adapter,
                                                     "timings": timings}
         if self.records is not None:
@@ -79,13 +87,23 @@ class Answerer:
 
     async def _retrieve(self, req: AskRequest) -> tuple[list[Passage], float, dict[str, Any], str | None, dict[str, Any] | None]:
         """Passages, the time retrieval ended, timings so far, the adapter that
-        answers, and the finished answer when the model is not asked: nothing relevant
-        was found (an abstention), or the answer is extractive."""
+        answers, and the finished answer when the model does not write one: nothing
+        relevant was found (an abstention), the answer is extractive, or it is a choice."""
         started = time.perf_counter()
         passages = await asyncio.to_thread(self.retrieve, req.question, req.top_k, req.filters)
         retrieved = time.perf_counter()
         timings: dict[str, Any] = {"retrieval_ms": (retrieved - started) * 1000}
         adapter = req.adapter if req.adapter is not None else self.generator.active_adapter
+        if self._answerable(passages) and req.choices:
+            scored = await asyncio.to_thread(score_choices, self.generator, req.question, passages, req.choices,
+                                             adapter=adapter)
+            done = time.perf_counter()
+            timings.update(generation_ms=(done - retrieved) * 1000, total_ms=(done - started) * 1000,
+                           prompt_tokens=0, completion_tokens=0)
+            shown = choice_answer(scored, req.question, passages, scored.answer, self.embed)
+            answered = self._record(req, shown, timings, adapter) | {"choice": {
+                "answer": scored.answer, "probabilities": scored.probabilities, "uncalibrated": scored.raw}}
+            return passages, retrieved, timings, adapter, answered
         if self._answerable(passages) and req.answer_mode != "extractive":
             return passages, retrieved, timings, adapter, None
         timings.update(generation_ms=0.0, total_ms=(time.perf_counter() - started) * 1000,

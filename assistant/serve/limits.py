@@ -8,6 +8,7 @@ from typing import Any
 from litestar.exceptions import ValidationException
 
 from assistant.generation.queue import GenerationQueue
+from assistant.grounding.choices import check_choices
 from assistant.grounding.extract import ANSWER_MODES
 from assistant.serve.errors import TooManyRequests
 from assistant.serve.settings import ServiceSettings
@@ -44,6 +45,15 @@ def check_answer_mode(settings: ServiceSettings, mode: str | None) -> str:
     if mode not in ANSWER_MODES:
         raise ValidationException(detail=f"answer_mode must be one of {', '.join(ANSWER_MODES)}, got {mode!r}")
     return mode
+
+
+def parse_choices(choices: list[str] | None) -> tuple[str, ...]:
+    if choices is None:
+        return ()
+    try:
+        return tuple(check_choices(choices))
+    except ValueError as exc:
+        raise ValidationException(detail=str(exc)) from None
 
 
 def parse_filters(body_filters: dict[str, Any] | None) -> SearchFilter:

@@ -21,6 +21,7 @@ from assistant.generation.base import GenerationSettings, TextGenerator
 from assistant.generation.queue import GenerationQueue
 from assistant.generation.registry import AdapterRegistry
 from assistant.grounding.answerer import Answerer
+from assistant.grounding.verify import CrossEncoderVerifier, Verifier
 from assistant.serve.auth import KeyStore
 from assistant.serve.records import Records
 from assistant.serve.settings import ServiceSettings
@@ -29,6 +30,18 @@ from assistant.tuning.jobs import JobRunner, JobStore
 from indexer.index import Index
 
 log = logging.getLogger(__name__)
+
+
+def load_verifier(name: str) -> Verifier | None:
+    """None for the default overlap verifier (the answerer builds it on the index's
+    embedder), else the named cross-encoder, loaded now so a bad name fails at start-up."""
+    if name == "overlap":
+        return None
+    try:
+        return CrossEncoderVerifier(name)
+    except Exception as exc:  # noqa: BLE001 - any load failure: say which setting to fix
+        raise ValueError(f"cannot load the verifier {name!r} (ASSISTANT_VERIFIER): {exc}; "
+                         "give a cross-encoder's Hugging Face id or local folder, or 'overlap'") from exc
 
 
 def check_index(settings: ServiceSettings) -> None:
@@ -86,7 +99,8 @@ class Resources:
         keys, records = KeyStore(settings.service_db), Records(settings.service_db)
         jobs = JobRunner(JobStore(settings.service_db), settings.data_dir / "jobs", adapter_switch=switch)
         owned += [keys, records, jobs]
-        answerer = Answerer(index, generator, queue, min_score=settings.min_score, records=records)
+        answerer = Answerer(index, generator, queue, min_score=settings.min_score, records=records,
+                            verifier=load_verifier(settings.verifier))
         return cls(index, generator, queue, keys, records, registry, switch, jobs, answerer, owned)
 
     def close(self) -> None:

@@ -25,6 +25,7 @@ from assistant.serve.limits import (
     check_max_tokens,
     check_question,
     check_top_k,
+    parse_choices,
     parse_filters,
     refuse_when_queue_full,
 )
@@ -49,6 +50,8 @@ class AskBody:
     max_new_tokens: int | None = None
     answer_mode: str | None = None
     """``generative`` | ``extractive`` | ``auto`` (default: the service's setting)."""
+    choices: list[str] | None = None
+    """Answer with the most likely of these (e.g. ``["yes", "no", "maybe"]``), with probabilities."""
 
 
 @dataclass
@@ -61,6 +64,7 @@ class ChatBody:
     top_k: int | None = None
     adapter: str | None = None
     answer_mode: str | None = None
+    choices: list[str] | None = None
 
 
 @post("/v1/ask", guards=[require_role], opt=READER, status_code=200)
@@ -70,7 +74,7 @@ async def ask(data: JSONBody[AskBody], settings: NamedDependency[ServiceSettings
     req = AskRequest(question=check_question(settings, data.question), top_k=check_top_k(settings, data.top_k),
                      adapter=data.adapter, filters=parse_filters(data.filters),
                      max_new_tokens=check_max_tokens(data.max_new_tokens),
-                     answer_mode=check_answer_mode(settings, data.answer_mode))
+                     answer_mode=check_answer_mode(settings, data.answer_mode), choices=parse_choices(data.choices))
     refuse_when_queue_full(queue)
     if data.stream:
         return ServerSentEvent(_sse(metrics, answerer.ask_stream(req)))
@@ -100,7 +104,7 @@ async def chat_completions(data: JSONBody[ChatBody], settings: NamedDependency[S
     req = AskRequest(question=check_question(settings, str(users[-1].get("content", ""))),
                      top_k=check_top_k(settings, data.top_k), adapter=data.adapter,
                      max_new_tokens=check_max_tokens(data.max_tokens),
-                     answer_mode=check_answer_mode(settings, data.answer_mode))
+                     answer_mode=check_answer_mode(settings, data.answer_mode), choices=parse_choices(data.choices))
     refuse_when_queue_full(queue)
     if data.stream:
         return ServerSentEvent(chat_stream(answerer.ask_stream(req), metrics.observe_answer))

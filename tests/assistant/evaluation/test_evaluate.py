@@ -56,6 +56,22 @@ def test_known_values_on_one_question(citing_model: Path, index_dir: Path, tmp_p
     assert "| pangolins | base+rag | 1 | 0.750 | 0.750 | 0.000 |  |" in (tmp_path / "report" / "report.md").read_text()
 
 
+def test_yes_no_maybe_items_by_choice_scoring(citing_model: Path, index_dir: Path, tmp_path: Path) -> None:
+    """With ``choices`` the rag systems answer yes/no/maybe items as /v1/ask with choices
+    does: one of the three, shown with a citation, scored by decision accuracy."""
+    generator = LocalGenerator(GenerationSettings(model=str(citing_model), device="cpu"))
+    item = EvalItem("q2", "Do pangolins eat termites?", "yes", "yes_no_maybe", ("pangolin",))
+    with Index.open(index_dir) as index:
+        report = run_eval(generator, {"choice": ([item], index)}, tmp_path / "report", adapter=None,
+                          systems=["base+rag"], settings=EvalSettings(max_new_tokens=8, choices=True))
+    rag = report["sets"]["choice"]["base+rag"]
+    answers = [json.loads(line) for line in (tmp_path / "report" / "answers.jsonl").read_text().splitlines()]
+    answerable = next(a for a in answers if a["split"] == "answerable")
+    assert answerable["answer"] in ("yes", "no", "maybe") and answerable["shown"] is True
+    assert answerable["shown_answer"].startswith(answerable["answer"] + " [")
+    assert rag["accuracy"] == float(answerable["answer"] == "yes") and rag["abstention_rate"] == 0.0
+
+
 def test_cli_writes_the_report_and_names_a_bad_line(citing_model: Path, index_dir: Path, tmp_path: Path,
                                                     venv_bin: Path, cli_env: dict[str, str]) -> None:
     good = tmp_path / "set.jsonl"

@@ -69,6 +69,25 @@ def test_extractive_mode_quotes_a_passage_without_generating(service: Service) -
     assert body["timings"]["completion_tokens"] == 0 and body["citations"][0]["doc_id"] == "pangolin"
 
 
+def test_choice_answers_with_probabilities_and_a_citation(service: Service) -> None:
+    r = service.post("/v1/ask", "reader", json={"question": "Do pangolins eat termites?", "choices": ["yes", "no"]})
+    body = r.json()
+    assert r.status_code == 200 and body["answer_mode"] == "choice", body
+    assert body["choice"]["answer"] in ("yes", "no") and body["answer"].startswith(body["choice"]["answer"])
+    assert sum(body["choice"]["probabilities"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert body["citations"] and body["timings"]["completion_tokens"] == 0
+
+
+@pytest.mark.parametrize(("choices", "message"), [
+    ([], "choices is empty"), (["yes", "yes"], "choices repeat"), ([f"c{n}" for n in range(21)], "at most 20")])
+def test_bad_choices_are_422(service: Service, choices: list[str], message: str) -> None:
+    r = service.post("/v1/ask", "reader", json={"question": "Do pangolins eat termites?", "choices": choices})
+    assert r.status_code == 422 and message in r.json()["detail"]
+    r = service.post("/v1/chat/completions", "reader",
+                     json={"messages": [{"role": "user", "content": "Do pangolins eat termites?"}], "choices": choices})
+    assert r.status_code == 422 and message in r.json()["detail"]
+
+
 def test_abstains_when_the_index_holds_nothing_relevant(service: Service) -> None:
     r = service.post("/v1/ask", "reader", json={"question": "Who won the 1966 football world cup final?"})
     body = r.json()

@@ -1,0 +1,83 @@
+"""Choice answers: validation, contextual calibration on known values, and scoring with
+the tiny Llama made in conftest.py (its preferences are arbitrary but fixed, so the
+test checks that the scores are the model's own, computed in one pass)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from assistant.generation.base import GenerationSettings
+from assistant.generation.local import LocalGenerator
+from assistant.grounding.choices import (
+    CONTENT_FREE,
+    calibrate,
+    check_choices,
+    choice_answer,
+    choice_messages,
+    score_choices,
+)
+from assistant.grounding.passages import make_passage
+
+pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+
+PASSAGES = [make_passage(1, "d1", "trial.txt", "The trial found that the drug lowered blood pressure.", 0.9, 0.8),
+            make_passage(2, "d2", "other.txt", "Bread rises because yeast ferments the dough.", 0.5, 0.2)]
+
+
+@pytest.mark.parametrize(("choices", "message"), [
+    ([], "choices is empty"),
+    (["yes", " "], "non-empty string"),
+    (["yes", "Yes"], "choices repeat: Yes, yes"),
+    ([str(n) for n in range(21)], "at most 20"),
+    (["yes"], "at least two"),
+])
+def test_bad_choices_say_what_is_wrong(choices: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        check_choices(choices)
+
+
+def test_calibration_divides_by_the_content_free_prior() -> None:
+    # the model likes "yes" whatever it is asked: after calibration the question's own lean shows
+    asked, free = [math.log(0.6), math.log(0.3), math.log(0.1)], [math.log(0.7), math.log(0.2), math.log(0.1)]
+    ratios = [0.6 / 0.7, 0.3 / 0.2, 0.1 / 0.1]
+    assert calibrate(asked, free) == pytest.approx([r / sum(ratios) for r in ratios])
+    assert calibrate([0.0, 0.0], [0.0, 0.0]) == pytest.approx([0.5, 0.5])
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_model_dir: Path) -> LocalGenerator:
+    return LocalGenerator(GenerationSettings(model=str(tiny_model_dir), device="cpu"))
+
+
+def test_choices_are_scored_by_mean_log_likelihood_in_one_pass(generator: LocalGenerator) -> None:
+    choices = ["yes", "no", "maybe"]
+    question = "Did the drug lower blood pressure?"
+    calls = generator.generate_calls
+    scored = score_choices(generator, question, PASSAGES, choices, adapter=None, calibrated=False)
+    assert generator.generate_calls == calls  # scored, not generated
+    prompt = generator.chat_prompt(choice_messages(question, PASSAGES, choices))
+    means = [-sum(row) / len(row) for row in generator.continuation_nlls([prompt] * 3, choices)]
+    expected = [math.exp(m) / sum(math.exp(x) for x in means) for m in means]
+    assert [scored.probabilities[c] for c in choices] == pytest.approx(expected, abs=1e-4)
+    assert scored.answer == choices[max(range(3), key=expected.__getitem__)]
+    assert scored.raw == scored.probabilities
+
+
+def test_calibrated_scores_use_the_content_free_prompt(generator: LocalGenerator) -> None:
+    choices = ["yes", "no", "maybe"]
+    scored = score_choices(generator, "Did it work?", PASSAGES, choices, adapter=None)
+    empty = generator.chat_prompt(choice_messages(CONTENT_FREE, [make_passage(1, "", "", CONTENT_FREE, 0.0)], choices))
+    free = [-sum(r) / len(r) for r in generator.continuation_nlls([empty] * 3, choices)]
+    asked = [math.log(scored.raw[c]) for c in choices]
+    assert [scored.probabilities[c] for c in choices] == pytest.approx(calibrate(asked, free), abs=1e-3)
+    assert sum(scored.probabilities.values()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_choice_answer_cites_a_passage(generator: LocalGenerator) -> None:
+    scored = score_choices(generator, "Did the drug lower blood pressure?", PASSAGES, ["yes", "no"], adapter=None)
+    shown = choice_answer(scored, "Did the drug lower blood pressure?", PASSAGES, scored.answer, None)
+    assert shown.grounded and shown.answer_mode == "choice"
+    assert shown.answer == f"{scored.answer} [1]" and shown.citations[0]["doc_id"] == "d1"  # the more relevant
