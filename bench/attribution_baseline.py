@@ -126,8 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--eval", type=Path, required=True, help="an `assistant eval` output folder (built-in sets)")
     parser.add_argument("--system", default="base+rag", help="whose answers to judge (base+rag or adapter+rag)")
+    parser.add_argument("--answer-mode", choices=("generative", "auto"), help="judge ours in this mode instead of the run's")
     args = parser.parse_args(argv)
     report = json.loads((args.eval / "report.json").read_text(encoding="utf-8"))
+    if args.answer_mode:
+        report["settings"]["answer_mode"] = args.answer_mode
     records: dict[str, list[dict[str, Any]]] = {}
     for line in (args.eval / "answers.jsonl").read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
@@ -143,10 +146,11 @@ def main(argv: list[str] | None = None) -> int:
             table.append([name, check, r["answerable_n"], r["coverage"], r["accuracy"], r["citation_precision"],
                           r["hallucination_rate"], r["ms_p50"]])
     markdown = "\n".join([
-        f"# Attribution: ours against RAGFlow's rule ({args.system} answers of {args.eval})", "",
+        f"# Attribution: ours ({report['settings'].get('answer_mode', 'generative')} mode) against RAGFlow's rule "
+        f"({args.system} answers of {args.eval})", "",
         md_table(["set", "check", "n", "coverage", "shown accuracy", "citation precision",
                   "hallucination (unanswerable)", "ms per answer (p50)"], table), "", env_markdown(results["env"])])
-    path = write_results("attribution_baseline", results, markdown)
+    path = write_results(f"attribution_baseline-{report['settings'].get('answer_mode', 'generative')}", results, markdown)
     print(markdown)
     print(f"written: {path}", file=sys.stderr)
     return 0

@@ -266,11 +266,16 @@ class LocalGenerator:
                 ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=self.model.device)
                 attention = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=ids.device)
                 scored = torch.tensor([m + [0] * (width - len(m)) for m in masks], device=ids.device).bool()
-                logits = self.model(input_ids=ids, attention_mask=attention).logits.float()
-                # position t predicts token t+1
-                nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
-                keep = scored[:, 1:]
-                out += [nll[row][keep[row]].tolist() for row in range(len(rows))]
+                # the output layer only where a token is scored: the vocabulary-sized logits of
+                # every prompt position (600+ per RAG prompt) would cost most of the pass
+                base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+                hidden = base.get_decoder()(input_ids=ids, attention_mask=attention).last_hidden_state
+                keep = scored[:, 1:]  # position t predicts token t+1
+                logits = base.get_output_embeddings()(hidden[:, :-1][keep]).float()
+                nll = F.cross_entropy(logits, ids[:, 1:][keep], reduction="none").tolist()
+                for count in keep.sum(dim=1).tolist():
+                    out.append(nll[:count])
+                    nll = nll[count:]
         return out
 
     def _result(self, ids: list[int], prompt_tokens: int) -> GenerationResult:
