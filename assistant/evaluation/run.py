@@ -43,6 +43,7 @@ from assistant.evaluation.sets import EvalItem
 from assistant.generation.base import TextGenerator
 from assistant.grounding.check import DEFAULT_MIN_SCORE, GroundedAnswer, finalize
 from assistant.grounding.choices import choice_answer, score_choices
+from assistant.grounding.extract import DEFAULT_ANSWER_MODE
 from assistant.grounding.claims import is_refusal
 from assistant.grounding.passages import Passage
 from assistant.grounding.verify import Embed, OverlapVerifier, Verifier
@@ -61,7 +62,7 @@ class EvalSettings:
     batch_size: int = field(default=8, metadata={"help": "questions generated together"})
     min_score: float = field(default=DEFAULT_MIN_SCORE, metadata={"help": "the service's abstention threshold"})
     unanswerable: bool = field(default=True, metadata={"help": "also run the unanswerable split"})
-    answer_mode: str = field(default="auto", metadata={"help": "generative | extractive | auto, as the service"})
+    answer_mode: str = field(default=DEFAULT_ANSWER_MODE, metadata={"help": "generative | extractive | auto, as the service"})
     choices: bool = field(default=False, metadata={"help": "answer yes/no/maybe sets by choice scoring"})
 
 

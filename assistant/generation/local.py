@@ -11,6 +11,7 @@ so code that only reads the settings (the web layer) does not load them.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import threading
@@ -276,6 +277,38 @@ class LocalGenerator:
                 for count in keep.sum(dim=1).tolist():
                     out.append(nll[:count])
                     nll = nll[count:]
+        return out
+
+    def choice_nlls(self, prompt: str, choices: Sequence[str], *, adapter: str | None = None) -> list[list[float]]:
+        """The negative log-likelihood of each token of each choice right after ``prompt``,
+        under ``adapter`` (None: the base model). The prompt runs once; each choice then
+        continues from its cached keys and values, which are cropped back after it (a
+        choice of a few tokens costs a few positions, not another pass over the prompt)."""
+        import torch
+        import torch.nn.functional as F
+        from transformers import DynamicCache
+
+        head = self.tokenizer(prompt, add_special_tokens=False).input_ids
+        if not head:
+            raise ValueError("choice scoring needs a prompt")
+        tails = [self.tokenizer(c, add_special_tokens=False).input_ids for c in choices]
+        if not all(tails):
+            raise ValueError("every choice must have at least one token")
+        out: list[list[float]] = []
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        # transformers 5 renamed the forward's cache argument (the old name warns until removed)
+        name = "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
+        with self._lock, self._using(adapter), torch.inference_mode():
+            cache = DynamicCache()
+            first = self.model(input_ids=torch.tensor([head], device=self.model.device), use_cache=True,
+                               **{name: cache}).logits[0, -1].float()
+            for tail in tails:
+                ids = torch.tensor([tail], device=self.model.device)
+                logits = [first]
+                if len(tail) > 1:  # the choice's own tokens predict its later ones
+                    logits += list(self.model(input_ids=ids[:, :-1], use_cache=True, **{name: cache}).logits[0].float())
+                    cache.crop(-(len(tail) - 1))  # back to the prompt alone
+                out.append(F.cross_entropy(torch.stack(logits), ids[0], reduction="none").tolist())
         return out
 
     def _result(self, ids: list[int], prompt_tokens: int) -> GenerationResult:

@@ -90,6 +90,10 @@ class OpenAIGenerator:
         raise NotImplementedError("scoring choices needs the model in this process; "
                                   "run it with the local backend (ASSISTANT_BACKEND=local)")
 
+    def choice_nlls(self, prompt: str, choices: Sequence[str], *, adapter: str | None = None) -> list[list[float]]:
+        raise NotImplementedError("scoring choices needs the model in this process; "
+                                  "run it with the local backend (ASSISTANT_BACKEND=local)")
+
     def list_adapters(self) -> list[str]:
         """Models the server lists besides the base model."""
         return [m["id"] for m in self._request("GET", "/v1/models").get("data", []) if m.get("id") != self.model_name]

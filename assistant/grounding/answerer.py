@@ -19,6 +19,7 @@ from assistant.generation.base import GenerationResult, TextGenerator
 from assistant.generation.queue import GenerationQueue
 from assistant.grounding.check import GroundedAnswer, finalize
 from assistant.grounding.choices import choice_answer, score_choices
+from assistant.grounding.extract import DEFAULT_ANSWER_MODE
 from assistant.grounding.passages import Passage, build_messages, passages_from_hits
 from assistant.grounding.verify import Embed, OverlapVerifier, Verifier
 from indexer.index import Index
@@ -32,7 +33,7 @@ class AskRequest:
     adapter: str | None = None
     filters: SearchFilter = field(default_factory=SearchFilter)
     max_new_tokens: int | None = None
-    answer_mode: str = "auto"
+    answer_mode: str = DEFAULT_ANSWER_MODE
     """generative: the model's supported sentences; extractive: a quoted passage sentence
     (no generation); auto: the model's, else the quoted sentence."""
     choices: tuple[str, ...] = ()

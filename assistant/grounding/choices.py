@@ -5,7 +5,8 @@ likely given the passages, instead of free text to verify.
     scored.answer, scored.probabilities          # "yes", {"yes": 0.61, "no": 0.27, "maybe": 0.12}
 
 Each choice is scored by its length-normalised log-likelihood (the mean over its tokens)
-as the assistant's reply to the serving prompt, all choices in one batched forward pass.
+as the assistant's reply to the serving prompt; the prompt runs once and every choice
+continues from its cached keys and values.
 Contextual calibration (Zhao et al., 2021) then divides each choice's probability by its
 probability after a content-free input (the same prompt with "N/A" for the question and
 the passage), which removes the model's prior for a choice whatever the question.
@@ -75,14 +76,13 @@ def calibrate(mean_logprobs: Sequence[float], content_free: Sequence[float]) -> 
 
 def score_choices(generator: TextGenerator, question: str, passages: Sequence[Passage], choices: Sequence[str], *,
                   adapter: str | None, calibrated: bool = True) -> ScoredChoices:
-    """One forward pass over every (prompt, choice) row: the question's and the content-free one's."""
+    """Every choice after the question's prompt (one pass over the prompt), and after the
+    content-free one for calibration."""
     choices = check_choices(choices)
     prompt = generator.chat_prompt(choice_messages(question, passages, choices))
     empty = generator.chat_prompt(choice_messages(CONTENT_FREE, [make_passage(1, "", "", CONTENT_FREE, 0.0)], choices))
-    prompts = [prompt] * len(choices) + [empty] * len(choices)
-    rows = generator.continuation_nlls(prompts, [*choices, *choices], adapter=adapter, batch_size=2 * len(choices))
-    means = [-sum(r) / max(len(r), 1) for r in rows]
-    asked, free = means[: len(choices)], means[len(choices):]
+    asked = [-sum(r) / len(r) for r in generator.choice_nlls(prompt, choices, adapter=adapter)]
+    free = [-sum(r) / len(r) for r in generator.choice_nlls(empty, choices, adapter=adapter)] if calibrated else asked
     probabilities = calibrate(asked, free) if calibrated else _softmax(asked)
     best = max(range(len(choices)), key=probabilities.__getitem__)
     return ScoredChoices(choices[best], {c: round(p, 4) for c, p in zip(choices, probabilities, strict=True)},

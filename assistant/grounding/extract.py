@@ -21,6 +21,11 @@ from assistant.grounding.passages import Passage
 from assistant.grounding.verify import Embed, content_words
 
 ANSWER_MODES = ("generative", "extractive", "auto")
+DEFAULT_ANSWER_MODE = "generative"
+"""Measured on the built-in sets' unanswerable splits, the quoted-sentence fallback shows a
+related sentence for most questions whose answer is not in the documents (53-100% of them,
+against 17-70% with the model's supported sentences alone): it waits, opt-in, for the
+calibrated answerability that would tell the two apart."""
 MIN_SIMILARITY = 0.55
 """A hand-set floor on question–sentence cosine, until calibration replaces it."""
 MAX_SENTENCE_CHARS = 400

@@ -95,15 +95,17 @@ class OverlapVerifier:
     def scores(self, claims: Sequence[str], passages: Sequence[str]) -> np.ndarray:
         lexical = np.array([[lexical_support(c, p) for p in passages] for c in claims], dtype=np.float32)
         lexical = lexical.reshape(len(claims), len(passages))
-        if self.embed is None or not claims or not passages:
+        # only passages that some claim's words match need the cosine (embedding is the cost)
+        candidates = [j for j in range(len(passages)) if lexical[:, j].any()]
+        if self.embed is None or not claims or not candidates:
             return lexical
-        sentences = [[s for s in _SENTENCE.split(p) if s.strip()] or [p] for p in passages]
+        sentences = [[s for s in _SENTENCE.split(passages[j]) if s.strip()] or [passages[j]] for j in candidates]
         flat = [s for group in sentences for s in group]
         vectors = self.embed([*claims, *flat])
         similarity = vectors[: len(claims)] @ vectors[len(claims):].T
         cosine = np.zeros_like(lexical)
         start = 0
-        for j, group in enumerate(sentences):
+        for j, group in zip(candidates, sentences, strict=True):
             cosine[:, j] = similarity[:, start:start + len(group)].max(axis=1)
             start += len(group)
         # the cosine may lower a score, never raise it: similar wording around new facts

@@ -3,7 +3,7 @@
     ASSISTANT_INDEX_DIR         the document index (required to serve)
     ASSISTANT_DATA_DIR          uploads, API keys, answers and feedback (default: <index>/../service)
     ASSISTANT_AUTH              1 (default) or 0; 0 is refused unless bound to 127.0.0.1
-    ASSISTANT_ANSWER_MODE       generative | extractive | auto (default): see assistant.grounding.extract
+    ASSISTANT_ANSWER_MODE       generative (default) | extractive | auto: see assistant.grounding.extract
     ASSISTANT_VERIFIER          overlap (default) or a cross-encoder (NLI / HHEM-style) by Hugging Face id or path
     ASSISTANT_MIN_SCORE         best passage cosine below this → "not in the documents" (default 0.3)
     ASSISTANT_TOP_K             passages per answer (default 4; requests may ask up to ASSISTANT_MAX_TOP_K)
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.grounding.check import DEFAULT_MIN_SCORE
-from assistant.grounding.extract import ANSWER_MODES
+from assistant.grounding.extract import ANSWER_MODES, DEFAULT_ANSWER_MODE
 from assistant.settings import from_env
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -35,7 +35,8 @@ class ServiceSettings:
     port: int = field(default=8000, metadata={"env": "ASSISTANT_PORT", "help": "port to bind"})
     auth: bool = field(default=True, metadata={"env": "ASSISTANT_AUTH", "help": "require API keys (off only on 127.0.0.1)"})
     min_score: float = field(default=DEFAULT_MIN_SCORE, metadata={"env": "ASSISTANT_MIN_SCORE", "help": "abstain below this best-passage cosine"})
-    answer_mode: str = field(default="auto", metadata={"env": "ASSISTANT_ANSWER_MODE", "help": "generative | extractive | auto"})
+    answer_mode: str = field(default=DEFAULT_ANSWER_MODE, metadata={
+        "env": "ASSISTANT_ANSWER_MODE", "help": "generative | extractive | auto"})
     verifier: str = field(default="overlap", metadata={
         "env": "ASSISTANT_VERIFIER", "help": "overlap (word, number and MiniLM overlap) or a cross-encoder id or path"})
     top_k: int = field(default=4, metadata={"env": "ASSISTANT_TOP_K", "help": "passages per answer"})

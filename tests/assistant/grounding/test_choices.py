@@ -52,6 +52,18 @@ def generator(tiny_model_dir: Path) -> LocalGenerator:
     return LocalGenerator(GenerationSettings(model=str(tiny_model_dir), device="cpu"))
 
 
+def test_choice_nlls_reuse_the_prompt_and_match_full_passes(generator: LocalGenerator) -> None:
+    """Continuing from the cached prompt gives the same log-likelihoods as scoring each
+    (prompt, choice) row from scratch, multi-token choices included."""
+    prompt = generator.chat_prompt(choice_messages("Did it work?", PASSAGES, ["yes", "no"]))
+    choices = ["yes", "not at all", "maybe so"]
+    cached = generator.choice_nlls(prompt, choices)
+    full = generator.continuation_nlls([prompt] * 3, choices)
+    assert [len(r) for r in cached] == [len(r) for r in full] and len(cached[1]) > 1
+    for a, b in zip(cached, full, strict=True):
+        assert a == pytest.approx(b, abs=1e-3)
+
+
 def test_choices_are_scored_by_mean_log_likelihood_in_one_pass(generator: LocalGenerator) -> None:
     choices = ["yes", "no", "maybe"]
     question = "Did the drug lower blood pressure?"
