@@ -111,12 +111,13 @@ def _sentences(text: str) -> list[str]:
 
 
 def split_claims(answer: str) -> list[Claim]:
-    """The answer's sentences in order; empty ones (a lone citation) are left out."""
+    """The answer's sentences in order; those without a word (a lone citation, a list
+    number such as "1.") are left out."""
     claims = []
     for sentence in _sentences(answer):
         text = " ".join(strip_citations(sentence).split())
         text = re.sub(r"\s+([.,;:!?])", r"\1", text)  # "termites ." after a removed "[1]"
-        if re.search(r"\w", text):
+        if re.search(r"[^\W\d_]", text):  # a list marker ("1.") or a lone number says nothing
             claims.append(Claim(text, tuple(parse_citations(sentence))))
     return claims
 

@@ -25,6 +25,8 @@ PASSAGES = ["Pangolins are scaly mammals. Pangolins eat ants and termites, which
     ("A dose of 2.5 mg, e.g. twice a day [1][2]! Really?",
      [Claim("A dose of 2.5 mg, e.g. twice a day!", (1, 2)), Claim("Really?", ())]),
     ("[1]", []),
+    ("1. The AREDS formulation helps [4]. 2. Zinc too.", [Claim("The AREDS formulation helps.", (4,)),
+                                                          Claim("Zinc too.", ())]),
     ("Dr. Smith et al. found it [3]. It works.", [Claim("Dr. Smith et al. found it.", (3,)), Claim("It works.", ())]),
 ])
 def test_split_claims(answer: str, claims: list[Claim]) -> None:
