@@ -45,7 +45,7 @@ from assistant.grounding.check import DEFAULT_MIN_SCORE, GroundedAnswer, finaliz
 from assistant.grounding.choices import choice_answer, score_choices
 from assistant.grounding.extract import DEFAULT_ANSWER_MODE
 from assistant.grounding.claims import is_refusal
-from assistant.grounding.passages import Passage
+from assistant.grounding.passages import Passage, relevant_enough
 from assistant.grounding.verify import Embed, OverlapVerifier, Verifier
 
 SYSTEMS = ("base", "base+rag", "adapter", "adapter+rag")
@@ -117,7 +117,7 @@ def choose_all(generator: TextGenerator, items: Sequence[EvalItem], passages: Se
     answers, shown = [], []
     for item, found in tqdm(list(zip(items, passages, strict=True)), desc=f"choices ({adapter or 'base'})",
                             disable=not progress):
-        if found and max(p.relevance for p in found) >= min_score:
+        if relevant_enough(found, min_score):
             scored = score_choices(generator, item.question, found, YES_NO_MAYBE, adapter=adapter)
             answers.append(scored.answer)
             shown.append(choice_answer(scored, item.question, found, scored.answer, embed))

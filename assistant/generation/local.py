@@ -269,7 +269,7 @@ class LocalGenerator:
                 scored = torch.tensor([m + [0] * (width - len(m)) for m in masks], device=ids.device).bool()
                 # the output layer only where a token is scored: the vocabulary-sized logits of
                 # every prompt position (600+ per RAG prompt) would cost most of the pass
-                base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+                base = self._transformer()
                 hidden = base.get_decoder()(input_ids=ids, attention_mask=attention).last_hidden_state
                 keep = scored[:, 1:]  # position t predicts token t+1
                 logits = base.get_output_embeddings()(hidden[:, :-1][keep]).float()
@@ -295,7 +295,7 @@ class LocalGenerator:
         if not all(tails):
             raise ValueError("every choice must have at least one token")
         out: list[list[float]] = []
-        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        base = self._transformer()
         # transformers 5 renamed the forward's cache argument (the old name warns until removed)
         name = "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
         with self._lock, self._using(adapter), torch.inference_mode():
@@ -310,6 +310,10 @@ class LocalGenerator:
                     cache.crop(-(len(tail) - 1))  # back to the prompt alone
                 out.append(F.cross_entropy(torch.stack(logits), ids[0], reduction="none").tolist())
         return out
+
+    def _transformer(self) -> Any:
+        """The transformers model under peft's wrapper (LoRA layers stay injected in it)."""
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
 
     def _result(self, ids: list[int], prompt_tokens: int) -> GenerationResult:
         stop = next((i for i, token in enumerate(ids) if token in self.eos_ids), None)

@@ -82,17 +82,14 @@ class OpenAIGenerator:
 
     def continuation_nll(self, prompts: list[str], continuations: list[str], *, adapter: str | None = None,
                          batch_size: int = 8) -> tuple[float, int]:
-        raise NotImplementedError("scoring text (the gate's general drift) needs the model in this process; "
-                                  "run it with the local backend (ASSISTANT_BACKEND=local)")
+        raise _needs_local("scoring text (the gate's general drift)")
 
     def continuation_nlls(self, prompts: list[str], continuations: list[str], *, adapter: str | None = None,
                           batch_size: int = 8) -> list[list[float]]:
-        raise NotImplementedError("scoring choices needs the model in this process; "
-                                  "run it with the local backend (ASSISTANT_BACKEND=local)")
+        raise _needs_local("scoring choices")
 
     def choice_nlls(self, prompt: str, choices: Sequence[str], *, adapter: str | None = None) -> list[list[float]]:
-        raise NotImplementedError("scoring choices needs the model in this process; "
-                                  "run it with the local backend (ASSISTANT_BACKEND=local)")
+        raise _needs_local("scoring choices")
 
     def list_adapters(self) -> list[str]:
         """Models the server lists besides the base model."""
@@ -172,6 +169,12 @@ class OpenAIGenerator:
             404: f"; check {env_name('openai_model')} (or the adapter name) against GET /v1/models",
         }.get(response.status_code, "")
         raise OpenAIBackendError(f"{response.request.url} answered {response.status_code}: {response.text[:300]}{hint}")
+
+
+def _needs_local(what: str) -> NotImplementedError:
+    """Likelihoods come from the model's own forward pass, which a chat server does not expose."""
+    return NotImplementedError(f"{what} needs the model in this process; "
+                               "run it with the local backend (ASSISTANT_BACKEND=local)")
 
 
 def _call(on_token: TokenCallback | None, piece: str) -> TokenCallback | None:

@@ -1,5 +1,6 @@
 """The question flow, top to bottom: retrieve passages, prompt the model with them,
-generate, check the answer's citations, and answer or abstain.
+generate (or score the choices), verify each claim and attribute its citation
+(:mod:`.check`), and answer or abstain.
 
 No web framework here: the HTTP layer (:mod:`assistant.serve`) and the command
 line (``assistant ask``) both call :class:`Answerer`. Retrieval runs in a
@@ -20,7 +21,7 @@ from assistant.generation.queue import GenerationQueue
 from assistant.grounding.check import GroundedAnswer, finalize
 from assistant.grounding.choices import choice_answer, score_choices
 from assistant.grounding.extract import DEFAULT_ANSWER_MODE
-from assistant.grounding.passages import Passage, build_messages, passages_from_hits
+from assistant.grounding.passages import Passage, build_messages, passages_from_hits, relevant_enough
 from assistant.grounding.verify import Embed, OverlapVerifier, Verifier
 from indexer.index import Index
 from indexer.search import SearchFilter
@@ -65,9 +66,6 @@ class Answerer:
     def prompt(self, question: str, passages: list[Passage]) -> str:
         return self.generator.chat_prompt(build_messages(question, passages))
 
-    def _answerable(self, passages: list[Passage]) -> bool:
-        return bool(passages) and max(p.relevance for p in passages) >= self.min_score
-
     def _result(self, req: AskRequest, text: str, passages: list[Passage], timings: dict[str, float],
                 adapter: str | None) -> dict[str, Any]:
         started = time.perf_counter()
@@ -95,7 +93,8 @@ class Answerer:
         retrieved = time.perf_counter()
         timings: dict[str, Any] = {"retrieval_ms": (retrieved - started) * 1000}
         adapter = req.adapter if req.adapter is not None else self.generator.active_adapter
-        if self._answerable(passages) and req.choices:
+        answerable = relevant_enough(passages, self.min_score)
+        if answerable and req.choices:
             scored = await asyncio.to_thread(score_choices, self.generator, req.question, passages, req.choices,
                                              adapter=adapter)
             done = time.perf_counter()
@@ -105,7 +104,7 @@ class Answerer:
             answered = self._record(req, shown, timings, adapter) | {"choice": {
                 "answer": scored.answer, "probabilities": scored.probabilities, "uncalibrated": scored.raw}}
             return passages, retrieved, timings, adapter, answered
-        if self._answerable(passages) and req.answer_mode != "extractive":
+        if answerable and req.answer_mode != "extractive":
             return passages, retrieved, timings, adapter, None
         timings.update(generation_ms=0.0, total_ms=(time.perf_counter() - started) * 1000,
                        prompt_tokens=0, completion_tokens=0)

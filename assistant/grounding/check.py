@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 
 from assistant.grounding.attribute import DroppedClaim, SupportedClaim, attribute
 from assistant.grounding.claims import split_claims, with_citations
-from assistant.grounding.extract import ANSWER_MODES, best_sentence, quoted
-from assistant.grounding.passages import Passage
+from assistant.grounding.extract import best_sentence, check_answer_mode, quoted
+from assistant.grounding.passages import Passage, best_relevance, relevant_enough
 from assistant.grounding.verify import SUPPORTED, Embed, Verifier
 
 DEFAULT_MIN_SCORE = 0.3
@@ -57,15 +57,15 @@ def finalize(answer_text: str, passages: Sequence[Passage], verifier: Verifier, 
     citations, and build the reply from the supported claims only. With ``mode``
     ``auto``, an answer left with no supported claim falls back to the passage sentence
     that best answers ``question`` (``extractive``: that sentence, whatever was generated)."""
-    if mode not in ANSWER_MODES:
-        raise ValueError(f"answer_mode must be one of {', '.join(ANSWER_MODES)}, got {mode!r}")
+    check_answer_mode(mode)
     reasons: list[str] = []
     kept: list[SupportedClaim] = []
     dropped: list[DroppedClaim] = []
+    relevant = relevant_enough(passages, min_score)
     if not passages:
         reasons.append("no passages were retrieved")
-    elif (best := max(p.relevance for p in passages)) < min_score:
-        reasons.append(f"best passage relevance {best:.3f} is below min_score {min_score:.3f}")
+    elif not relevant:
+        reasons.append(f"best passage relevance {best_relevance(passages):.3f} is below min_score {min_score:.3f}")
     elif mode == "extractive":
         reasons.append("no passage sentence answers the question closely enough")
     else:
@@ -78,7 +78,6 @@ def finalize(answer_text: str, passages: Sequence[Passage], verifier: Verifier, 
             reasons.append("no claim of the answer is supported by a passage: "
                            + "; ".join(d.reason for d in dropped[:3]))
     shown_dropped = [asdict(d) for d in dropped]
-    relevant = bool(passages) and max(p.relevance for p in passages) >= min_score
     if reasons and relevant and mode in ("auto", "extractive"):
         extract = best_sentence(question, passages, embed)
         if extract is not None:

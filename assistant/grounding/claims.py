@@ -95,9 +95,15 @@ class Claim:
     """The passage numbers the model cited for it, in order of appearance."""
 
 
+def split_sentences(text: str) -> list[str]:
+    """The text's pieces between a ``.``, ``!`` or ``?`` and white space, stripped (the
+    plain split the passages get; answers also get :func:`split_claims`' repairs)."""
+    return [piece.strip() for piece in _BREAK.split(text.strip()) if piece.strip()]
+
+
 def _sentences(text: str) -> list[str]:
     pieces: list[str] = []
-    for piece in _BREAK.split(text.strip()):
+    for piece in split_sentences(text):
         if pieces and pieces[-1].lower().endswith(_ABBREVIATIONS):
             pieces[-1] += " " + piece  # "e.g. the ..." goes on
             continue

@@ -11,12 +11,12 @@ with the question (MiniLM) reaches ``MIN_SIMILARITY``; the best such sentence wi
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from assistant.grounding.claims import split_sentences
 from assistant.grounding.passages import Passage
 from assistant.grounding.verify import Embed, content_words
 
@@ -29,7 +29,12 @@ calibrated answerability that would tell the two apart."""
 MIN_SIMILARITY = 0.55
 """A hand-set floor on question–sentence cosine, until calibration replaces it."""
 MAX_SENTENCE_CHARS = 400
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+def check_answer_mode(mode: str) -> str:
+    if mode not in ANSWER_MODES:
+        raise ValueError(f"answer_mode must be one of {', '.join(ANSWER_MODES)}, got {mode!r}")
+    return mode
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,7 @@ class Extract:
 
 
 def sentences_of(passage: Passage) -> list[str]:
-    return [s.strip() for s in _SENTENCE.split(passage.text) if len(s.split()) >= 4 and len(s) <= MAX_SENTENCE_CHARS]
+    return [s for s in split_sentences(passage.text) if len(s.split()) >= 4 and len(s) <= MAX_SENTENCE_CHARS]
 
 
 def best_sentence(question: str, passages: Sequence[Passage], embed: Embed | None,

@@ -87,6 +87,17 @@ class Passage:
                 "end": self.end, "text": self.text, "score": self.score, "dense_score": self.dense_score}
 
 
+def best_relevance(passages: Sequence[Passage]) -> float | None:
+    """The most relevant passage's relevance; None when nothing was retrieved."""
+    return max((p.relevance for p in passages), default=None)
+
+
+def relevant_enough(passages: Sequence[Passage], min_score: float) -> bool:
+    """Whether the passages are worth answering from at all (the service's threshold)."""
+    best = best_relevance(passages)
+    return best is not None and best >= min_score
+
+
 def make_passage(number: int, doc_id: str, source: str, text: str, score: float, dense_score: float | None = None,
             start: int = 0, end: int | None = None) -> Passage:
     """A passage that did not come from a search (a curated context, a test)."""

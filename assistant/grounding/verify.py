@@ -24,6 +24,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from assistant.grounding.claims import split_sentences
+
 Embed = Callable[[list[str]], np.ndarray]
 """Texts → L2-normalised vectors (``Index.embedder.embed``)."""
 SUPPORTED = 0.5
@@ -32,7 +34,6 @@ until the answerability calibration of the evaluation sets replaces it)."""
 
 _WORD = re.compile(r"[\w'\u2019-]+")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
 _PREFIX = 5  # "treated" and "treatment" agree on their first 5 letters
 SENTENCES_PER_PASSAGE = 3
 _STOPWORDS = frozenset("""a an the and or but if of to in on at by for with from as is are was were be been being it its
@@ -121,7 +122,7 @@ class OverlapVerifier:
         """The passage's sentences sharing most content words with the claims, at most
         ``SENTENCES_PER_PASSAGE`` (the best cosine is almost always among them, and each
         sentence embedded costs a few milliseconds on a CPU)."""
-        sentences = [s for s in _SENTENCE.split(passage) if s.strip()] or [passage]
+        sentences = split_sentences(passage) or [passage]
         shared = [(len(claim_words & set(content_words(s))), i) for i, s in enumerate(sentences)]
         best = sorted((n, -i) for n, i in shared if n)[-SENTENCES_PER_PASSAGE:]
         return [sentences[-i] for _, i in best] or sentences[:1]

@@ -9,7 +9,7 @@ from litestar.exceptions import ValidationException
 
 from assistant.generation.queue import GenerationQueue
 from assistant.grounding.choices import check_choices
-from assistant.grounding.extract import ANSWER_MODES
+from assistant.grounding import extract
 from assistant.serve.errors import TooManyRequests
 from assistant.serve.settings import ServiceSettings
 from indexer.search import SearchFilter
@@ -41,10 +41,10 @@ def check_max_tokens(value: int | None) -> int | None:
 
 
 def check_answer_mode(settings: ServiceSettings, mode: str | None) -> str:
-    mode = settings.answer_mode if mode is None else mode
-    if mode not in ANSWER_MODES:
-        raise ValidationException(detail=f"answer_mode must be one of {', '.join(ANSWER_MODES)}, got {mode!r}")
-    return mode
+    try:
+        return extract.check_answer_mode(settings.answer_mode if mode is None else mode)
+    except ValueError as exc:
+        raise ValidationException(detail=str(exc)) from None
 
 
 def parse_choices(choices: list[str] | None) -> tuple[str, ...]:

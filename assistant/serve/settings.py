@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.grounding.check import DEFAULT_MIN_SCORE
-from assistant.grounding.extract import ANSWER_MODES, DEFAULT_ANSWER_MODE
+from assistant.grounding.extract import DEFAULT_ANSWER_MODE, check_answer_mode
 from assistant.settings import from_env
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -59,9 +59,10 @@ class ServiceSettings:
         for name in ("max_question_chars", "max_body_bytes", "rate_per_minute"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.answer_mode not in ANSWER_MODES:
-            raise ValueError(f"answer_mode must be one of {', '.join(ANSWER_MODES)}, got {self.answer_mode!r}; "
-                             "set ASSISTANT_ANSWER_MODE")
+        try:
+            check_answer_mode(self.answer_mode)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; set ASSISTANT_ANSWER_MODE") from None
         if not 0.0 <= self.min_score <= 1.0:
             raise ValueError(f"min_score must be in [0, 1], got {self.min_score}")
 
