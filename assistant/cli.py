@@ -8,7 +8,8 @@
     assistant tune PAIRS.jsonl --index DIR [--eval-set HELDOUT.jsonl] [--max-steps N] [--no-activate]
     assistant curate --index DIR --out DIR     feedback → pairs.jsonl + preferences.jsonl
     assistant adapters list|activate NAME|rollback --index DIR
-    assistant eval --set SET.jsonl [--set ...] --index DIR | --sets pubmedqa,covidqa [--split all] [--adapter NAME] [--limit N] --out DIR
+    assistant eval --set SET.jsonl [--set ...] --index DIR | --sets pubmedqa,covidqa [--split all] [--adapter NAME] [--limit N] [--calibrated] --out DIR
+    assistant calibrate --set CAL.jsonl --index DIR | --sets pubmedqa,covidqa [--adapter NAME] [--answers RUN/answers.jsonl] --out DIR
     assistant info
 
 One job, the command line, so one module: each ``cmd_*`` parses nothing and imports the
@@ -255,59 +256,97 @@ def _settings_min_score() -> float:
     return parse_value(ServiceSettings, "min_score", raw, "ASSISTANT_MIN_SCORE") if raw else DEFAULT_MIN_SCORE
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    import contextlib
-    import dataclasses
-
+def _open_sets(args: argparse.Namespace, stack: Any) -> tuple[dict[str, tuple[list[Any], Any]], Path]:
+    """The evaluation sets the flags name, each with its open index, and the adapter registry."""
     from assistant.evaluation.builtin_sets import BUILTIN_SAMPLE, builtin_set, set_index
-    from assistant.evaluation.run import EvalSettings, run_eval
-    from assistant.evaluation.sets import EvalItem, read_eval_set
-    from assistant.generation.base import GenerationSettings
-    from assistant.generation.local import LocalGenerator
+    from assistant.evaluation.sets import read_eval_set
     from assistant.generation.model_files import cache_dir
-    from assistant.settings import from_env
     from indexer.index import Index
 
     if not args.set and not args.sets:
         raise ValueError("name the sets: --set FILE.jsonl (with --index) and/or --sets pubmedqa,covidqa,tatqa,medquad")
     if args.limit is not None and args.limit < 0:
         raise ValueError(f"--limit must be 0 (every item) or more, got {args.limit}")
+    sets: dict[str, tuple[list[Any], Any]] = {}
+    if args.set:
+        settings = _settings(args)
+        if not (settings.index_dir / "index.sqlite").is_file():
+            raise ValueError(f"no index at {settings.index_dir}; ingest the documents the sets are about first")
+        index = stack.enter_context(Index.open(settings.index_dir))
+        for path in args.set:
+            name = path.stem if path.stem not in sets else f"{path.stem}-{len(sets)}"
+            sets[name] = (read_eval_set(path, limit=args.limit or None), index)  # a bad line is an error naming it
+        registry_root = _registry(args).root
+    else:
+        registry_root = cache_dir() / "adapters"
+    sample = BUILTIN_SAMPLE if args.limit is None else (args.limit or None)
+    for name in [n.strip() for n in (args.sets or "").split(",") if n.strip()]:
+        items, beir = builtin_set(name, limit=sample, split=args.split)
+        sets[name] = (items, stack.enter_context(Index.open(set_index(name, beir, cache_dir() / "eval-index"))))
+    return sets, args.adapters_dir or registry_root
+
+
+def _eval_settings(args: argparse.Namespace, **extra: Any) -> Any:
+    from assistant.evaluation.run import EvalSettings
+
+    return EvalSettings(top_k=args.top_k, max_new_tokens=args.max_new_tokens, min_score=_settings_min_score(),
+                        answer_mode=args.answer_mode, choices=args.choices, **extra)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import contextlib
+    import dataclasses
+
+    from assistant.evaluation.run import run_eval
+    from assistant.generation.base import GenerationSettings
+    from assistant.generation.local import LocalGenerator
+    from assistant.settings import from_env
+
     generator_settings = from_env(GenerationSettings)
     with contextlib.ExitStack() as stack:
-        sets: dict[str, tuple[list[EvalItem], Any]] = {}
-        if args.set:
-            settings = _settings(args)
-            if not (settings.index_dir / "index.sqlite").is_file():
-                raise ValueError(f"no index at {settings.index_dir}; ingest the documents the sets are about first")
-            index = stack.enter_context(Index.open(settings.index_dir))
-            for path in args.set:
-                name = path.stem if path.stem not in sets else f"{path.stem}-{len(sets)}"
-                sets[name] = (read_eval_set(path, limit=args.limit or None), index)  # a bad line is an error naming it
-            registry_root = _registry(args).root
-        else:
-            registry_root = cache_dir() / "adapters"
-        sample = BUILTIN_SAMPLE if args.limit is None else (args.limit or None)
-        for name in [n.strip() for n in (args.sets or "").split(",") if n.strip()]:
-            items, beir = builtin_set(name, limit=sample, split=args.split)
-            sets[name] = (items, stack.enter_context(Index.open(set_index(name, beir, cache_dir() / "eval-index"))))
-        if args.adapters_dir:
-            registry_root = args.adapters_dir
+        sets, registry_root = _open_sets(args, stack)
         if args.checkpoints:
             return _eval_checkpoints(args, sets, generator_settings)
         generator = LocalGenerator(dataclasses.replace(generator_settings, adapters_dir=registry_root))
-        report = run_eval(generator, sets, args.out, adapter=args.adapter, systems=args.systems,
-                          settings=EvalSettings(top_k=args.top_k, max_new_tokens=args.max_new_tokens,
-                                                min_score=_settings_min_score(),
-                                                unanswerable=not args.no_unanswerable,
-                                                answer_mode=args.answer_mode, choices=args.choices), progress=True)
+        settings = _eval_settings(args, unanswerable=not args.no_unanswerable, calibrated=args.calibrated,
+                                  max_hallucination=args.max_hallucination)
+        report = run_eval(generator, sets, args.out, adapter=args.adapter, systems=args.systems, settings=settings,
+                          progress=True)
     print((args.out / "report.md").read_text(encoding="utf-8"))
     print(f"written: {', '.join(report['files'])}", file=sys.stderr)
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import contextlib
+    import dataclasses
+
+    from assistant.evaluation.builtin_sets import builtin_set
+    from assistant.evaluation.calibrate import calibrate_sets, check_disjoint
+    from assistant.generation.base import GenerationSettings
+    from assistant.generation.local import LocalGenerator
+    from assistant.settings import from_env
+
+    with contextlib.ExitStack() as stack:
+        sets, registry_root = _open_sets(args, stack)
+        for name in [n.strip() for n in (args.sets or "").split(",") if n.strip()]:
+            check_disjoint([{"set": name, "id": i.id} for i in sets[name][0]],
+                           {name: {i.id for i in builtin_set(name, split="heldout")[0]}})
+        generator = None
+        if args.answers is None:
+            generator = LocalGenerator(dataclasses.replace(from_env(GenerationSettings), adapters_dir=registry_root))
+        summary = calibrate_sets(generator, sets, args.out, adapter=args.adapter, settings=_eval_settings(args),
+                                 answers=args.answers, max_hallucination=args.max_hallucination, progress=True)
+    for name, fitted in summary["sets"].items():
+        print(f"{name}: {fitted['path']}: at most {args.max_hallucination:.0%} hallucination on the calibration "
+              f"items (out of fold: {fitted['calibration_hallucination']:.1%}) keeps "
+              f"{fitted['calibration_coverage']:.1%} of the answerable ones; threshold {fitted['threshold']:.3f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     # settings types for their defaults only: nothing here loads torch
-    from assistant.evaluation.builtin_sets import BUILTIN_SAMPLE
+    from assistant.evaluation.builtin_sets import BUILTIN_SAMPLE, SPLITS
     from assistant.evaluation.drift import MAX_DRIFT
     from assistant.evaluation.run import EvalSettings
     from assistant.tuning.raft import RaftSettings
@@ -398,31 +437,44 @@ def main(argv: list[str] | None = None) -> int:
     common(adapters)
     adapters.set_defaults(func=cmd_adapters)
 
+    def eval_flags(p: argparse.ArgumentParser, split: str) -> None:
+        common(p)
+        p.add_argument("--set", type=Path, action="append", default=[],
+                       help="JSONL: id, question, answer, answer_type, doc_ids (repeatable; needs --index)")
+        p.add_argument("--sets", help="built-in sets from the shared data: pubmedqa,covidqa,tatqa,medquad")
+        p.add_argument("--adapters-dir", type=Path, help="the adapter registry (default: the service's)")
+        p.add_argument("--limit", type=int, help="first N items of each set (default: all of a --set file, "
+                       f"{BUILTIN_SAMPLE} of each built-in set, which keeps four sets within 30 minutes on 2 cores; 0: all)")
+        p.add_argument("--split", choices=SPLITS, default=split,
+                       help="built-in sets: the items the example recipe holds out of training, the calibration "
+                       "side (the rest), or all")
+        p.add_argument("--top-k", type=int, default=EvalSettings().top_k)
+        p.add_argument("--max-new-tokens", type=int, default=EvalSettings().max_new_tokens, help="answer length limit")
+        p.add_argument("--answer-mode", choices=("generative", "extractive", "auto"),
+                       default=EvalSettings().answer_mode, help="how the rag systems answer, as the service")
+        p.add_argument("--choices", action="store_true",
+                       help="answer yes/no/maybe sets (PubMedQA) by choice scoring, as /v1/ask with choices")
+        p.add_argument("--max-hallucination", type=float, default=EvalSettings().max_hallucination,
+                       help="the calibrated operating point: at most this share of unanswerable questions answered")
+        p.add_argument("--out", type=Path, required=True, help="report folder")
+
     evaluation = sub.add_parser("eval", help="accuracy, relevance and hallucination of systems × sets")
-    common(evaluation)
-    evaluation.add_argument("--set", type=Path, action="append", default=[],
-                            help="JSONL: id, question, answer, answer_type, doc_ids (repeatable; needs --index)")
-    evaluation.add_argument("--sets", help="built-in sets from the shared data: pubmedqa,covidqa,tatqa,medquad")
-    evaluation.add_argument("--adapters-dir", type=Path, help="the adapter registry (default: the service's)")
+    eval_flags(evaluation, "heldout")
     evaluation.add_argument("--adapter", help="a registered adapter (adds the adapter systems)")
     evaluation.add_argument("--systems", nargs="+", default=["base", "base+rag", "adapter", "adapter+rag"])
-    evaluation.add_argument("--limit", type=int, help="first N items of each set (default: all of a --set file, "
-                            f"{BUILTIN_SAMPLE} of each built-in set, which keeps four sets within 30 minutes on 2 "
-                            "cores; 0: all)")
-    evaluation.add_argument("--split", choices=["heldout", "all"], default="heldout",
-                            help="built-in sets: only the items the example recipe holds out of training, or all")
-    evaluation.add_argument("--top-k", type=int, default=EvalSettings().top_k)
-    evaluation.add_argument("--max-new-tokens", type=int, default=EvalSettings().max_new_tokens, help="answer length limit")
     evaluation.add_argument("--no-unanswerable", action="store_true", help="skip the unanswerable split")
-    evaluation.add_argument("--answer-mode", choices=("generative", "extractive", "auto"),
-                            default=EvalSettings().answer_mode, help="how the rag systems answer, as the service")
-    evaluation.add_argument("--choices", action="store_true",
-                            help="answer yes/no/maybe sets (PubMedQA) by choice scoring, as /v1/ask with choices")
+    evaluation.add_argument("--calibrated", action="store_true",
+                            help="hold rag answers to the calibrator beside each index, as the service does")
     evaluation.add_argument("--checkpoints", type=Path, help="a tuning run's folder: chart each checkpoint's "
                             "domain accuracy against general drift and recommend one")
     evaluation.add_argument("--max-drift", type=float, default=MAX_DRIFT, help="drift bound for the recommendation")
-    evaluation.add_argument("--out", type=Path, required=True, help="report folder")
     evaluation.set_defaults(func=cmd_eval)
+
+    calibration = sub.add_parser("calibrate", help="fit the answerability calibrator of an index (or built-in sets)")
+    eval_flags(calibration, "calibration")
+    calibration.add_argument("--adapter", help="calibrate this adapter's answers (default: the base model's)")
+    calibration.add_argument("--answers", type=Path, help="fit on this eval run's answers.jsonl instead of answering")
+    calibration.set_defaults(func=cmd_calibrate)
 
     args = parser.parse_args(argv)
     if args.command == "adapters" and args.action == "activate" and not args.name:

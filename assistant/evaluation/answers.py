@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from assistant.evaluation.sets import EvalItem
-from assistant.generation.base import TextGenerator
+from assistant.generation.base import GenerationResult, TextGenerator
 from assistant.grounding.passages import Passage, build_messages, passages_from_hits
 
 SEARCH_SLACK = 10  # extra hits fetched so that dropping the gold documents still leaves top_k
@@ -51,16 +51,23 @@ def retrieval_prompts(generator: TextGenerator, items: Sequence[EvalItem], index
 def answer_all(generator: TextGenerator, prompts: Sequence[str], adapter: str | None, *, max_new_tokens: int,
                batch_size: int, progress: bool = False) -> list[str]:
     """Greedy answers in batches; ``adapter`` None is the base model when none is active."""
+    return [r.text for r in generate_all(generator, prompts, adapter, max_new_tokens=max_new_tokens,
+                                         batch_size=batch_size, progress=progress)]
+
+
+def generate_all(generator: TextGenerator, prompts: Sequence[str], adapter: str | None, *, max_new_tokens: int,
+                 batch_size: int, progress: bool = False) -> list[GenerationResult]:
+    """:func:`answer_all` with each answer's whole result (its mean token log-probability too)."""
     from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
 
     # prompts of similar length share a batch: less padding to run through the model
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    answers: list[str] = [""] * len(prompts)
+    results: list[GenerationResult | None] = [None] * len(prompts)
     with tqdm(total=len(prompts), desc=f"answers ({adapter or 'base'})", disable=not progress) as bar:
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
-            results = generator.generate([prompts[i] for i in rows], max_new_tokens=max_new_tokens, adapter=adapter)
-            for i, result in zip(rows, results, strict=True):
-                answers[i] = result.text
+            done = generator.generate([prompts[i] for i in rows], max_new_tokens=max_new_tokens, adapter=adapter)
+            for i, result in zip(rows, done, strict=True):
+                results[i] = result
             bar.update(len(rows))
-    return answers
+    return [r for r in results if r is not None]

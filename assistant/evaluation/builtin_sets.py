@@ -18,9 +18,14 @@ A set's index is built once under ``cache_dir()/eval-index/<name>`` by :func:`se
 example recipe (``bench/tune_bench.py``) does not train on, so an adapter tuned by it is
 scored on questions it never saw: the COVID-QA questions of every 5th paper, 100 PubMedQA
 items drawn with a fixed seed, the MedQuAD questions whose record and answer are not
-among the 900 training pairs, and all of TAT-QA (finance: not in the recipe, so it shows
-how a medical adapter does outside its field). The items come in a fixed shuffled order,
-so ``limit`` takes a sample spread over the set rather than its first papers.
+among the 900 training pairs, and the TAT-QA questions of every other report (finance: not
+in the recipe, so it shows how a medical adapter does outside its field). The items come
+in a fixed shuffled order, so ``limit`` takes a sample spread over the set rather than
+its first papers.
+
+**Calibration split.** ``split="calibration"`` is the rest: the recipe's training side
+(and TAT-QA's other reports), where ``assistant calibrate`` fits the answerability
+calibrator, so that nothing reported on the held-out split was fitted on.
 """
 
 from __future__ import annotations
@@ -35,12 +40,13 @@ from typing import Any
 from assistant.evaluation.sets import EvalItem
 
 BUILTIN_SETS = ("pubmedqa", "covidqa", "tatqa", "medquad")
-SPLITS = ("heldout", "all")
+SPLITS = ("heldout", "calibration", "all")
 MEDQUAD_CORPUS = 2000  # answers indexed for the MedQuAD set: the full 16k would take 10 minutes to embed
 SEED = 0
 BUILTIN_SAMPLE = 30  # items per set by default: four sets × four systems in ≤ 30 minutes on 2 CPU cores
 # the example recipe's split (bench/tune_bench.py trains on the rest)
 HELD_OUT_PAPER_EVERY = 5  # every 5th COVID-QA paper, by id
+TATQA_CALIBRATION_EVERY = 2  # every 2nd TAT-QA report (by id) is on the calibration side
 PUBMEDQA_HELD_OUT = 100
 MEDQUAD_TRAINING = 900
 MEDQUAD_WORDS = (15, 60)  # training answers of this many words: short enough for a 512-token example
@@ -66,28 +72,32 @@ def medquad_training_records() -> list[dict[str, Any]]:
     return records[:MEDQUAD_TRAINING]
 
 
+def _side(in_held_out: bool, split: str) -> bool:
+    """Whether an item on the held-out side (or not) belongs to ``split``."""
+    return split == "all" or in_held_out == (split == "heldout")
+
+
 def _data(*parts: str) -> Path:
     from indexer.evaluation.builders import data_file
 
     return data_file(*parts)
 
 
-def _pubmedqa(held_out: bool) -> list[EvalItem]:
+def _pubmedqa(split: str) -> list[EvalItem]:
     with gzip.open(_data("pubmedqa", "pqal_dev.jsonl.gz"), "rt", encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]
-    kept = pubmedqa_held_out_ids([r["id"] for r in rows]) if held_out else {r["id"] for r in rows}
+    held_out = pubmedqa_held_out_ids([r["id"] for r in rows])
     return [EvalItem(str(r["id"]), r["question"], r["final_decision"], "yes_no_maybe", (f"pubmed-{r['id']}",))
-            for r in rows if r["id"] in kept]
+            for r in rows if _side(r["id"] in held_out, split)]
 
 
-def _covidqa(qrels: dict[str, dict[str, int]], held_out: bool) -> list[EvalItem]:
+def _covidqa(qrels: dict[str, dict[str, int]], split: str) -> list[EvalItem]:
     data = json.loads(_data("covidqa", "covidqa_dev.json").read_text(encoding="utf-8"))
     paragraphs = [p for article in data["data"] for p in article["paragraphs"]]
-    papers = {str(p["document_id"]) for p in paragraphs}
-    kept = covidqa_held_out_papers(papers) if held_out else papers
+    held_out = covidqa_held_out_papers({str(p["document_id"]) for p in paragraphs})
     items = []
     for paragraph in paragraphs:
-        if str(paragraph["document_id"]) not in kept:
+        if not _side(str(paragraph["document_id"]) in held_out, split):
             continue
         for qa in paragraph["qas"]:
             query_id = f"covidqa-{qa['id']}"
@@ -97,20 +107,23 @@ def _covidqa(qrels: dict[str, dict[str, int]], held_out: bool) -> list[EvalItem]
     return items
 
 
-def _medquad(beir: Any, held_out: bool) -> list[EvalItem]:
+def _medquad(beir: Any, split: str) -> list[EvalItem]:
     items = [EvalItem(q, text, beir.corpus[next(iter(beir.qrels[q]))].text, "free", tuple(beir.qrels[q]))
              for q, text in beir.queries.items()]
-    if not held_out:
-        return items
     trained = medquad_training_records()
     trained_ids = {f"{r['source']}-{r['id']}" for r in trained}
     trained_texts = {r["answer"].strip() for r in trained} | {r["question"] for r in trained}
-    return [i for i in items if i.id not in trained_ids and not {i.question, i.answer} & trained_texts]
+    return [i for i in items if _side(i.id not in trained_ids and not {i.question, i.answer} & trained_texts, split)]
 
 
-def _tatqa() -> list[EvalItem]:
+def _tatqa(split: str) -> list[EvalItem]:
+    contexts = json.loads(_data("tatqa", "tatqa_dev.json").read_text(encoding="utf-8"))
+    reports = sorted(c["table"]["uid"] for c in contexts)
+    calibration = set(reports[1::TATQA_CALIBRATION_EVERY])
     items = []
-    for context in json.loads(_data("tatqa", "tatqa_dev.json").read_text(encoding="utf-8")):
+    for context in contexts:
+        if not _side(context["table"]["uid"] not in calibration, split):
+            continue
         doc_id = f"tatqa-{context['table']['uid']}"
         for q in context["questions"]:
             answer = q["answer"]
@@ -132,17 +145,16 @@ def builtin_set(name: str, limit: int | None = None, split: str = "heldout") -> 
         raise ValueError(f"unknown built-in set {name!r}; choose from {', '.join(BUILTIN_SETS)}")
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
-    held_out = split == "heldout"
     if name == "pubmedqa":
-        items, beir = _pubmedqa(held_out), builders.pubmedqa()
+        items, beir = _pubmedqa(split), builders.pubmedqa()
     elif name == "covidqa":
         beir = builders.covidqa()
-        items = _covidqa(beir.qrels, held_out)
+        items = _covidqa(beir.qrels, split)
     elif name == "tatqa":
-        items, beir = _tatqa(), builders.tatqa()
+        items, beir = _tatqa(split), builders.tatqa()
     else:
         beir = builders.medquad(MEDQUAD_CORPUS)
-        items = _medquad(beir, held_out)
+        items = _medquad(beir, split)
     random.Random(SEED).shuffle(items)
     return (items[:limit] if limit is not None else items), beir
 

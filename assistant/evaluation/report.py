@@ -60,3 +60,28 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
     fig.savefig(out / "report.png", dpi=100)
     plt.close(fig)
     return [*written, out / "report.png"]
+
+
+def write_risk_coverage(answers: list[dict[str, Any]], out: Path) -> list[Path]:
+    """``risk_coverage.png``: per set, each rag system's hallucination against coverage as
+    the bar on its answers rises: the calibrated probability where the run had a
+    calibrator, else the best passage's cosine (the hand-set rule's score)."""
+    from assistant.evaluation.calibrate import draw_risk_coverage, risk_coverage
+
+    curves: dict[str, dict[str, Any]] = {}
+    for record in answers:
+        if record["system"].endswith("+rag"):
+            curves.setdefault(record["set"], {}).setdefault(record["system"], []).append(record)
+    drawn: dict[str, dict[str, Any]] = {}
+    for set_name, by_system in curves.items():
+        for system, records in by_system.items():
+            checked = [r for r in records if (r.get("answerability") or {}).get("signals")]
+            if not checked:
+                continue
+            calibrated = all("probability" in r["answerability"] for r in checked)
+            scores = [r["answerability"]["probability"] if calibrated else r["answerability"]["signals"]["dense_best"]
+                      for r in checked]
+            label = f"{system} ({'calibrated' if calibrated else 'best cosine'})"
+            drawn.setdefault(set_name, {})[label] = risk_coverage(scores, checked, records)
+    path = out / "risk_coverage.png"
+    return [path] if draw_risk_coverage(drawn, path) else []

@@ -35,13 +35,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from assistant.evaluation.answers import answer_all, chat_prompts, retrieve
+from assistant.evaluation.answers import answer_all, chat_prompts, generate_all, retrieve
 from assistant.evaluation.drift import general_drift
-from assistant.evaluation.report import write_report
+from assistant.evaluation.report import write_report, write_risk_coverage
 from assistant.evaluation.scoring import citation_precision, holds_answer, score_answer, second_score, support
 from assistant.evaluation.sets import EvalItem
 from assistant.generation.base import TextGenerator
-from assistant.grounding.check import DEFAULT_MIN_SCORE, GroundedAnswer, finalize
+from assistant.grounding.answerability import DEFAULT_MAX_HALLUCINATION, Gate, load_gates
+from assistant.grounding.check import DEFAULT_MIN_SCORE, GroundedAnswer, apply_gate, finalize
 from assistant.grounding.choices import choice_answer, score_choices
 from assistant.grounding.extract import DEFAULT_ANSWER_MODE
 from assistant.grounding.claims import is_refusal
@@ -64,6 +65,10 @@ class EvalSettings:
     unanswerable: bool = field(default=True, metadata={"help": "also run the unanswerable split"})
     answer_mode: str = field(default=DEFAULT_ANSWER_MODE, metadata={"help": "generative | extractive | auto, as the service"})
     choices: bool = field(default=False, metadata={"help": "answer yes/no/maybe sets by choice scoring"})
+    calibrated: bool = field(default=False, metadata={
+        "help": "hold answers to the answerability calibrator beside each set's index (assistant calibrate)"})
+    max_hallucination: float = field(default=DEFAULT_MAX_HALLUCINATION, metadata={
+        "help": "the calibrated operating point: at most this share of unanswerable questions answered"})
 
 
 def _cites_gold(cited: Sequence[Passage], item: EvalItem) -> float | None:
@@ -98,18 +103,20 @@ def _second_scores(items: Sequence[EvalItem], answers: Sequence[str], shown: Seq
 
 
 def judge(answers: Sequence[str], passages: Sequence[list[Passage]], verifier: Verifier, min_score: float, *,
-          questions: Sequence[str] | None = None, mode: str = "generative",
-          embed: Embed | None = None) -> list[GroundedAnswer]:
+          questions: Sequence[str] | None = None, mode: str = "generative", embed: Embed | None = None,
+          gate: Gate | None = None, logprobs: Sequence[float | None] | None = None) -> list[GroundedAnswer]:
     """What the service would show for each answer: the same check, the same verifier,
-    the same answer mode."""
+    the same answer mode, the same calibrated gate."""
     asked = list(questions) if questions is not None else [""] * len(answers)
-    return [finalize(a, found, verifier, min_score=min_score, mode=mode, question=q, embed=embed)
-            for a, found, q in zip(answers, passages, asked, strict=True)]
+    sure = list(logprobs) if logprobs is not None else [None] * len(answers)
+    return [finalize(a, found, verifier, min_score=min_score, mode=mode, question=q, embed=embed, gate=gate,
+                     mean_logprob=lp)
+            for a, found, q, lp in zip(answers, passages, asked, sure, strict=True)]
 
 
 def choose_all(generator: TextGenerator, items: Sequence[EvalItem], passages: Sequence[list[Passage]],
                adapter: str | None, verifier: Verifier, min_score: float, *, embed: Embed | None,
-               progress: bool = False) -> tuple[list[str], list[GroundedAnswer]]:
+               gate: Gate | None = None, progress: bool = False) -> tuple[list[str], list[GroundedAnswer]]:
     """Yes/no/maybe by choice scoring, as ``/v1/ask`` with ``choices`` answers; an item
     whose passages are not relevant enough abstains, as there."""
     from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
@@ -120,7 +127,8 @@ def choose_all(generator: TextGenerator, items: Sequence[EvalItem], passages: Se
         if relevant_enough(found, min_score):
             scored = score_choices(generator, item.question, found, YES_NO_MAYBE, adapter=adapter)
             answers.append(scored.answer)
-            shown.append(choice_answer(scored, item.question, found, scored.answer, embed))
+            shown.append(apply_gate(choice_answer(scored, item.question, found, scored.answer, embed), found, gate,
+                                    scored.mean_logprob))
         else:
             answers.append("")
             shown.append(finalize("", found, verifier, min_score=min_score))
@@ -171,17 +179,27 @@ def _answer_records(system: str, split: str, items: Sequence[EvalItem], answers:
         record = {"system": system, "split": split, "id": item.id, "question": item.question, "gold": item.answer,
                   "answer": answer, "score": round(score_answer(answer, item.answer, item.answer_type), 4)}
         if passages is not None and shown is not None:
-            result = shown[n]
+            result, found = shown[n], passages[n]
+            by_number = {p.number: p for p in found}
+            cited = [by_number[int(c["number"])] for c in result.citations]  # type: ignore[call-overload]
             record |= {"shown": result.grounded, "shown_answer": result.answer if result.grounded else None,
+                       "shown_score": round(score_answer(result.answer, item.answer, item.answer_type), 4)
+                       if result.grounded else 0.0,
+                       "cites_gold": _cites_gold(cited, item) if result.grounded else None,
+                       "gold_retrieved": bool(item.doc_ids) and any(p.doc_id in item.doc_ids for p in found),
+                       "answerability": result.answerability,
                        "reasons": [result.abstained_reason] if result.abstained_reason else [],
-                       "dropped": result.dropped, "passages": [p.doc_id for p in passages[n]]}
+                       "dropped": result.dropped, "passages": [p.doc_id for p in found]}
         records.append(record)
     return records
 
 
 def evaluate_set(generator: TextGenerator, items: Sequence[EvalItem], index: Any, systems: Sequence[str],
-                 adapter: str | None, settings: EvalSettings, progress: bool = False) -> dict[str, Any]:
-    """Scores per system, and under ``"answers"`` every answer (see :func:`_answer_records`)."""
+                 adapter: str | None, settings: EvalSettings, progress: bool = False,
+                 gates: Mapping[str | None, Gate] | None = None) -> dict[str, Any]:
+    """Scores per system, and under ``"answers"`` every answer (see :func:`_answer_records`);
+    with ``gates`` (by adapter, None the base model), the rag systems' answers are held to
+    their model's calibrated gate as the service holds them."""
     gen = {"max_new_tokens": settings.max_new_tokens, "batch_size": settings.batch_size}
     closed = chat_prompts(generator, [i.question for i in items])
     found = retrieve(index, items, settings.top_k, drop_gold=False)
@@ -194,6 +212,7 @@ def evaluate_set(generator: TextGenerator, items: Sequence[EvalItem], index: Any
     results: dict[str, Any] = {"recall_at_k": recall_at_k(items, found), "k": settings.top_k}
     records: list[dict[str, Any]] = []
     name: str | None = None
+    gate: Gate | None = None
 
     def rag_answers(asked: Sequence[EvalItem], passages: Sequence[list[Passage]],
                     prompts: Sequence[str]) -> tuple[list[str], list[GroundedAnswer]]:
@@ -201,13 +220,15 @@ def evaluate_set(generator: TextGenerator, items: Sequence[EvalItem], index: Any
         items are answered by choice scoring when ``settings.choices`` is set."""
         if settings.choices and asked and all(i.answer_type == "yes_no_maybe" for i in asked):
             return choose_all(generator, asked, passages, name, verifier, settings.min_score, embed=how["embed"],
-                              progress=progress)
-        answers = answer_all(generator, prompts, name, **gen, progress=progress)
+                              gate=gate, progress=progress)
+        results = generate_all(generator, prompts, name, **gen, progress=progress)
+        answers = [r.text for r in results]
         return answers, judge(answers, passages, verifier, settings.min_score, questions=[i.question for i in asked],
-                              **how)
+                              gate=gate, logprobs=[r.mean_logprob for r in results], **how)
 
     for system in systems:
         name = adapter if system.startswith("adapter") else None
+        gate = (gates or {}).get(name)
         started = time.perf_counter()
         if system.endswith("+rag"):
             answers, shown = rag_answers(items, found, grounded)
@@ -246,14 +267,21 @@ def run_eval(generator: TextGenerator, sets: Mapping[str, tuple[Sequence[EvalIte
                               "settings": asdict(settings), "sets": {}}
     answers: list[dict[str, Any]] = []
     for name, (items, index) in sets.items():  # each set with the index its documents are in
-        result = evaluate_set(generator, items, index, systems, adapter, settings, progress)
+        gates = load_gates(index.directory, [None, adapter], model=generator.model_name, embedder=index.embedder.name,
+                           max_hallucination=settings.max_hallucination) if settings.calibrated else {}
+        if settings.calibrated and not gates:
+            raise FileNotFoundError(f"--calibrated: no calibrator beside the index at {index.directory}; "
+                                    "fit one with `assistant calibrate`")
+        report["sets"][name] = {"calibrated": sorted(str(a) for a in gates)} if gates else {}
+        result = evaluate_set(generator, items, index, systems, adapter, settings, progress, gates)
         answers += [{"set": name} | record for record in result.pop("answers")]
-        report["sets"][name] = result
+        report["sets"][name] |= result
     if adapter is not None:  # over-tuning: the gate's drift from the base model
         report["drift"] = general_drift(generator, adapter)  # the gate's own figure
     report["seconds"] = round(time.perf_counter() - started, 1)
     out.mkdir(parents=True, exist_ok=True)
     with (out / "answers.jsonl").open("w", encoding="utf-8") as f:
         f.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in answers)
-    report["files"] = [str(p) for p in write_report(report, out)] + [str(out / "answers.jsonl")]
+    written = write_report(report, out) + write_risk_coverage(answers, out)
+    report["files"] = [str(p) for p in written] + [str(out / "answers.jsonl")]
     return report

@@ -70,6 +70,9 @@ class GenerationResult:
     completion_tokens: int
     # OpenAI's words: "stop" (end of sequence) or "length" (hit max_new_tokens)
     finish_reason: str
+    # mean log-probability (nats) of the generated tokens: how sure the model was, one of
+    # the answerability signals; None where the backend does not report it
+    mean_logprob: float | None = None
 
 
 class UnknownAdapterError(ValueError):

@@ -230,10 +230,15 @@ class LocalGenerator:
                     pad_token_id=self.tokenizer.pad_token_id,
                     eos_token_id=sorted(self.eos_ids),
                     streamer=streamer,
+                    output_scores=True,
+                    return_dict_in_generate=True,
                 )
-        new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
+        new = output.sequences[:, batch["input_ids"].shape[1] :]
+        # greedy with no logits processors: the scores are the model's logits at each step
+        logprobs = torch.stack([torch.log_softmax(step.float(), dim=-1).gather(1, new[:, t : t + 1])[:, 0]
+                                for t, step in enumerate(output.scores)], dim=1).tolist()
         prompt_lengths = batch["attention_mask"].sum(dim=1).tolist()
-        return [self._result(ids, int(n)) for ids, n in zip(new_tokens, prompt_lengths)]
+        return [self._result(ids, int(n), row) for ids, n, row in zip(new.tolist(), prompt_lengths, logprobs)]
 
     def continuation_nll(self, prompts: list[str], continuations: list[str], *, adapter: str | None = None,
                          batch_size: int = 8) -> tuple[float, int]:
@@ -315,14 +320,16 @@ class LocalGenerator:
         """The transformers model under peft's wrapper (LoRA layers stay injected in it)."""
         return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
 
-    def _result(self, ids: list[int], prompt_tokens: int) -> GenerationResult:
+    def _result(self, ids: list[int], prompt_tokens: int, logprobs: list[float]) -> GenerationResult:
         stop = next((i for i, token in enumerate(ids) if token in self.eos_ids), None)
         kept = ids if stop is None else ids[:stop]
+        generated = logprobs[: len(ids) if stop is None else stop + 1]  # past the stop is padding
         return GenerationResult(
             text=self.tokenizer.decode(kept, skip_special_tokens=True),
             prompt_tokens=prompt_tokens,
             completion_tokens=len(ids) if stop is None else stop + 1,
             finish_reason="length" if stop is None else "stop",
+            mean_logprob=sum(generated) / len(generated) if generated else None,
         )
 
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from assistant.generation.base import GenerationResult, TextGenerator
 from assistant.generation.queue import GenerationQueue
-from assistant.grounding.check import GroundedAnswer, finalize
+from assistant.grounding.answerability import Gate
+from assistant.grounding.check import GroundedAnswer, apply_gate, finalize
 from assistant.grounding.choices import choice_answer, score_choices
 from assistant.grounding.extract import DEFAULT_ANSWER_MODE
 from assistant.grounding.passages import Passage, build_messages, passages_from_hits, relevant_enough
@@ -52,9 +53,13 @@ class Answerer:
     """Index + generation queue + the grounding check, with the service's threshold."""
 
     def __init__(self, index: Index, generator: TextGenerator, queue: GenerationQueue, *, min_score: float,
-                 records: AnswerLog | None = None, verifier: Verifier | None = None):
+                 records: AnswerLog | None = None, verifier: Verifier | None = None,
+                 gates: Mapping[str | None, Gate] | None = None):
         self.index, self.generator, self.queue = index, generator, queue
         self.min_score = min_score
+        # calibrated answerability per answering adapter (None: the base model); an adapter
+        # with no calibrator is held to the check and min_score alone
+        self.gates = dict(gates or {})
         self.records = records
         # the default judge reuses the index's embedder: no extra model
         self.embed: Embed = lambda texts: index.embedder.embed(texts)
@@ -67,10 +72,11 @@ class Answerer:
         return self.generator.chat_prompt(build_messages(question, passages))
 
     def _result(self, req: AskRequest, text: str, passages: list[Passage], timings: dict[str, float],
-                adapter: str | None) -> dict[str, Any]:
+                adapter: str | None, mean_logprob: float | None = None) -> dict[str, Any]:
         started = time.perf_counter()
         grounded = finalize(text, passages, self.verifier, min_score=self.min_score, mode=req.answer_mode,
-                            question=req.question, embed=self.embed)
+                            question=req.question, embed=self.embed, gate=self.gates.get(adapter),
+                            mean_logprob=mean_logprob)
         timings["verification_ms"] = (time.perf_counter() - started) * 1000
         return self._record(req, grounded, timings, adapter)
 
@@ -100,7 +106,8 @@ class Answerer:
             done = time.perf_counter()
             timings.update(generation_ms=(done - retrieved) * 1000, total_ms=(done - started) * 1000,
                            prompt_tokens=0, completion_tokens=0)
-            shown = choice_answer(scored, req.question, passages, scored.answer, self.embed)
+            shown = apply_gate(choice_answer(scored, req.question, passages, scored.answer, self.embed), passages,
+                               self.gates.get(adapter), scored.mean_logprob)
             answered = self._record(req, shown, timings, adapter) | {"choice": {
                 "answer": scored.answer, "probabilities": scored.probabilities, "uncalibrated": scored.raw}}
             return passages, retrieved, timings, adapter, answered
@@ -121,7 +128,7 @@ class Answerer:
         result = await asyncio.wrap_future(future)
         done = time.perf_counter()
         timings.update(_generation_timings(result, done - retrieved), total_ms=(done - started) * 1000)
-        return await asyncio.to_thread(self._result, req, result.text, passages, timings, adapter)
+        return await asyncio.to_thread(self._result, req, result.text, passages, timings, adapter, result.mean_logprob)
 
     async def ask_stream(self, req: AskRequest) -> AsyncIterator[dict[str, Any]]:
         """Events: ``{"event": "token", "text": ...}`` as the model writes, then
@@ -151,7 +158,8 @@ class Answerer:
         timings.update(_generation_timings(result, done - retrieved), total_ms=(done - started) * 1000)
         if first_token is not None:
             timings["first_token_ms"] = (first_token - started) * 1000
-        final = await asyncio.to_thread(self._result, req, result.text, passages, timings, adapter)
+        final = await asyncio.to_thread(self._result, req, result.text, passages, timings, adapter,
+                                        result.mean_logprob)
         yield {"event": "answer", **final}
 
 

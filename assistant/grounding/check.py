@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+from assistant.grounding.answerability import Gate, answer_signals
 from assistant.grounding.attribute import DroppedClaim, SupportedClaim, attribute
 from assistant.grounding.claims import split_claims, with_citations
 from assistant.grounding.extract import best_sentence, check_answer_mode, quoted
@@ -45,6 +46,9 @@ class GroundedAnswer:
     """The sentences not shown: ``{text, reason}``."""
     answer_mode: str = "generative"
     """How the shown answer was made: the model's supported words, or a quoted passage sentence."""
+    answerability: dict[str, object] = field(default_factory=dict)
+    """The signals of an answer that passed the check, and with a calibrator its probability
+    and the threshold it was held to (:mod:`.answerability`)."""
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -52,11 +56,42 @@ class GroundedAnswer:
 
 def finalize(answer_text: str, passages: Sequence[Passage], verifier: Verifier, *, min_score: float,
              threshold: float = SUPPORTED, closest_k: int = CLOSEST_K, mode: str = "generative",
-             question: str = "", embed: Embed | None = None) -> GroundedAnswer:
+             question: str = "", embed: Embed | None = None, gate: Gate | None = None,
+             mean_logprob: float | None = None) -> GroundedAnswer:
     """Split ``answer_text`` into claims, verify each against the passages, attribute
     citations, and build the reply from the supported claims only. With ``mode``
     ``auto``, an answer left with no supported claim falls back to the passage sentence
-    that best answers ``question`` (``extractive``: that sentence, whatever was generated)."""
+    that best answers ``question`` (``extractive``: that sentence, whatever was generated).
+    With a ``gate``, an answer that passed is still withheld when its calibrated
+    answerability is below the gate's threshold."""
+    shown = _check(answer_text, passages, verifier, min_score=min_score, threshold=threshold, closest_k=closest_k,
+                   mode=mode, question=question, embed=embed)
+    return apply_gate(shown, passages, gate, mean_logprob, closest_k=closest_k)
+
+
+def apply_gate(shown: GroundedAnswer, passages: Sequence[Passage], gate: Gate | None, mean_logprob: float | None,
+               *, closest_k: int = CLOSEST_K) -> GroundedAnswer:
+    """``shown`` with its answerability signals, or, when ``gate``'s calibrated
+    probability for them is below its threshold, an abstention that says so."""
+    if not shown.grounded:
+        return shown
+    signals = answer_signals(passages, shown.claims, len(shown.dropped), mean_logprob)
+    shown.answerability = {"signals": signals}
+    if gate is None:
+        return shown
+    probability = gate.probability(signals)
+    shown.answerability |= gate.describe(probability)
+    if probability >= gate.threshold:
+        return shown
+    reason = (f"calibrated answerability {probability:.2f} is below {gate.threshold:.2f}, the operating point "
+              f"for at most {gate.max_hallucination:.0%} answers to unanswerable questions")
+    return GroundedAnswer(NOT_FOUND_MESSAGE, False, reason, [], [p.as_citation() for p in passages[:closest_k]],
+                          shown.raw_answer, [], shown.dropped + [{"text": c["text"], "reason": reason} for c in shown.claims],
+                          shown.answer_mode, shown.answerability)
+
+
+def _check(answer_text: str, passages: Sequence[Passage], verifier: Verifier, *, min_score: float,
+           threshold: float, closest_k: int, mode: str, question: str, embed: Embed | None) -> GroundedAnswer:
     check_answer_mode(mode)
     reasons: list[str] = []
     kept: list[SupportedClaim] = []

@@ -59,6 +59,8 @@ class ScoredChoices:
     """Calibrated, summing to 1."""
     raw: dict[str, float]
     """Before calibration: the softmax of the mean log-likelihoods."""
+    mean_logprob: float | None = None
+    """The answer's mean token log-probability (an answerability signal)."""
 
 
 def _softmax(values: Sequence[float]) -> list[float]:
@@ -86,7 +88,7 @@ def score_choices(generator: TextGenerator, question: str, passages: Sequence[Pa
     probabilities = calibrate(asked, free) if calibrated else _softmax(asked)
     best = max(range(len(choices)), key=probabilities.__getitem__)
     return ScoredChoices(choices[best], {c: round(p, 4) for c, p in zip(choices, probabilities, strict=True)},
-                         {c: round(p, 4) for c, p in zip(choices, _softmax(asked), strict=True)})
+                         {c: round(p, 4) for c, p in zip(choices, _softmax(asked), strict=True)}, asked[best])
 
 
 def choice_answer(scored: ScoredChoices, question: str, passages: Sequence[Passage], raw_text: str,

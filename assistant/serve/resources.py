@@ -20,6 +20,7 @@ from assistant.generation.backends import make_generator
 from assistant.generation.base import GenerationSettings, TextGenerator
 from assistant.generation.queue import GenerationQueue
 from assistant.generation.registry import AdapterRegistry
+from assistant.grounding.answerability import load_gates
 from assistant.grounding.answerer import Answerer
 from assistant.grounding.verify import CrossEncoderVerifier, Verifier
 from assistant.serve.auth import KeyStore
@@ -86,6 +87,9 @@ class Resources:
             generator.settings = dataclasses.replace(generator.settings, adapters_dir=gen_settings.adapters_dir)
         registry = AdapterRegistry(generator.settings.adapters_dir)  # type: ignore[arg-type]
         switch = AdapterSwitch(registry, generator)
+        # a calibrator fitted for another model or embedder fails here, before anything else opens
+        gates = load_gates(index.directory, [None, *registry.names()], model=generator.model_name,
+                           embedder=index.embedder.name, max_hallucination=settings.max_hallucination)
         if registry.active() is not None:
             try:
                 switch.serve_recorded()
@@ -100,7 +104,7 @@ class Resources:
         jobs = JobRunner(JobStore(settings.service_db), settings.data_dir / "jobs", adapter_switch=switch)
         owned += [keys, records, jobs]
         answerer = Answerer(index, generator, queue, min_score=settings.min_score, records=records,
-                            verifier=load_verifier(settings.verifier))
+                            verifier=load_verifier(settings.verifier), gates=gates)
         return cls(index, generator, queue, keys, records, registry, switch, jobs, answerer, owned)
 
     def close(self) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from assistant.grounding.answerability import DEFAULT_MAX_HALLUCINATION
 from assistant.grounding.check import DEFAULT_MIN_SCORE
 from assistant.grounding.extract import DEFAULT_ANSWER_MODE, check_answer_mode
 from assistant.settings import from_env
@@ -37,6 +38,10 @@ class ServiceSettings:
     min_score: float = field(default=DEFAULT_MIN_SCORE, metadata={"env": "ASSISTANT_MIN_SCORE", "help": "abstain below this best-passage cosine"})
     answer_mode: str = field(default=DEFAULT_ANSWER_MODE, metadata={
         "env": "ASSISTANT_ANSWER_MODE", "help": "generative | extractive | auto"})
+    max_hallucination: float = field(default=DEFAULT_MAX_HALLUCINATION, metadata={
+        "env": "ASSISTANT_MAX_HALLUCINATION",
+        "help": "with a calibrator beside the index (assistant calibrate): the operating point, at most this "
+                "share of unanswerable questions answered"})
     verifier: str = field(default="overlap", metadata={
         "env": "ASSISTANT_VERIFIER", "help": "overlap (word, number and MiniLM overlap) or a cross-encoder id or path"})
     top_k: int = field(default=4, metadata={"env": "ASSISTANT_TOP_K", "help": "passages per answer"})
@@ -65,6 +70,8 @@ class ServiceSettings:
             raise ValueError(f"{exc}; set ASSISTANT_ANSWER_MODE") from None
         if not 0.0 <= self.min_score <= 1.0:
             raise ValueError(f"min_score must be in [0, 1], got {self.min_score}")
+        if not 0.0 <= self.max_hallucination <= 1.0:
+            raise ValueError(f"max_hallucination must be in [0, 1], got {self.max_hallucination}")
 
     @property
     def upload_dir(self) -> Path:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,9 @@ class Service:
 
 
 def start_service(tmp: Path, model: Path | str, queue_size: int = 8, adapters_dir: Path | None = None,
-                  **overrides) -> Iterator[Service]:
+                  prepare: Callable[[Index, LocalGenerator], None] | None = None, **overrides) -> Iterator[Service]:
+    """A service over the DOCS index; ``prepare`` runs on the index and the generator
+    before the service opens them (to place files beside the index)."""
     index = Index.open(tmp / "index")
     index.ingest_documents(DOCS)
     settings = ServiceSettings(index_dir=tmp / "index", **overrides)
@@ -126,6 +128,8 @@ def start_service(tmp: Path, model: Path | str, queue_size: int = 8, adapters_di
     store.close()
     generator = LocalGenerator(GenerationSettings(model=str(model), device="cpu", max_new_tokens=24,
                                                   adapters_dir=adapters_dir))
+    if prepare is not None:
+        prepare(index, generator)
     queue = GenerationQueue(generator, max_batch_size=4, queue_size=queue_size)
     app = create_app(settings, index=index, generator=generator, queue=queue)
     try:

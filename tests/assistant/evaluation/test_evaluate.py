@@ -45,7 +45,8 @@ def test_known_values_on_one_question(citing_model: Path, index_dir: Path, tmp_p
     assert rag["exact_match"] == 0.0 and "rouge_l" not in rag  # extractive: EM, and "Pangolins eat" is extra
     assert rag["unanswerable_n"] == 1 and rag["hallucination_rate"] in (0.0, 1.0)
     assert rows["base"]["n"] == 1 and 0.0 <= rows["base"]["accuracy"] <= 1.0
-    assert {Path(p).name for p in report["files"]} == {"report.json", "report.md", "report.png", "answers.jsonl"}
+    assert {Path(p).name for p in report["files"]} == {"report.json", "report.md", "report.png", "risk_coverage.png",
+                                                       "answers.jsonl"}
     answers = [json.loads(line) for line in (tmp_path / "report" / "answers.jsonl").read_text().splitlines()]
     assert [(a["system"], a["split"]) for a in answers] == [("base", "closed-book"), ("base+rag", "answerable"),
                                                             ("base+rag", "unanswerable")]

@@ -1,0 +1,219 @@
+"""Fitting the answerability calibrator on an evaluation run's answers (``assistant
+calibrate``), and the risk–coverage view of any answer score.
+
+    calibrator = fit_calibrator(records, fitted={"model": ..., "embedder": ...})
+    calibrator.save(calibrator_path(index_dir, adapter=None))
+
+The records are ``answers.jsonl`` lines of one rag system on one set (answerable and
+unanswerable splits, see :mod:`.run`). An answer is a positive when it was asked with
+the gold passage among its passages, a negative when the gold was removed (the
+unanswerable split) or not retrieved. Only answers the check showed are fitted on,
+since the calibrator only ever withholds those.
+
+The model: scikit-learn's standardiser and logistic regression over the signals of
+:mod:`assistant.grounding.answerability`, then an isotonic map fitted on out-of-fold
+scores, so the probabilities and the stored risk–coverage curve are those of answers
+the regression did not see. The calibration items must not be the ones reported on:
+:func:`check_disjoint` refuses answers that include held-out items.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from assistant.grounding.answerability import SIGNALS, Calibrator, OperatingPoint
+
+FOLDS = 5
+MIN_PER_CLASS = 4  # fewer shown answers of a kind than this and nothing can be learned about it
+
+
+def is_positive(record: Mapping[str, Any]) -> bool:
+    return record["split"] == "answerable" and bool(record.get("gold_retrieved"))
+
+
+def signals_of(record: Mapping[str, Any]) -> dict[str, float | None]:
+    return dict((record.get("answerability") or {}).get("signals") or {})
+
+
+def check_disjoint(records: Sequence[Mapping[str, Any]], held_out: Mapping[str, set[str]]) -> None:
+    """``ValueError`` when a record is a held-out item of its set: fitting on what is
+    reported would overstate the calibrator."""
+    leaked = [r["id"] for r in records if r["id"] in held_out.get(r.get("set", ""), set())]
+    if leaked:
+        raise ValueError(f"{len(leaked)} of the calibration answers are held-out items (e.g. {leaked[0]}); "
+                         "fit on the calibration split (assistant eval --split calibration)")
+
+
+def fit_calibrator(records: Sequence[Mapping[str, Any]], *, fitted: Mapping[str, Any],
+                   signals: Sequence[str] = SIGNALS, seed: int = 0) -> Calibrator:
+    """The calibrator of one system's answers on one set (or pooled sets)."""
+    import numpy as np
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    shown = [r for r in records if r.get("shown")]
+    labels = np.array([int(is_positive(r)) for r in shown])
+    positives, negatives = int(labels.sum()), int(len(labels) - labels.sum())
+    if min(positives, negatives) < MIN_PER_CLASS:
+        raise ValueError(f"the calibration answers hold {positives} shown answers with the gold passage and "
+                         f"{negatives} without; at least {MIN_PER_CLASS} of each are needed (use more items, "
+                         "with the unanswerable split)")
+    raw = np.array([[_finite(signals_of(r).get(name)) for name in signals] for r in shown], dtype=float)
+    means = np.nanmean(raw, axis=0)
+    features = np.where(np.isnan(raw), np.nan_to_num(means), raw)  # a signal not reported: its mean
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
+    folds = StratifiedKFold(n_splits=min(FOLDS, positives, negatives), shuffle=True, random_state=seed)
+    out_of_fold = cross_val_predict(model, features, labels, cv=folds, method="decision_function")
+    isotonic = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(out_of_fold, labels)
+    model.fit(features, labels)
+    scaler, regression = model[0], model[1]
+    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+    curve = risk_coverage(isotonic.predict(out_of_fold).tolist(), shown, records)
+    return Calibrator(tuple(signals), tuple(scaler.mean_.tolist()), tuple(scale.tolist()),
+                      tuple(regression.coef_[0].tolist()), float(regression.intercept_[0]),
+                      tuple(isotonic.X_thresholds_.tolist()), tuple(isotonic.y_thresholds_.tolist()),
+                      tuple(curve), dict(fitted) | {"shown_answers": len(shown), "positives": positives,
+                                                    "negatives": negatives, "answers": len(records)})
+
+
+def risk_coverage(scores: Sequence[float], shown: Sequence[Mapping[str, Any]],
+                  records: Sequence[Mapping[str, Any]]) -> list[OperatingPoint]:
+    """For each threshold over ``scores`` (one per shown answer, by rising threshold):
+    the share of all unanswerable questions still answered, and of all answerable
+    questions with the gold retrieved."""
+    unanswerable = sum(r["split"] == "unanswerable" for r in records) or 1
+    answerable = sum(is_positive(r) for r in records) or 1
+    points = []
+    for threshold in sorted(set(scores)) + [math.inf]:
+        kept = [r for r, s in zip(shown, scores, strict=True) if s >= threshold]
+        points.append(OperatingPoint(threshold if math.isfinite(threshold) else 1e9,
+                                     sum(r["split"] == "unanswerable" for r in kept) / unanswerable,
+                                     sum(is_positive(r) for r in kept) / answerable))
+    return points
+
+
+def gated_scores(records: Sequence[Mapping[str, Any]], keep: Callable[[Mapping[str, Any]], bool]) -> dict[str, Any]:
+    """What users see when only the shown answers that ``keep`` accepts stay shown:
+    accuracy, hallucination (with its Wilson 95% interval), coverage of answerable
+    questions with the gold retrieved, citation precision, abstention."""
+    answerable = [r for r in records if r["split"] == "answerable"]
+    unanswerable = [r for r in records if r["split"] == "unanswerable"]
+    visible = {id(r): bool(r.get("shown")) and keep(r) for r in records}
+    shown_answerable = [r for r in answerable if visible[id(r)]]
+    hallucinated = sum(visible[id(r)] for r in unanswerable)
+    with_gold = [r for r in answerable if r.get("gold_retrieved")]
+    cites = [float(r["cites_gold"]) for r in shown_answerable if r.get("cites_gold") is not None]
+    return {"n": len(answerable), "accuracy": _mean([r["shown_score"] if visible[id(r)] else 0.0 for r in answerable]),
+            "raw_accuracy": _mean([r["score"] for r in answerable]),
+            "coverage": _mean([float(visible[id(r)]) for r in with_gold]),
+            "abstention_rate": _mean([float(not visible[id(r)]) for r in answerable]),
+            "citation_precision": _mean(cites),
+            "hallucination_rate": hallucinated / len(unanswerable) if unanswerable else None,
+            "hallucination_ci95": wilson(hallucinated, len(unanswerable)), "unanswerable_n": len(unanswerable)}
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """The Wilson score interval of a proportion: sound near 0 and 1, where the normal one is not."""
+    if n == 0:
+        return None
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4))
+
+
+def draw_risk_coverage(curves: Mapping[str, Mapping[str, list[OperatingPoint]]], path: Any,
+                       marks: Mapping[str, Mapping[str, OperatingPoint]] | None = None) -> bool:
+    """One panel per set: hallucination against coverage for each named score, with the
+    chosen operating points marked. False when matplotlib is missing."""
+    from assistant.plots import pyplot
+
+    plt = pyplot()
+    if plt is None or not curves:
+        return False
+    fig, axes = plt.subplots(1, len(curves), figsize=(4 * len(curves), 3.6), squeeze=False)
+    for ax, (set_name, by_score) in zip(axes[0], curves.items(), strict=True):
+        for label, points in by_score.items():
+            ax.plot([p.coverage for p in points], [p.hallucination for p in points], label=label, drawstyle="steps-post")
+        for label, point in ((marks or {}).get(set_name) or {}).items():
+            ax.scatter([point.coverage], [point.hallucination], marker="o", zorder=3, label=label)
+        ax.set(title=set_name, xlabel="coverage (answerable, gold retrieved)", ylabel="hallucination (unanswerable)",
+               xlim=(0, 1), ylim=(0, 1))
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _finite(value: float | None) -> float:
+    return float(value) if value is not None and math.isfinite(value) else math.nan
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def calibrate_sets(generator: Any, sets: Mapping[str, tuple[Sequence[Any], Any]], out: Any, *, adapter: str | None,
+                   settings: Any, answers: Any = None, max_hallucination: float = 0.10,
+                   progress: bool = False) -> dict[str, Any]:
+    """Answer each set's calibration items as the service would (one rag system: the
+    base model's, or ``adapter``'s), or read the answers of such a run (``answers``: its
+    ``answers.jsonl``), fit one calibrator per set and store it beside the set's index.
+    Writes ``calibration.json`` and the out-of-fold ``risk_coverage.png`` to ``out``."""
+    import json
+    import time
+    from pathlib import Path
+
+    from assistant.evaluation.run import run_eval
+    from assistant.grounding.answerability import calibrator_path
+
+    out = Path(out)
+    system = "adapter+rag" if adapter else "base+rag"
+    if answers is None:
+        if generator is None:
+            raise ValueError("calibration needs a generator to answer with, or the answers of a run (--answers)")
+        run_eval(generator, sets, out, adapter=adapter, systems=[system], settings=settings, progress=progress)
+        answers = out / "answers.jsonl"
+    with Path(answers).open(encoding="utf-8") as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    summary: dict[str, Any] = {"system": system, "adapter": adapter, "max_hallucination": max_hallucination, "sets": {}}
+    curves: dict[str, dict[str, list[OperatingPoint]]] = {}
+    marks: dict[str, dict[str, OperatingPoint]] = {}
+    for name, (_, index) in sets.items():
+        mine = [r for r in records if r.get("set") == name and r.get("system") == system]
+        if not mine:
+            raise ValueError(f"no {system} answers for set {name!r} in {answers}")
+        fitted = {"model": getattr(generator, "model_name", None) or _model_of(answers), "adapter": adapter,
+                  "embedder": index.embedder.name, "set": name, "answer_mode": getattr(settings, "answer_mode", None),
+                  "min_score": getattr(settings, "min_score", None), "choices": getattr(settings, "choices", None),
+                  "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        calibrator = fit_calibrator(mine, fitted=fitted)
+        path = calibrator.save(calibrator_path(index.directory, adapter))
+        threshold = calibrator.threshold_for(max_hallucination)
+        point = next((p for p in calibrator.curve if p.threshold == threshold), calibrator.curve[-1])
+        summary["sets"][name] = {"path": str(path), "threshold": threshold, "calibration_hallucination": point.hallucination,
+                                 "calibration_coverage": point.coverage, **{k: calibrator.fitted[k] for k in
+                                                                            ("answers", "shown_answers", "positives", "negatives")},
+                                 "coef": dict(zip(calibrator.signals, calibrator.coef, strict=True))}
+        curves[name] = {"calibrated (out-of-fold)": list(calibrator.curve)}
+        marks[name] = {f"≤{max_hallucination:.0%}": point}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "calibration.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if draw_risk_coverage(curves, out / "risk_coverage.png", marks):
+        summary["plot"] = str(out / "risk_coverage.png")
+    return summary
+
+
+def _model_of(answers: Any) -> str | None:
+    """The model named in the report beside an ``answers.jsonl``."""
+    import json
+    from pathlib import Path
+
+    report = Path(answers).with_name("report.json")
+    return json.loads(report.read_text(encoding="utf-8")).get("model") if report.is_file() else None
