@@ -15,8 +15,10 @@ the passage), which removes the model's prior for a choice whatever the question
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from assistant.generation.base import TextGenerator
 from assistant.grounding.check import GroundedAnswer
@@ -76,15 +78,31 @@ def calibrate(mean_logprobs: Sequence[float], content_free: Sequence[float]) -> 
     return [r / sum(ratios) for r in ratios]
 
 
+_CONTENT_FREE: weakref.WeakKeyDictionary[Any, dict[tuple[str | None, tuple[str, ...]], list[float]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def content_free_scores(generator: TextGenerator, choices: Sequence[str], adapter: str | None) -> list[float]:
+    """The choices' mean log-likelihoods after the content-free prompt: the same for every
+    question, so computed once per generator, adapter and choice list (an adapter's name
+    names fixed weights: a retune registers a new name)."""
+    cache = _CONTENT_FREE.setdefault(generator, {})
+    key = (adapter, tuple(choices))
+    if key not in cache:
+        empty = generator.chat_prompt(choice_messages(CONTENT_FREE, [make_passage(1, "", "", CONTENT_FREE, 0.0)],
+                                                      choices))
+        cache[key] = [-sum(r) / len(r) for r in generator.choice_nlls(empty, choices, adapter=adapter)]
+    return list(cache[key])
+
+
 def score_choices(generator: TextGenerator, question: str, passages: Sequence[Passage], choices: Sequence[str], *,
                   adapter: str | None, calibrated: bool = True) -> ScoredChoices:
     """Every choice after the question's prompt (one pass over the prompt), and after the
     content-free one for calibration."""
     choices = check_choices(choices)
     prompt = generator.chat_prompt(choice_messages(question, passages, choices))
-    empty = generator.chat_prompt(choice_messages(CONTENT_FREE, [make_passage(1, "", "", CONTENT_FREE, 0.0)], choices))
     asked = [-sum(r) / len(r) for r in generator.choice_nlls(prompt, choices, adapter=adapter)]
-    free = [-sum(r) / len(r) for r in generator.choice_nlls(empty, choices, adapter=adapter)] if calibrated else asked
+    free = content_free_scores(generator, choices, adapter) if calibrated else asked
     probabilities = calibrate(asked, free) if calibrated else _softmax(asked)
     best = max(range(len(choices)), key=probabilities.__getitem__)
     return ScoredChoices(choices[best], {c: round(p, 4) for c, p in zip(choices, probabilities, strict=True)},
