@@ -335,9 +335,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         generator = None
         if args.answers is None:
             generator = LocalGenerator(dataclasses.replace(from_env(GenerationSettings), adapters_dir=registry_root))
-        summary = calibrate_sets(generator, sets, args.out, adapter=args.adapter, settings=_eval_settings(args),
+        # a choice head learns from the answerable split alone; generated answers need both splits
+        only_choices = args.choices and all(i.answer_type == "yes_no_maybe" for items, _ in sets.values() for i in items)
+        summary = calibrate_sets(generator, sets, args.out, adapter=args.adapter,
+                                 settings=_eval_settings(args, unanswerable=not only_choices),
                                  answers=args.answers, max_hallucination=args.max_hallucination, progress=True)
     for name, fitted in summary["sets"].items():
+        if fitted.get("choice_head"):
+            print(f"{name}: {fitted['path']}: choice head on {fitted['items']} items, training accuracy "
+                  f"{fitted['training_accuracy']:.1%} (always the commonest answer: {fitted['majority_accuracy']:.1%})")
+            continue
         print(f"{name}: {fitted['path']}: at most {args.max_hallucination:.0%} hallucination on the calibration "
               f"items (out of fold: {fitted['calibration_hallucination']:.1%}) keeps "
               f"{fitted['calibration_coverage']:.1%} of the answerable ones; threshold {fitted['threshold']:.3f}")

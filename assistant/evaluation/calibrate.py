@@ -193,6 +193,10 @@ def calibrate_sets(generator: Any, sets: Mapping[str, tuple[Sequence[Any], Any]]
                   "embedder": index.embedder.name, "set": name, "answer_mode": getattr(settings, "answer_mode", None),
                   "min_score": getattr(settings, "min_score", None), "choices": getattr(settings, "choices", None),
                   "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        if any(r.get("choice") for r in mine):
+            # choice answers: the decision is learned; the answerability gate is for generated text
+            summary["sets"][name] = fit_choices(mine, index, adapter, fitted)
+            continue
         calibrator = fit_calibrator(mine, fitted=fitted)
         path = calibrator.save(calibrator_path(index.directory, adapter))
         threshold = calibrator.threshold_for(max_hallucination)
@@ -208,6 +212,27 @@ def calibrate_sets(generator: Any, sets: Mapping[str, tuple[Sequence[Any], Any]]
     if draw_risk_coverage(curves, out / "risk_coverage.png", marks):
         summary["plot"] = str(out / "risk_coverage.png")
     return summary
+
+
+def fit_choices(records: Sequence[Mapping[str, Any]], index: Any, adapter: str | None,
+                fitted: Mapping[str, Any]) -> dict[str, Any]:
+    """The choice head of a set's choice answers (answerable split: the contexts that hold
+    the abstract), stored beside the index; its training accuracy beside the majority's."""
+    from collections import Counter
+
+    from assistant.grounding.choice_head import choice_head_path, fit_choice_head
+
+    asked = [r for r in records if r["split"] == "answerable" and r.get("choice")]
+    if not asked:
+        raise ValueError("no choice answers on the answerable split to fit a choice head on")
+    choices = list(next(iter(asked))["choice"]["probabilities"])
+    gold = [r["gold"].strip().lower() for r in asked]
+    head = fit_choice_head([r["choice"]["mean_logprobs"] for r in asked], gold, choices, fitted=fitted)
+    path = head.save(choice_head_path(index.directory, adapter))
+    right = sum(choices[max(range(len(choices)), key=p.__getitem__)] == g
+                for p, g in zip((head.probabilities(r["choice"]["mean_logprobs"]) for r in asked), gold, strict=True))
+    return {"path": str(path), "choice_head": True, "items": len(asked), "training_accuracy": right / len(asked),
+            "majority_accuracy": Counter(gold).most_common(1)[0][1] / len(asked)}
 
 
 def _model_of(answers: Any) -> str | None:

@@ -17,9 +17,9 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
     lines = [f"# Evaluation ({report['created']})", "", f"Adapter: {report['adapter'] or 'none'}; "
              f"top-{report['settings']['top_k']} passages; at most {report['settings']['max_new_tokens']} new tokens; "
              f"{report.get('seconds', 0) / 60:.1f} minutes. Accuracy ± the half-width of its 95% interval.", "",
-             "| set | system | n | accuracy | raw accuracy | exact match | ROUGE-L | recall@k | citation precision | "
+             "| set | system | n | accuracy | raw accuracy | exact match | ROUGE-L | macro-F1 | recall@k | citation precision | "
              "abstains | hallucination (unanswerable) | unsupported |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
 
     def cell(value: Any) -> str:
         return "" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
@@ -30,7 +30,7 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
             rag = system.endswith("+rag")
             accuracy = cell(r["accuracy"]) + (f" ± {r['accuracy_ci95']:.3f}" if r.get("accuracy_ci95") else "")
             lines.append(" | ".join(["", set_name, system, cell(r["n"]), accuracy, cell(r["raw_accuracy"]),
-                                     cell(r.get("exact_match")), cell(r.get("rouge_l")),
+                                     cell(r.get("exact_match")), cell(r.get("rouge_l")), cell(r.get("macro_f1")),
                                      cell(rows["recall_at_k"]) if rag else "", cell(r.get("citation_precision")),
                                      cell(r["abstention_rate"]), cell(r.get("hallucination_rate")),
                                      cell(r.get("unsupported_rate")), ""]).strip())

@@ -38,11 +38,13 @@ from typing import Any
 from assistant.evaluation.answers import answer_all, chat_prompts, generate_all, retrieve
 from assistant.evaluation.drift import general_drift
 from assistant.evaluation.report import write_report, write_risk_coverage
-from assistant.evaluation.scoring import citation_precision, holds_answer, score_answer, second_score, support
+from assistant.evaluation.scoring import (citation_precision, holds_answer, score_answer, second_score, support,
+                                          yes_no_maybe)
 from assistant.evaluation.sets import EvalItem
 from assistant.generation.base import TextGenerator
 from assistant.grounding.answerability import DEFAULT_MAX_HALLUCINATION, Gate, load_gates
 from assistant.grounding.check import DEFAULT_MIN_SCORE, GroundedAnswer, apply_gate, finalize
+from assistant.grounding.choice_head import ChoiceHead, load_heads
 from assistant.grounding.choices import choice_answer, score_choices
 from assistant.grounding.extract import DEFAULT_ANSWER_MODE
 from assistant.grounding.claims import is_refusal
@@ -116,7 +118,7 @@ def judge(answers: Sequence[str], passages: Sequence[list[Passage]], verifier: V
 
 def choose_all(generator: TextGenerator, items: Sequence[EvalItem], passages: Sequence[list[Passage]],
                adapter: str | None, verifier: Verifier, min_score: float, *, embed: Embed | None,
-               gate: Gate | None = None, progress: bool = False) -> tuple[list[str], list[GroundedAnswer]]:
+               head: ChoiceHead | None = None, progress: bool = False) -> tuple[list[str], list[GroundedAnswer]]:
     """Yes/no/maybe by choice scoring, as ``/v1/ask`` with ``choices`` answers; an item
     whose passages are not relevant enough abstains, as there."""
     from tqdm import tqdm  # type: ignore[import-untyped,unused-ignore]
@@ -125,9 +127,10 @@ def choose_all(generator: TextGenerator, items: Sequence[EvalItem], passages: Se
     for item, found in tqdm(list(zip(items, passages, strict=True)), desc=f"choices ({adapter or 'base'})",
                             disable=not progress):
         if relevant_enough(found, min_score):
-            scored = score_choices(generator, item.question, found, YES_NO_MAYBE, adapter=adapter)
+            scored = score_choices(generator, item.question, found, YES_NO_MAYBE, adapter=adapter, head=head)
             answers.append(scored.answer)
-            shown.append(apply_gate(choice_answer(scored, item.question, found, scored.answer, embed), found, gate,
+            # as the service: signals recorded, no answerability gate (fitted on generated answers)
+            shown.append(apply_gate(choice_answer(scored, item.question, found, scored.answer, embed), found, None,
                                     scored.mean_logprob))
         else:
             answers.append("")
@@ -149,15 +152,39 @@ def score_rag(items: Sequence[EvalItem], passages: Sequence[list[Passage]], answ
             cites.append(_cites_gold(cited, item))
             unsupported.append(float(support(result.answer, [p.text for p in cited]) < SUPPORTED))
     grounded = [r.grounded for r in shown]
+    decisions = {}
+    if items and all(i.answer_type == "yes_no_maybe" for i in items):
+        decisions = {"macro_f1": macro_f1([i.answer for i in items],
+                                          [yes_no_maybe(r.answer) if r.grounded else None for r in shown])}
     return {"n": len(items), "accuracy": mean(accuracy), "accuracy_ci95": _ci95(accuracy), "raw_accuracy": mean(raw),
-            **_second_scores(items, [r.answer for r in shown], grounded),
+            **decisions, **_second_scores(items, [r.answer for r in shown], grounded),
             "abstention_rate": mean([float(not g) for g in grounded]),
             "citation_precision": mean(cites), "unsupported_rate": mean(unsupported)}
 
 
+def macro_f1(gold: Sequence[str], predicted: Sequence[str | None]) -> float | None:
+    """The mean over the gold labels of each label's F1 (an abstention matches none): a
+    decision rule that always says "yes" scores about a third of what its accuracy suggests."""
+    gold = [g.strip().lower() for g in gold]
+    labels = sorted(set(gold))
+    if not labels:
+        return None
+    scores = []
+    for label in labels:
+        tp = sum(g == label and p == label for g, p in zip(gold, predicted, strict=True))
+        fp = sum(g != label and p == label for g, p in zip(gold, predicted, strict=True))
+        fn = sum(g == label and p != label for g, p in zip(gold, predicted, strict=True))
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return round(sum(scores) / len(scores), 4)
+
+
 def score_closed(items: Sequence[EvalItem], answers: Sequence[str]) -> dict[str, Any]:
     scores = [score_answer(a, i.answer, i.answer_type) for i, a in zip(items, answers, strict=True)]
+    decisions = {}
+    if items and all(i.answer_type == "yes_no_maybe" for i in items):
+        decisions = {"macro_f1": macro_f1([i.answer for i in items], [yes_no_maybe(a) for a in answers])}
     return {"n": len(items), "accuracy": mean(scores), "accuracy_ci95": _ci95(scores), "raw_accuracy": mean(scores),
+            **decisions,
             **_second_scores(items, answers, [True] * len(items)),
             "abstention_rate": mean([float(is_refusal(a)) for a in answers])}
 
@@ -188,6 +215,7 @@ def _answer_records(system: str, split: str, items: Sequence[EvalItem], answers:
                        "cites_gold": _cites_gold(cited, item) if result.grounded else None,
                        "gold_retrieved": bool(item.doc_ids) and any(p.doc_id in item.doc_ids for p in found),
                        "answerability": result.answerability,
+                       **({"choice": result.choice} if result.choice else {}),
                        "reasons": [result.abstained_reason] if result.abstained_reason else [],
                        "dropped": result.dropped, "passages": [p.doc_id for p in found]}
         records.append(record)
@@ -196,7 +224,8 @@ def _answer_records(system: str, split: str, items: Sequence[EvalItem], answers:
 
 def evaluate_set(generator: TextGenerator, items: Sequence[EvalItem], index: Any, systems: Sequence[str],
                  adapter: str | None, settings: EvalSettings, progress: bool = False,
-                 gates: Mapping[str | None, Gate] | None = None) -> dict[str, Any]:
+                 gates: Mapping[str | None, Gate] | None = None,
+                 heads: Mapping[str | None, ChoiceHead] | None = None) -> dict[str, Any]:
     """Scores per system, and under ``"answers"`` every answer (see :func:`_answer_records`);
     with ``gates`` (by adapter, None the base model), the rag systems' answers are held to
     their model's calibrated gate as the service holds them."""
@@ -213,6 +242,7 @@ def evaluate_set(generator: TextGenerator, items: Sequence[EvalItem], index: Any
     records: list[dict[str, Any]] = []
     name: str | None = None
     gate: Gate | None = None
+    heads = heads or {}
 
     def rag_answers(asked: Sequence[EvalItem], passages: Sequence[list[Passage]],
                     prompts: Sequence[str]) -> tuple[list[str], list[GroundedAnswer]]:
@@ -220,7 +250,7 @@ def evaluate_set(generator: TextGenerator, items: Sequence[EvalItem], index: Any
         items are answered by choice scoring when ``settings.choices`` is set."""
         if settings.choices and asked and all(i.answer_type == "yes_no_maybe" for i in asked):
             return choose_all(generator, asked, passages, name, verifier, settings.min_score, embed=how["embed"],
-                              gate=gate, progress=progress)
+                              head=heads.get(name), progress=progress)
         results = generate_all(generator, prompts, name, **gen, progress=progress)
         answers = [r.text for r in results]
         return answers, judge(answers, passages, verifier, settings.min_score, questions=[i.question for i in asked],
@@ -269,11 +299,13 @@ def run_eval(generator: TextGenerator, sets: Mapping[str, tuple[Sequence[EvalIte
     for name, (items, index) in sets.items():  # each set with the index its documents are in
         gates = load_gates(index.directory, [None, adapter], model=generator.model_name, embedder=index.embedder.name,
                            max_hallucination=settings.max_hallucination) if settings.calibrated else {}
-        if settings.calibrated and not gates:
+        heads = load_heads(index.directory, [None, adapter], model=generator.model_name) if settings.calibrated else {}
+        if settings.calibrated and not gates and not heads:
             raise FileNotFoundError(f"--calibrated: no calibrator beside the index at {index.directory}; "
                                     "fit one with `assistant calibrate`")
-        report["sets"][name] = {"calibrated": sorted(str(a) for a in gates)} if gates else {}
-        result = evaluate_set(generator, items, index, systems, adapter, settings, progress, gates)
+        report["sets"][name] = ({"calibrated": sorted(str(a) for a in gates)} if gates else {}) | (
+            {"choice_heads": sorted(str(a) for a in heads)} if heads else {})
+        result = evaluate_set(generator, items, index, systems, adapter, settings, progress, gates, heads)
         answers += [{"set": name} | record for record in result.pop("answers")]
         report["sets"][name] |= result
     if adapter is not None:  # over-tuning: the gate's drift from the base model

@@ -20,6 +20,7 @@ from assistant.generation.base import GenerationResult, TextGenerator
 from assistant.generation.queue import GenerationQueue
 from assistant.grounding.answerability import Gate
 from assistant.grounding.check import GroundedAnswer, apply_gate, finalize
+from assistant.grounding.choice_head import ChoiceHead
 from assistant.grounding.choices import choice_answer, score_choices
 from assistant.grounding.extract import DEFAULT_ANSWER_MODE
 from assistant.grounding.passages import Passage, build_messages, passages_from_hits, relevant_enough
@@ -54,12 +55,15 @@ class Answerer:
 
     def __init__(self, index: Index, generator: TextGenerator, queue: GenerationQueue, *, min_score: float,
                  records: AnswerLog | None = None, verifier: Verifier | None = None,
-                 gates: Mapping[str | None, Gate] | None = None):
+                 gates: Mapping[str | None, Gate] | None = None,
+                 choice_heads: Mapping[str | None, ChoiceHead] | None = None):
         self.index, self.generator, self.queue = index, generator, queue
         self.min_score = min_score
         # calibrated answerability per answering adapter (None: the base model); an adapter
         # with no calibrator is held to the check and min_score alone
         self.gates = dict(gates or {})
+        # learned choice decisions per answering adapter (else contextual calibration)
+        self.choice_heads = dict(choice_heads or {})
         self.records = records
         # the default judge reuses the index's embedder: no extra model
         self.embed: Embed = lambda texts: index.embedder.embed(texts)
@@ -102,15 +106,15 @@ class Answerer:
         answerable = relevant_enough(passages, self.min_score)
         if answerable and req.choices:
             scored = await asyncio.to_thread(score_choices, self.generator, req.question, passages, req.choices,
-                                             adapter=adapter)
+                                             adapter=adapter, head=self.choice_heads.get(adapter))
             done = time.perf_counter()
             timings.update(generation_ms=(done - retrieved) * 1000, total_ms=(done - started) * 1000,
                            prompt_tokens=0, completion_tokens=0)
+            # the answerability calibrator was fitted on generated answers, not on choices:
+            # a choice carries its signals but is held to min_score and its probabilities
             shown = apply_gate(choice_answer(scored, req.question, passages, scored.answer, self.embed), passages,
-                               self.gates.get(adapter), scored.mean_logprob)
-            answered = self._record(req, shown, timings, adapter) | {"choice": {
-                "answer": scored.answer, "probabilities": scored.probabilities, "uncalibrated": scored.raw}}
-            return passages, retrieved, timings, adapter, answered
+                               None, scored.mean_logprob)
+            return passages, retrieved, timings, adapter, self._record(req, shown, timings, adapter)
         if answerable and req.answer_mode != "extractive":
             return passages, retrieved, timings, adapter, None
         timings.update(generation_ms=0.0, total_ms=(time.perf_counter() - started) * 1000,

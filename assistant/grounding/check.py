@@ -46,12 +46,17 @@ class GroundedAnswer:
     """The sentences not shown: ``{text, reason}``."""
     answer_mode: str = "generative"
     """How the shown answer was made: the model's supported words, or a quoted passage sentence."""
+    choice: dict[str, object] | None = None
+    """For a choice answer: the choice, its probabilities and how they were made."""
     answerability: dict[str, object] = field(default_factory=dict)
     """The signals of an answer that passed the check, and with a calibrator its probability
     and the threshold it was held to (:mod:`.answerability`)."""
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        out = asdict(self)
+        if out["choice"] is None:  # only choice answers carry one
+            del out["choice"]
+        return out
 
 
 def finalize(answer_text: str, passages: Sequence[Passage], verifier: Verifier, *, min_score: float,
@@ -87,7 +92,7 @@ def apply_gate(shown: GroundedAnswer, passages: Sequence[Passage], gate: Gate | 
               f"for at most {gate.max_hallucination:.0%} answers to unanswerable questions")
     return GroundedAnswer(NOT_FOUND_MESSAGE, False, reason, [], [p.as_citation() for p in passages[:closest_k]],
                           shown.raw_answer, [], shown.dropped + [{"text": c["text"], "reason": reason} for c in shown.claims],
-                          shown.answer_mode, shown.answerability)
+                          shown.answer_mode, shown.choice, shown.answerability)
 
 
 def _check(answer_text: str, passages: Sequence[Passage], verifier: Verifier, *, min_score: float,

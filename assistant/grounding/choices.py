@@ -22,6 +22,7 @@ from typing import Any
 
 from assistant.generation.base import TextGenerator
 from assistant.grounding.check import GroundedAnswer
+from assistant.grounding.choice_head import ChoiceHead
 from assistant.grounding.claims import with_citations
 from assistant.grounding.extract import best_sentence
 from assistant.grounding.passages import Passage, build_messages, make_passage
@@ -63,6 +64,14 @@ class ScoredChoices:
     """Before calibration: the softmax of the mean log-likelihoods."""
     mean_logprob: float | None = None
     """The answer's mean token log-probability (an answerability signal)."""
+    mean_logprobs: tuple[float, ...] = ()
+    """Every choice's, in the order given: what a choice head is fitted on."""
+    method: str = "contextual"
+    """How the probabilities were made: ``contextual`` calibration, or a fitted ``head``."""
+
+    def as_dict(self) -> dict[str, object]:
+        return {"answer": self.answer, "probabilities": self.probabilities, "uncalibrated": self.raw,
+                "method": self.method, "mean_logprobs": [round(x, 4) for x in self.mean_logprobs]}
 
 
 def _softmax(values: Sequence[float]) -> list[float]:
@@ -96,17 +105,24 @@ def content_free_scores(generator: TextGenerator, choices: Sequence[str], adapte
 
 
 def score_choices(generator: TextGenerator, question: str, passages: Sequence[Passage], choices: Sequence[str], *,
-                  adapter: str | None, calibrated: bool = True) -> ScoredChoices:
-    """Every choice after the question's prompt (one pass over the prompt), and after the
-    content-free one for calibration."""
+                  adapter: str | None, calibrated: bool = True, head: ChoiceHead | None = None) -> ScoredChoices:
+    """Every choice after the question's prompt (one pass over the prompt); the
+    probabilities from ``head`` when it was fitted for these choices, else by contextual
+    calibration (the choices after the content-free prompt)."""
     choices = check_choices(choices)
     prompt = generator.chat_prompt(choice_messages(question, passages, choices))
     asked = [-sum(r) / len(r) for r in generator.choice_nlls(prompt, choices, adapter=adapter)]
-    free = content_free_scores(generator, choices, adapter) if calibrated else asked
-    probabilities = calibrate(asked, free) if calibrated else _softmax(asked)
+    method = "head" if head is not None and head.fits(choices) else "contextual" if calibrated else "none"
+    if method == "head":
+        probabilities = head.probabilities(asked)  # type: ignore[union-attr]
+    elif method == "contextual":
+        probabilities = calibrate(asked, content_free_scores(generator, choices, adapter))
+    else:
+        probabilities = _softmax(asked)
     best = max(range(len(choices)), key=probabilities.__getitem__)
     return ScoredChoices(choices[best], {c: round(p, 4) for c, p in zip(choices, probabilities, strict=True)},
-                         {c: round(p, 4) for c, p in zip(choices, _softmax(asked), strict=True)}, asked[best])
+                         {c: round(p, 4) for c, p in zip(choices, _softmax(asked), strict=True)}, asked[best],
+                         tuple(asked), method)
 
 
 def choice_answer(scored: ScoredChoices, question: str, passages: Sequence[Passage], raw_text: str,
@@ -118,4 +134,4 @@ def choice_answer(scored: ScoredChoices, question: str, passages: Sequence[Passa
     support = scored.probabilities[scored.answer]
     return GroundedAnswer(with_citations(scored.answer, [cited.number]), True, None, [cited.as_citation()], [],
                           raw_text, [{"text": scored.answer, "citations": [cited.number], "support": support}], [],
-                          "choice")
+                          "choice", choice=scored.as_dict())

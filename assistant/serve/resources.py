@@ -21,6 +21,7 @@ from assistant.generation.base import GenerationSettings, TextGenerator
 from assistant.generation.queue import GenerationQueue
 from assistant.generation.registry import AdapterRegistry
 from assistant.grounding.answerability import load_gates
+from assistant.grounding.choice_head import load_heads
 from assistant.grounding.answerer import Answerer
 from assistant.grounding.verify import CrossEncoderVerifier, Verifier
 from assistant.serve.auth import KeyStore
@@ -90,6 +91,7 @@ class Resources:
         # a calibrator fitted for another model or embedder fails here, before anything else opens
         gates = load_gates(index.directory, [None, *registry.names()], model=generator.model_name,
                            embedder=index.embedder.name, max_hallucination=settings.max_hallucination)
+        heads = load_heads(index.directory, [None, *registry.names()], model=generator.model_name)
         if registry.active() is not None:
             try:
                 switch.serve_recorded()
@@ -104,7 +106,8 @@ class Resources:
         jobs = JobRunner(JobStore(settings.service_db), settings.data_dir / "jobs", adapter_switch=switch)
         owned += [keys, records, jobs]
         answerer = Answerer(index, generator, queue, min_score=settings.min_score, records=records,
-                            verifier=load_verifier(settings.verifier), gates=gates)
+                            verifier=load_verifier(settings.verifier), gates=gates,
+                            choice_heads=heads)
         return cls(index, generator, queue, keys, records, registry, switch, jobs, answerer, owned)
 
     def close(self) -> None:

@@ -84,3 +84,33 @@ def test_calibrate_refuses_held_out_items() -> None:
     with pytest.raises(ValueError, match="1 of the calibration answers are held-out items"):
         check_disjoint([{"set": "covidqa", "id": "a"}, {"set": "covidqa", "id": "b"}], {"covidqa": {"b"}})
     check_disjoint([{"set": "covidqa", "id": "a"}], {"covidqa": {"b"}, "tatqa": {"a"}})
+
+
+def test_choice_answers_fit_a_choice_head_that_eval_then_uses(citing_model: Path, index_dir: Path,
+                                                              tmp_path: Path) -> None:
+    import random
+
+    from assistant.evaluation.calibrate import calibrate_sets
+    from assistant.grounding.choice_head import ChoiceHead, choice_head_path
+
+    generator = LocalGenerator(GenerationSettings(model=str(citing_model), device="cpu"))
+    rng = random.Random(0)
+    gold = ["yes", "no", "maybe"] * 10
+    records = [{"set": "yn", "system": "base+rag", "split": "answerable", "id": f"q{i}", "gold": g, "shown": True,
+                "choice": {"probabilities": {"yes": 0.4, "no": 0.3, "maybe": 0.3},
+                           "mean_logprobs": [rng.gauss(-0.5 if c == g else -1.5, 0.3) for c in ("yes", "no", "maybe")]}}
+               for i, g in enumerate(gold)]
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text("".join(json.dumps(r) + "\n" for r in records))
+    item = EvalItem("y1", "Do pangolins eat termites?", "yes", "yes_no_maybe", ("pangolin",))
+    with Index.open(index_dir) as index:
+        summary = calibrate_sets(generator, {"yn": ([item], index)}, tmp_path / "fit", adapter=None,
+                                 settings=EvalSettings(choices=True), answers=answers)
+        assert summary["sets"]["yn"]["choice_head"] and summary["sets"]["yn"]["training_accuracy"] > 0.8
+        head = ChoiceHead.load(choice_head_path(index_dir, None), model=generator.model_name)
+        assert head.choices == ("yes", "no", "maybe") and head.fitted["items"] == 30
+        report = run_eval(generator, {"yn": ([item], index)}, tmp_path / "report", adapter=None, systems=["base+rag"],
+                          settings=EvalSettings(choices=True, calibrated=True))
+    assert report["sets"]["yn"]["choice_heads"] == ["None"] and "macro_f1" in report["sets"]["yn"]["base+rag"]
+    rows = [json.loads(line) for line in (tmp_path / "report" / "answers.jsonl").read_text().splitlines()]
+    assert next(r for r in rows if r["split"] == "answerable")["choice"]["method"] == "head"

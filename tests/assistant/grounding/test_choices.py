@@ -93,3 +93,40 @@ def test_a_choice_answer_cites_a_passage(generator: LocalGenerator) -> None:
     shown = choice_answer(scored, "Did the drug lower blood pressure?", PASSAGES, scored.answer, None)
     assert shown.grounded and shown.answer_mode == "choice"
     assert shown.answer == f"{scored.answer} [1]" and shown.citations[0]["doc_id"] == "d1"  # the more relevant
+
+
+def test_a_fitted_head_decides_as_scikit_learn_and_only_for_its_choices(generator: LocalGenerator,
+                                                                        tmp_path: Path) -> None:
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    from assistant.grounding.choice_head import ChoiceHead, choice_head_path, fit_choice_head, load_heads
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(-1.0, 0.5, size=(90, 3))
+    gold = [["yes", "no", "maybe"][int(np.argmax(row + rng.normal(0, 0.3, 3)))] for row in features]
+    head = fit_choice_head(features.tolist(), gold, ["yes", "no", "maybe"], fitted={"model": generator.model_name})
+    reference = LogisticRegression(C=1.0, max_iter=2000).fit(features, [["yes", "no", "maybe"].index(g) for g in gold])
+    for row in features[:10]:
+        assert head.probabilities(row.tolist()) == pytest.approx(reference.predict_proba([row])[0].tolist(), abs=1e-9)
+    scored = score_choices(generator, "Did it work?", PASSAGES, ["yes", "no", "maybe"], adapter=None, head=head)
+    assert scored.method == "head"
+    expected = head.probabilities(list(scored.mean_logprobs))
+    assert [scored.probabilities[c] for c in ("yes", "no", "maybe")] == pytest.approx(expected, abs=1e-4)
+    other = score_choices(generator, "Did it work?", PASSAGES, ["yes", "no"], adapter=None, head=head)
+    assert other.method == "contextual"  # fitted for three choices, not these two
+    head.save(choice_head_path(tmp_path, None))
+    assert load_heads(tmp_path, [None, "v2"], model=generator.model_name) == {None: head}
+    with pytest.raises(ValueError, match="fitted for model .*uses .other.*assistant calibrate --choices"):
+        ChoiceHead.load(choice_head_path(tmp_path, None), model="other")
+    with pytest.raises(ValueError, match="no training item answers maybe"):
+        fit_choice_head([[0.0, 0.0, 0.0]] * 4, ["yes", "no", "yes", "no"], ["yes", "no", "maybe"], fitted={})
+
+
+def test_macro_f1_sees_through_always_yes() -> None:
+    from assistant.evaluation.run import macro_f1
+
+    gold = ["yes"] * 6 + ["no"] * 3 + ["maybe"]
+    assert macro_f1(gold, ["yes"] * 10) == pytest.approx((2 * 6 / (12 + 4)) / 3, abs=1e-4)
+    assert macro_f1(gold, list(gold)) == 1.0
+    assert macro_f1(gold, [None] * 10) == 0.0  # abstentions match no label
