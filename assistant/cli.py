@@ -322,7 +322,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     import dataclasses
 
     from assistant.evaluation.builtin_sets import builtin_set
-    from assistant.evaluation.calibrate import calibrate_sets, check_disjoint
+    from assistant.evaluation.calibrate import check_disjoint
+    from assistant.evaluation.calibration_run import calibrate_sets
     from assistant.generation.base import GenerationSettings
     from assistant.generation.local import LocalGenerator
     from assistant.settings import from_env

@@ -90,7 +90,7 @@ def test_choice_answers_fit_a_choice_head_that_eval_then_uses(citing_model: Path
                                                               tmp_path: Path) -> None:
     import random
 
-    from assistant.evaluation.calibrate import calibrate_sets
+    from assistant.evaluation.calibration_run import calibrate_sets
     from assistant.grounding.choice_head import ChoiceHead, choice_head_path
 
     generator = LocalGenerator(GenerationSettings(model=str(citing_model), device="cpu"))
