@@ -91,29 +91,37 @@ class OverlapVerifier:
     """Word and number overlap, with MiniLM cosine when ``embed`` is given (a function
     from texts to L2-normalised vectors, such as ``Index.embedder.embed``)."""
 
-    def __init__(self, embed: Callable[[list[str]], np.ndarray] | None = None):
+    def __init__(self, embed: Callable[[list[str]], np.ndarray] | None = None, *, threshold: float = SUPPORTED):
         self.embed = embed
+        self.threshold = threshold
 
     def scores(self, claims: Sequence[str], passages: Sequence[str]) -> np.ndarray:
+        """Support in [0, 1]. The cosine may only lower the word overlap, so a pair whose
+        overlap is already below ``threshold`` is unsupported whatever the cosine says: it
+        keeps its overlap (an upper bound) and costs no embedding. Embedding is the cost of
+        this check, so only the claims and passages that could reach the threshold are embedded."""
         lexical = np.array([[lexical_support(c, p) for p in passages] for c in claims], dtype=np.float32)
         lexical = lexical.reshape(len(claims), len(passages))
-        # only passages that some claim's words match need the cosine (embedding is the cost)
-        candidates = [j for j in range(len(passages)) if lexical[:, j].any()]
-        if self.embed is None or not claims or not candidates:
+        reachable = lexical >= self.threshold
+        rows = [i for i in range(len(claims)) if reachable[i].any()]
+        candidates = [j for j in range(len(passages)) if reachable[:, j].any()]
+        if self.embed is None or not rows:
             return lexical
-        claim_words = set().union(*(content_words(c) for c in claims))
+        claim_words = set().union(*(content_words(claims[i]) for i in rows))
         sentences = [self._closest_sentences(passages[j], claim_words) for j in candidates]
         flat = [s for group in sentences for s in group]
-        vectors = self.embed([*claims, *flat])
-        similarity = vectors[: len(claims)] @ vectors[len(claims):].T
-        cosine = np.zeros_like(lexical)
+        vectors = self.embed([*(claims[i] for i in rows), *flat])
+        similarity = vectors[: len(rows)] @ vectors[len(rows):].T
+        combined = lexical.copy()
         start = 0
         for j, group in zip(candidates, sentences, strict=True):
-            cosine[:, j] = similarity[:, start:start + len(group)].max(axis=1)
+            best = np.clip(similarity[:, start:start + len(group)].max(axis=1), 0.0, 1.0)
             start += len(group)
-        # the cosine may lower a score, never raise it: similar wording around new facts
-        # ("pangolins eat fruit and honey") reads close to a passage that says otherwise
-        combined = np.minimum(lexical, (lexical + np.clip(cosine, 0.0, 1.0)) / 2)
+            for row, i in enumerate(rows):
+                if reachable[i, j]:
+                    # the cosine may lower a score, never raise it: similar wording around new
+                    # facts ("pangolins eat fruit and honey") reads close to a passage that says otherwise
+                    combined[i, j] = min(lexical[i, j], (lexical[i, j] + best[row]) / 2)
         return combined.astype(np.float32)
 
 

@@ -77,6 +77,27 @@ def test_overlap_verifier_with_minilm_cosine(embed: Embed) -> None:
     assert reworded[0, 0] < 0.5  # close in wording, new facts: not supported
 
 
+def test_only_claims_that_could_be_supported_are_embedded(embed: Embed) -> None:
+    """The cosine can only lower the word overlap: a claim whose overlap is below the
+    threshold everywhere keeps it and is never embedded, nor is a passage no claim reaches."""
+    seen: list[str] = []
+
+    def counting(texts: list[str]):
+        seen.extend(texts)
+        return embed(texts)
+
+    claims = ["Pangolins eat termites.", "Volcanoes erupt with glowing molten rock."]
+    scores = OverlapVerifier(counting).scores(claims, PASSAGES)
+    lexical = OverlapVerifier().scores(claims, PASSAGES)
+    assert claims[0] in seen and claims[1] not in seen
+    assert scores[1].tolist() == lexical[1].tolist() and (lexical[1] < 0.5).all()
+    assert not any("yeast" in t for t in seen)  # the bread passage: no claim reaches 0.5 there
+    assert scores[0, 0] < lexical[0, 0] or lexical[0, 0] == 0  # the reachable pair got its cosine
+    seen.clear()
+    OverlapVerifier(counting).scores(["Nothing here matches at all."], PASSAGES)
+    assert seen == []
+
+
 @pytest.fixture(scope="module")
 def tiny_cross_encoders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A one-score judge and a three-label NLI head (entailment in the middle), both
