@@ -29,8 +29,8 @@ from assistant.grounding.claims import split_sentences
 Embed = Callable[[list[str]], np.ndarray]
 """Texts → L2-normalised vectors (``Index.embedder.embed``)."""
 SUPPORTED = 0.5
-"""A claim is supported by a passage that scores at least this (a hand-set default
-until the answerability calibration of the evaluation sets replaces it)."""
+"""A claim is supported by a passage that scores at least this (hand-set; the calibrated
+answerability then weighs how well the shown claims are supported among its signals)."""
 
 _WORD = re.compile(r"[\w'\u2019-]+")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
