@@ -81,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         cosine = next((p.threshold for p in cosine_curve if p.hallucination <= target), float("inf"))
         rules = {
             "check (min_score)": lambda r: True,
-            f"cosine ≥ {cosine:.3f}": lambda r, t=cosine: r["answerability"]["signals"]["dense_best"] >= t,
-            f"calibrated ≥ {gate.threshold:.3f}": lambda r: gate.probability(r["answerability"]["signals"]) >= gate.threshold,
+            (f"cosine ≥ {cosine:.3f}" if cosine <= 1 else "cosine (answers nothing)"):
+                lambda r, t=cosine: r["answerability"]["signals"]["dense_best"] >= t,
+            (f"calibrated ≥ {gate.threshold:.3f}" if gate.threshold <= 1 else "calibrated (answers nothing)"):
+                lambda r: gate.probability(r["answerability"]["signals"]) >= gate.threshold,
         }
         results["sets"][name] = {"cosine_threshold": cosine, "calibrated_threshold": gate.threshold,
                                  "calibrator": calibrator.fitted, "rules": {}}

@@ -88,8 +88,13 @@ def apply_gate(shown: GroundedAnswer, passages: Sequence[Passage], gate: Gate | 
     shown.answerability |= gate.describe(probability)
     if probability >= gate.threshold:
         return shown
-    reason = (f"calibrated answerability {probability:.2f} is below {gate.threshold:.2f}, the operating point "
-              f"for at most {gate.max_hallucination:.0%} answers to unanswerable questions")
+    if gate.threshold > 1.0:  # the calibration set had no operating point that met the target
+        reason = (f"the answerability calibrator answers nothing at most {gate.max_hallucination:.0%} answers to "
+                  "unanswerable questions allow (no threshold met it on the calibration set; refit on more "
+                  "items or raise ASSISTANT_MAX_HALLUCINATION)")
+    else:
+        reason = (f"calibrated answerability {probability:.2f} is below {gate.threshold:.2f}, the operating point "
+                  f"for at most {gate.max_hallucination:.0%} answers to unanswerable questions")
     return GroundedAnswer(NOT_FOUND_MESSAGE, False, reason, [], [p.as_citation() for p in passages[:closest_k]],
                           shown.raw_answer, [], shown.dropped + [{"text": c["text"], "reason": reason} for c in shown.claims],
                           shown.answer_mode, shown.choice, shown.answerability)

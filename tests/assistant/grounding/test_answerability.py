@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from assistant.evaluation.calibrate import fit_calibrator, gated_scores, risk_coverage, wilson
-from assistant.grounding.answerability import (SIGNALS, Calibrator, CalibratorMismatchError, _interpolate,
+from assistant.grounding.answerability import (SIGNALS, Calibrator, CalibratorMismatchError, Gate, _interpolate,
                                                answer_signals, calibrator_path, load_gates)
 from assistant.grounding.check import NOT_FOUND_MESSAGE, finalize
 from assistant.grounding.passages import make_passage
@@ -106,8 +106,15 @@ def test_a_gate_withholds_an_answer_below_its_threshold(calibrator: Calibrator) 
     held = finalize("Pangolins eat ants and termites.", passages, verifier, min_score=0.3,
                     gate=strict.gate(0.10), mean_logprob=-0.2)
     assert not held.grounded and held.answer == NOT_FOUND_MESSAGE and held.citations == []
-    assert "calibrated answerability" in held.abstained_reason and held.closest
+    assert "calibrator answers nothing at most 10%" in held.abstained_reason and held.closest
     assert held.dropped[-1]["text"] == "Pangolins eat ants and termites."
+    weak = [make_passage(1, "d1", "a.md", "Pangolins eat ants and termites.", 1.0, 0.31)]  # barely relevant
+    probability = calibrator.probability(finalize("Pangolins eat ants and termites.", weak, verifier,
+                                                  min_score=0.3).answerability["signals"])
+    assert probability < 0.99
+    above = Gate(calibrator, probability + 0.01, 0.10)  # a threshold just out of reach
+    below = finalize("Pangolins eat ants and termites.", weak, verifier, min_score=0.3, gate=above)
+    assert not below.grounded and f"calibrated answerability {probability:.2f} is below" in below.abstained_reason
     lenient = calibrator.gate(1.0)
     passed = finalize("Pangolins eat ants and termites.", passages, verifier, min_score=0.3, gate=lenient)
     assert passed.grounded and passed.answerability["threshold"] == lenient.threshold
