@@ -326,6 +326,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from assistant.evaluation.calibration_run import calibrate_sets
     from assistant.generation.base import GenerationSettings
     from assistant.generation.local import LocalGenerator
+    from assistant.grounding.answerability import NEVER
     from assistant.settings import from_env
 
     with contextlib.ExitStack() as stack:
@@ -346,14 +347,14 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             print(f"{name}: {fitted['path']}: choice head on {fitted['items']} items, training accuracy "
                   f"{fitted['training_accuracy']:.1%} (always the commonest answer: {fitted['majority_accuracy']:.1%})")
             continue
-        if fitted["threshold"] > 1.0:
+        if fitted["threshold"] >= NEVER:
             print(f"{name}: {fitted['path']}: no threshold keeps hallucination on the calibration items at most "
                   f"{args.max_hallucination:.0%} while answering anything: the service will abstain on every "
                   "question at this target (see risk_coverage.png for the trade-off)")
             continue
         print(f"{name}: {fitted['path']}: at most {args.max_hallucination:.0%} hallucination on the calibration "
               f"items (out of fold: {fitted['calibration_hallucination']:.1%}) keeps "
-              f"{fitted['calibration_coverage']:.1%} of the answerable ones; threshold {fitted['threshold']:.3f}")
+              f"{fitted['calibration_coverage']:.1%} of the answerable ones; score threshold {fitted['threshold']:.3f}")
     return 0
 
 

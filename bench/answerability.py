@@ -17,8 +17,8 @@ three ways, on the same recorded answers and signals:
   threshold that meets the hallucination target on the calibration answers (one signal,
   fitted on the same side as the calibrator: the simplest calibrated rule);
 - **calibrated**: the check, then the calibrator at the same target, as the service
-  and ``assistant eval --calibrated`` apply it (:func:`Calibrator.probability` over the
-  signals recorded in ``answers.jsonl``, the ones ``finalize`` computes).
+  and ``assistant eval --calibrated`` apply it (:meth:`Gate.passes` over the signals
+  recorded in ``answers.jsonl``, the ones ``finalize`` computes).
 
 Per set: coverage (answerable questions with the gold retrieved that are answered),
 shown accuracy and raw accuracy, citation precision, hallucination on the unanswerable
@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             "check (min_score)": lambda r: True,
             (f"cosine ≥ {cosine:.3f}" if cosine <= 1 else "cosine (answers nothing)"):
                 lambda r, t=cosine: r["answerability"]["signals"]["dense_best"] >= t,
-            (f"calibrated ≥ {gate.threshold:.3f}" if gate.threshold <= 1 else "calibrated (answers nothing)"):
-                lambda r: gate.probability(r["answerability"]["signals"]) >= gate.threshold,
+            (f"calibrated (score ≥ {gate.threshold:.2f})" if not gate.answers_nothing else "calibrated (answers nothing)"):
+                lambda r: gate.passes(r["answerability"]["signals"]),
         }
         results["sets"][name] = {"cosine_threshold": cosine, "calibrated_threshold": gate.threshold,
                                  "calibrator": calibrator.fitted, "rules": {}}
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         curves[name] = {
             "best cosine": risk_coverage([r["answerability"]["signals"]["dense_best"] for r in held_checked],
                                          held_checked, records),
-            "calibrated": risk_coverage([gate.probability(r["answerability"]["signals"]) for r in held_checked],
+            "calibrated": risk_coverage([calibrator.score(r["answerability"]["signals"]) for r in held_checked],
                                         held_checked, records)}
         rows = results["sets"][name]["rules"]
         marks[name] = {label: _point(rows[label]) for label in rows}

@@ -23,7 +23,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from assistant.grounding.answerability import SIGNALS, Calibrator, OperatingPoint
+from assistant.grounding.answerability import NEVER, SIGNALS, Calibrator, OperatingPoint
 
 FOLDS = 5
 MIN_PER_CLASS = 4  # fewer shown answers of a kind than this and nothing can be learned about it
@@ -73,7 +73,7 @@ def fit_calibrator(records: Sequence[Mapping[str, Any]], *, fitted: Mapping[str,
     model.fit(features, labels)
     scaler, regression = model[0], model[1]
     scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
-    curve = risk_coverage(isotonic.predict(out_of_fold).tolist(), shown, records)
+    curve = risk_coverage(out_of_fold.tolist(), shown, records)  # thresholds on the score (see answerability)
     return Calibrator(tuple(signals), tuple(scaler.mean_.tolist()), tuple(scale.tolist()),
                       tuple(regression.coef_[0].tolist()), float(regression.intercept_[0]),
                       tuple(isotonic.X_thresholds_.tolist()), tuple(isotonic.y_thresholds_.tolist()),
@@ -91,7 +91,7 @@ def risk_coverage(scores: Sequence[float], shown: Sequence[Mapping[str, Any]],
     points = []
     for threshold in sorted(set(scores)) + [math.inf]:
         kept = [r for r, s in zip(shown, scores, strict=True) if s >= threshold]
-        points.append(OperatingPoint(threshold if math.isfinite(threshold) else 1e9,
+        points.append(OperatingPoint(threshold if math.isfinite(threshold) else NEVER,
                                      sum(r["split"] == "unanswerable" for r in kept) / unanswerable,
                                      sum(is_positive(r) for r in kept) / answerable))
     return points

@@ -64,8 +64,8 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
 
 def write_risk_coverage(answers: list[dict[str, Any]], out: Path) -> list[Path]:
     """``risk_coverage.png``: per set, each rag system's hallucination against coverage as
-    the bar on its answers rises: the calibrated probability where the run had a
-    calibrator, else the best passage's cosine (the hand-set rule's score)."""
+    the bar on its answers rises: the calibrator's score where the run had one, else the
+    best passage's cosine (the hand-set rule's score)."""
     from assistant.evaluation.calibrate import draw_risk_coverage, risk_coverage
 
     curves: dict[str, dict[str, Any]] = {}
@@ -78,8 +78,8 @@ def write_risk_coverage(answers: list[dict[str, Any]], out: Path) -> list[Path]:
             checked = [r for r in records if (r.get("answerability") or {}).get("signals")]
             if not checked:
                 continue
-            calibrated = all("probability" in r["answerability"] for r in checked)
-            scores = [r["answerability"]["probability"] if calibrated else r["answerability"]["signals"]["dense_best"]
+            calibrated = all("score" in r["answerability"] for r in checked)
+            scores = [r["answerability"]["score"] if calibrated else r["answerability"]["signals"]["dense_best"]
                       for r in checked]
             label = f"{system} ({'calibrated' if calibrated else 'best cosine'})"
             drawn.setdefault(set_name, {})[label] = risk_coverage(scores, checked, records)

@@ -4,15 +4,19 @@ show it or abstain at an operating point chosen by the rate of wrong answers it 
 
     calibrator = Calibrator.load(index_dir / CALIBRATOR_FILE, model="SmolLM2", embedder="minilm")
     gate = calibrator.gate(max_hallucination=0.10)
-    p = gate.probability(answer_signals(passages, shown, mean_logprob))
-    if p < gate.threshold: abstain
+    signals = answer_signals(passages, claims, dropped, mean_logprob)
+    if not gate.passes(signals): abstain
+    gate.describe(signals)   # {"probability": 0.83, "threshold": 0.41, ...}
 
 The model is a logistic regression over standardised signals followed by an isotonic
-map to probabilities, fitted by :mod:`assistant.evaluation.calibrate` (scikit-learn)
-and stored as plain JSON numbers, so that answering needs neither scikit-learn nor
-pickle (a pickled file would run code when loaded). The stored risk–coverage curve of
-the calibration set maps a target hallucination rate to a threshold, so the service
-can move its operating point without refitting.
+map of its score to a probability, fitted by :mod:`assistant.evaluation.calibrate`
+(scikit-learn) and stored as plain JSON numbers, so that answering needs neither
+scikit-learn nor pickle (a pickled file would run code when loaded). The stored
+risk–coverage curve of the calibration set maps a target hallucination rate to a
+threshold on the regression's score, so the service can move its operating point
+without refitting. The threshold is on the score, not the probability, because the
+isotonic map is a staircase: with a few dozen calibration answers its steps are wide,
+and a threshold between two steps would have to give up a whole step of coverage.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from assistant.grounding.passages import Passage
 CALIBRATOR_FILE = "answerability.json"
 """Stored beside the index it was fitted on."""
 DEFAULT_MAX_HALLUCINATION = 0.10
+NEVER = 1e9
+"""The threshold that keeps nothing: where no operating point meets the target."""
 SIGNALS = ("dense_best", "dense_margin", "bm25_best", "bm25_margin", "claim_support", "claims_kept",
            "mean_logprob")
 FORMAT = 1
@@ -56,8 +62,9 @@ def answer_signals(passages: Sequence[Passage], claims: Sequence[Mapping[str, An
 
 @dataclass(frozen=True)
 class OperatingPoint:
-    """One threshold on the calibration set: the share of unanswerable questions it still
-    answers (hallucination) and of answerable ones it answers (coverage)."""
+    """One threshold on the regression's score over the calibration set: the share of
+    unanswerable questions it still answers (hallucination) and of answerable ones it
+    answers (coverage)."""
 
     threshold: float
     hallucination: float
@@ -72,11 +79,20 @@ class Gate:
     threshold: float
     max_hallucination: float
 
-    def probability(self, signals: Mapping[str, float | None]) -> float:
-        return self.calibrator.probability(signals)
+    @property
+    def answers_nothing(self) -> bool:
+        return self.threshold >= NEVER
 
-    def describe(self, probability: float) -> dict[str, float]:
-        return {"probability": round(probability, 4), "threshold": round(self.threshold, 4),
+    def passes(self, signals: Mapping[str, float | None]) -> bool:
+        return self.calibrator.score(signals) >= self.threshold
+
+    def describe(self, signals: Mapping[str, float | None]) -> dict[str, Any]:
+        """The answer's probability, and the probability at the operating point (None when
+        it answers nothing); the scores the decision compared, for the record."""
+        return {"probability": round(self.calibrator.probability(signals), 4),
+                "threshold": None if self.answers_nothing else round(self.calibrator.to_probability(self.threshold), 4),
+                "score": round(self.calibrator.score(signals), 4),
+                "score_threshold": None if self.answers_nothing else round(self.threshold, 4),
                 "max_hallucination": self.max_hallucination}
 
 
@@ -105,18 +121,21 @@ class Calibrator:
         return total
 
     def probability(self, signals: Mapping[str, float | None]) -> float:
-        return _interpolate(self.score(signals), self.iso_x, self.iso_y)
+        return self.to_probability(self.score(signals))
+
+    def to_probability(self, score: float) -> float:
+        return _interpolate(score, self.iso_x, self.iso_y)
 
     def threshold_for(self, max_hallucination: float) -> float:
-        """The lowest threshold whose hallucination on the calibration set is at most the
-        target (the most coverage that target allows); above every probability when
-        none meets it, so the service abstains rather than miss its target silently."""
+        """The lowest score threshold whose hallucination on the calibration set is at most
+        the target (the most coverage that target allows); :data:`NEVER` when none meets
+        it, so the service abstains rather than miss its target silently."""
         if not 0.0 <= max_hallucination <= 1.0:
             raise ValueError(f"max_hallucination must be between 0 and 1, got {max_hallucination}")
         for point in self.curve:
             if point.hallucination <= max_hallucination:
                 return point.threshold
-        return math.inf
+        return NEVER
 
     def gate(self, max_hallucination: float = DEFAULT_MAX_HALLUCINATION) -> Gate:
         return Gate(self, self.threshold_for(max_hallucination), max_hallucination)

@@ -76,25 +76,25 @@ def finalize(answer_text: str, passages: Sequence[Passage], verifier: Verifier, 
 
 def apply_gate(shown: GroundedAnswer, passages: Sequence[Passage], gate: Gate | None, mean_logprob: float | None,
                *, closest_k: int = CLOSEST_K) -> GroundedAnswer:
-    """``shown`` with its answerability signals, or, when ``gate``'s calibrated
-    probability for them is below its threshold, an abstention that says so."""
+    """``shown`` with its answerability signals, or, when they fall below ``gate``'s
+    operating point, an abstention that says so."""
     if not shown.grounded:
         return shown
     signals = answer_signals(passages, shown.claims, len(shown.dropped), mean_logprob)
     shown.answerability = {"signals": signals}
     if gate is None:
         return shown
-    probability = gate.probability(signals)
-    shown.answerability |= gate.describe(probability)
-    if probability >= gate.threshold:
+    shown.answerability |= gate.describe(signals)
+    if gate.passes(signals):
         return shown
-    if gate.threshold > 1.0:  # the calibration set had no operating point that met the target
+    if gate.answers_nothing:  # the calibration set had no operating point that met the target
         reason = (f"the answerability calibrator answers nothing at most {gate.max_hallucination:.0%} answers to "
                   "unanswerable questions allow (no threshold met it on the calibration set; refit on more "
                   "items or raise ASSISTANT_MAX_HALLUCINATION)")
     else:
-        reason = (f"calibrated answerability {probability:.2f} is below {gate.threshold:.2f}, the operating point "
-                  f"for at most {gate.max_hallucination:.0%} answers to unanswerable questions")
+        reason = (f"calibrated answerability {shown.answerability['probability']:.2f} (score "
+                  f"{shown.answerability['score']:.2f}) is below the operating point (score "
+                  f"{gate.threshold:.2f}) for at most {gate.max_hallucination:.0%} answers to unanswerable questions")
     return GroundedAnswer(NOT_FOUND_MESSAGE, False, reason, [], [p.as_citation() for p in passages[:closest_k]],
                           shown.raw_answer, [], shown.dropped + [{"text": c["text"], "reason": reason} for c in shown.claims],
                           shown.answer_mode, shown.choice, shown.answerability)

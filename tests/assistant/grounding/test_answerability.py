@@ -108,17 +108,21 @@ def test_a_gate_withholds_an_answer_below_its_threshold(calibrator: Calibrator) 
     assert not held.grounded and held.answer == NOT_FOUND_MESSAGE and held.citations == []
     assert "calibrator answers nothing at most 10%" in held.abstained_reason and held.closest
     assert held.dropped[-1]["text"] == "Pangolins eat ants and termites."
-    weak = [make_passage(1, "d1", "a.md", "Pangolins eat ants and termites.", 1.0, 0.31)]  # barely relevant
-    probability = calibrator.probability(finalize("Pangolins eat ants and termites.", weak, verifier,
-                                                  min_score=0.3).answerability["signals"])
-    assert probability < 0.99
-    above = Gate(calibrator, probability + 0.01, 0.10)  # a threshold just out of reach
-    below = finalize("Pangolins eat ants and termites.", weak, verifier, min_score=0.3, gate=above)
-    assert not below.grounded and f"calibrated answerability {probability:.2f} is below" in below.abstained_reason
+    signals = plain.answerability["signals"]
+    above = Gate(calibrator, calibrator.score(signals) + 0.01, 0.10)  # a threshold just out of reach
+    below = finalize("Pangolins eat ants and termites.", passages, verifier, min_score=0.3, gate=above,
+                     mean_logprob=-0.2)
+    assert not below.grounded
+    assert f"calibrated answerability {calibrator.probability(signals):.2f} (score" in below.abstained_reason
+    assert below.answerability["score_threshold"] == pytest.approx(above.threshold, abs=1e-4)
+    at = Gate(calibrator, calibrator.score(signals), 0.10)  # the score itself passes
+    assert finalize("Pangolins eat ants and termites.", passages, verifier, min_score=0.3, gate=at,
+                    mean_logprob=-0.2).grounded
     lenient = calibrator.gate(1.0)
     passed = finalize("Pangolins eat ants and termites.", passages, verifier, min_score=0.3, gate=lenient)
-    assert passed.grounded and passed.answerability["threshold"] == lenient.threshold
-    assert 0.0 <= passed.answerability["probability"] <= 1.0
+    assert passed.grounded and passed.answerability["score_threshold"] == round(lenient.threshold, 4)
+    assert 0.0 <= passed.answerability["probability"] <= 1.0 and 0.0 <= passed.answerability["threshold"] <= 1.0
+    assert held.answerability["threshold"] is None  # the strict gate answers nothing
 
 
 def test_signals_of_an_answer() -> None:
