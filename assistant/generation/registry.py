@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from assistant.json_files import write_json_atomically
+
 ACTIVE_FILE = "active.json"
 MANIFEST = "manifest.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
@@ -61,15 +63,6 @@ def model_hash(model_dir: str | os.PathLike[str]) -> str:
     for path in files:
         digest.update(path.name.encode() + b"\0" + file_hash(path).encode())
     return digest.hexdigest()
-
-
-def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class AdapterRegistry:
@@ -142,7 +135,7 @@ class AdapterRegistry:
             tmp = self.root / f".tmp-{name}"
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(source, tmp, ignore=shutil.ignore_patterns("README.md"))
-            _write_json(tmp / MANIFEST, manifest)
+            write_json_atomically(tmp / MANIFEST, manifest)
             tmp.rename(self.root / name)
         return name
 
@@ -154,7 +147,7 @@ class AdapterRegistry:
                                 "reason": report["reason"], "report": report}
             manifest["metrics"] = manifest.get("metrics", {}) | {"domain": report.get("domain"),
                                                                  "drift": report.get("drift")}
-            _write_json(self.root / name / MANIFEST, manifest)
+            write_json_atomically(self.root / name / MANIFEST, manifest)
         return manifest
 
     def check_activatable(self, name: str, base_model_hash: str | None, *, force: bool = False) -> dict[str, Any]:
@@ -177,7 +170,7 @@ class AdapterRegistry:
             state = self._state()
             if state["active"] != name:
                 state = {"active": name, "history": [*state["history"], name][-50:]}
-                _write_json(self.root / ACTIVE_FILE, state)
+                write_json_atomically(self.root / ACTIVE_FILE, state)
 
     def previous(self) -> str | None:
         """What :meth:`rollback` would make active; ``RegistryError`` when nothing."""
@@ -194,5 +187,5 @@ class AdapterRegistry:
             if len(history) < 2:
                 raise RegistryError("nothing to roll back to: no adapter was active before this one")
             history.pop()
-            _write_json(self.root / ACTIVE_FILE, {"active": history[-1], "history": history})
+            write_json_atomically(self.root / ACTIVE_FILE, {"active": history[-1], "history": history})
             return history[-1]

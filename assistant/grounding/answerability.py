@@ -21,15 +21,14 @@ and a threshold between two steps would have to give up a whole step of coverage
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from assistant.grounding.passages import Passage
+from assistant.json_files import read_json, write_json_atomically
 
 CALIBRATOR_FILE = "answerability.json"
 """Stored beside the index it was fitted on."""
@@ -170,23 +169,17 @@ class Calibrator:
         return calibrator
 
     def save(self, path: Path) -> Path:
-        """Written to a temporary file and renamed: a kill leaves the old file or the new one."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps(self.to_json(), indent=1), encoding="utf-8")
-        os.replace(partial, path)
-        return path
+        """A kill while saving leaves the old file or the new one."""
+        return write_json_atomically(path, self.to_json(), indent=1)
 
     @classmethod
     def load(cls, path: Path, *, model: str | None = None, embedder: str | None = None) -> Calibrator:
         """The calibrator in ``path``; with ``model`` and ``embedder``, a
         :class:`CalibratorMismatchError` when it was fitted for others."""
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            data = read_json(path, "a calibrator")
         except FileNotFoundError:
             raise FileNotFoundError(f"no answerability calibrator at {path}; fit one with `assistant calibrate`") from None
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not a calibrator (bad JSON: {exc})") from None
         try:
             calibrator = cls.from_json(data)
         except ValueError as exc:

@@ -15,13 +15,13 @@ when the request's choices are the ones it was fitted for.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from assistant.json_files import read_json, write_json_atomically
 
 FORMAT = 1
 
@@ -51,11 +51,7 @@ class ChoiceHead:
         return [e / sum(exps) for e in exps]
 
     def save(self, path: Path) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps({"format": FORMAT, **asdict(self)}, indent=1), encoding="utf-8")
-        os.replace(partial, path)  # a kill leaves the old file or the new one
-        return path
+        return write_json_atomically(path, {"format": FORMAT, **asdict(self)}, indent=1)  # a kill: old or new
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ChoiceHead:
@@ -73,10 +69,9 @@ class ChoiceHead:
 
     @classmethod
     def load(cls, path: Path, *, model: str | None = None) -> ChoiceHead:
+        data = read_json(path, "a choice head")
         try:
-            head = cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not a choice head (bad JSON: {exc})") from None
+            head = cls.from_json(data)
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
         if model is not None and head.fitted.get("model") != model:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from assistant.generation.model_files import DEFAULT_MODEL
+from assistant.json_files import write_json_atomically
 from assistant.tuning.gate import GateSettings
 from assistant.tuning.raft import RaftSettings
 from assistant.tuning.train_settings import TuneSettings
@@ -76,12 +77,6 @@ class RetuneSpec(RetuneRequest):
         path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n", encoding="utf-8")
 
 
-def _write_atomically(path: Path, value: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
 def _read(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -106,7 +101,7 @@ class RetuneResult:
     """Why the service could not activate an accepted adapter."""
 
     def save(self, path: Path) -> None:
-        _write_atomically(path, dataclasses.asdict(self))
+        write_json_atomically(path, dataclasses.asdict(self))
 
     @classmethod
     def load(cls, path: Path) -> RetuneResult | None:
@@ -148,7 +143,7 @@ class JobProgress:
         self._save()
 
     def _save(self) -> None:
-        _write_atomically(self.path, {"stage": self.stage, "stages": self.stages, "training": self.training})
+        write_json_atomically(self.path, {"stage": self.stage, "stages": self.stages, "training": self.training})
 
     @classmethod
     def read(cls, path: Path) -> dict[str, Any] | None:
