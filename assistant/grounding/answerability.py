@@ -5,8 +5,8 @@ show it or abstain at an operating point chosen by the rate of wrong answers it 
     calibrator = Calibrator.load(index_dir / CALIBRATOR_FILE, model="SmolLM2", embedder="minilm")
     gate = calibrator.gate(max_hallucination=0.10)
     signals = answer_signals(passages, claims, dropped, mean_logprob)
-    if not gate.passes(signals): abstain
-    gate.describe(signals)   # {"probability": 0.83, "threshold": 0.41, ...}
+    passed, record = gate.judge(signals)   # record: {"probability": 0.83, "threshold": 0.41, ...}
+    if not passed: abstain
 
 The model is a logistic regression over standardised signals followed by an isotonic
 map of its score to a probability, fitted by :mod:`assistant.evaluation.calibrate`
@@ -83,16 +83,17 @@ class Gate:
         return self.threshold >= NEVER
 
     def passes(self, signals: Mapping[str, float | None]) -> bool:
-        return self.calibrator.score(signals) >= self.threshold
+        return self.judge(signals)[0]
 
-    def describe(self, signals: Mapping[str, float | None]) -> dict[str, Any]:
-        """The answer's probability, and the probability at the operating point (None when
-        it answers nothing); the scores the decision compared, for the record."""
-        return {"probability": round(self.calibrator.probability(signals), 4),
-                "threshold": None if self.answers_nothing else round(self.calibrator.to_probability(self.threshold), 4),
-                "score": round(self.calibrator.score(signals), 4),
-                "score_threshold": None if self.answers_nothing else round(self.threshold, 4),
-                "max_hallucination": self.max_hallucination}
+    def judge(self, signals: Mapping[str, float | None]) -> tuple[bool, dict[str, Any]]:
+        """Whether the answer passes, and for the record its probability, the probability
+        at the operating point (None when it answers nothing) and the scores compared."""
+        score = self.calibrator.score(signals)
+        return score >= self.threshold, {
+            "probability": round(self.calibrator.to_probability(score), 4),
+            "threshold": None if self.answers_nothing else round(self.calibrator.to_probability(self.threshold), 4),
+            "score": round(score, 4), "score_threshold": None if self.answers_nothing else round(self.threshold, 4),
+            "max_hallucination": self.max_hallucination}
 
 
 @dataclass(frozen=True)

@@ -84,8 +84,9 @@ def apply_gate(shown: GroundedAnswer, passages: Sequence[Passage], gate: Gate | 
     shown.answerability = {"signals": signals}
     if gate is None:
         return shown
-    shown.answerability |= gate.describe(signals)
-    if gate.passes(signals):
+    passed, record = gate.judge(signals)
+    shown.answerability |= record
+    if passed:
         return shown
     if gate.answers_nothing:  # the calibration set had no operating point that met the target
         reason = (f"the answerability calibrator answers nothing at most {gate.max_hallucination:.0%} answers to "
