@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from assistant.evaluation.scoring import mean
 from assistant.grounding.answerability import NEVER, SIGNALS, Calibrator, OperatingPoint
 
 FOLDS = 5
@@ -108,11 +109,11 @@ def gated_scores(records: Sequence[Mapping[str, Any]], keep: Callable[[Mapping[s
     hallucinated = sum(visible[id(r)] for r in unanswerable)
     with_gold = [r for r in answerable if r.get("gold_retrieved")]
     cites = [float(r["cites_gold"]) for r in shown_answerable if r.get("cites_gold") is not None]
-    return {"n": len(answerable), "accuracy": _mean([r["shown_score"] if visible[id(r)] else 0.0 for r in answerable]),
-            "raw_accuracy": _mean([r["score"] for r in answerable]),
-            "coverage": _mean([float(visible[id(r)]) for r in with_gold]),
-            "abstention_rate": _mean([float(not visible[id(r)]) for r in answerable]),
-            "citation_precision": _mean(cites),
+    return {"n": len(answerable), "accuracy": mean([r["shown_score"] if visible[id(r)] else 0.0 for r in answerable]),
+            "raw_accuracy": mean([r["score"] for r in answerable]),
+            "coverage": mean([float(visible[id(r)]) for r in with_gold]),
+            "abstention_rate": mean([float(not visible[id(r)]) for r in answerable]),
+            "citation_precision": mean(cites),
             "hallucination_rate": hallucinated / len(unanswerable) if unanswerable else None,
             "hallucination_ci95": wilson(hallucinated, len(unanswerable)), "unanswerable_n": len(unanswerable)}
 
@@ -153,10 +154,6 @@ def draw_risk_coverage(curves: Mapping[str, Mapping[str, list[OperatingPoint]]],
 
 def _finite(value: float | None) -> float:
     return float(value) if value is not None and math.isfinite(value) else math.nan
-
-
-def _mean(values: Sequence[float]) -> float | None:
-    return round(sum(values) / len(values), 4) if values else None
 
 
 def fit_choices(records: Sequence[Mapping[str, Any]], index: Any, adapter: str | None,

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from assistant.evaluation.drift import MAX_DRIFT, general_drift
-from assistant.evaluation.run import EvalSettings, evaluate_set, mean
+from assistant.evaluation.run import EvalSettings, evaluate_set
+from assistant.evaluation.scoring import mean
 from assistant.evaluation.sets import EvalItem
 from assistant.generation.base import TextGenerator
 from assistant.plots import pyplot

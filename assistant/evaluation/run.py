@@ -38,8 +38,8 @@ from typing import Any
 from assistant.evaluation.answers import answer_all, chat_prompts, generate_all, retrieve
 from assistant.evaluation.drift import general_drift
 from assistant.evaluation.report import write_report, write_risk_coverage
-from assistant.evaluation.scoring import (citation_precision, holds_answer, score_answer, second_score, support,
-                                          yes_no_maybe)
+from assistant.evaluation.scoring import (citation_precision, holds_answer, macro_f1, mean, score_answer,
+                                          second_score, support, yes_no_maybe)
 from assistant.evaluation.sets import EvalItem
 from assistant.generation.base import TextGenerator
 from assistant.grounding.answerability import DEFAULT_MAX_HALLUCINATION, Gate, load_gates
@@ -79,11 +79,6 @@ def _cites_gold(cited: Sequence[Passage], item: EvalItem) -> float | None:
     if item.doc_ids:
         return float(any(p.doc_id in item.doc_ids for p in cited))
     return citation_precision([p.text for p in cited], item.answer)
-
-
-def mean(values: Sequence[float | None]) -> float | None:
-    kept = [v for v in values if v is not None]
-    return round(sum(kept) / len(kept), 4) if kept else None
 
 
 def _ci95(values: Sequence[float]) -> float | None:
@@ -152,39 +147,24 @@ def score_rag(items: Sequence[EvalItem], passages: Sequence[list[Passage]], answ
             cites.append(_cites_gold(cited, item))
             unsupported.append(float(support(result.answer, [p.text for p in cited]) < SUPPORTED))
     grounded = [r.grounded for r in shown]
-    decisions = {}
-    if items and all(i.answer_type == "yes_no_maybe" for i in items):
-        decisions = {"macro_f1": macro_f1([i.answer for i in items],
-                                          [yes_no_maybe(r.answer) if r.grounded else None for r in shown])}
     return {"n": len(items), "accuracy": mean(accuracy), "accuracy_ci95": _ci95(accuracy), "raw_accuracy": mean(raw),
-            **decisions, **_second_scores(items, [r.answer for r in shown], grounded),
+            **_decisions(items, [r.answer if r.grounded else None for r in shown]),
+            **_second_scores(items, [r.answer for r in shown], grounded),
             "abstention_rate": mean([float(not g) for g in grounded]),
             "citation_precision": mean(cites), "unsupported_rate": mean(unsupported)}
 
 
-def macro_f1(gold: Sequence[str], predicted: Sequence[str | None]) -> float | None:
-    """The mean over the gold labels of each label's F1 (an abstention matches none): a
-    decision rule that always says "yes" scores about a third of what its accuracy suggests."""
-    gold = [g.strip().lower() for g in gold]
-    labels = sorted(set(gold))
-    if not labels:
-        return None
-    scores = []
-    for label in labels:
-        tp = sum(g == label and p == label for g, p in zip(gold, predicted, strict=True))
-        fp = sum(g != label and p == label for g, p in zip(gold, predicted, strict=True))
-        fn = sum(g == label and p != label for g, p in zip(gold, predicted, strict=True))
-        scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
-    return round(sum(scores) / len(scores), 4)
+def _decisions(items: Sequence[EvalItem], answers: Sequence[str | None]) -> dict[str, float | None]:
+    """Macro-F1 of a yes/no/maybe set's decisions (None: an abstention, matching no label)."""
+    if not items or not all(i.answer_type == "yes_no_maybe" for i in items):
+        return {}
+    return {"macro_f1": macro_f1([i.answer for i in items], [yes_no_maybe(a) if a else None for a in answers])}
 
 
 def score_closed(items: Sequence[EvalItem], answers: Sequence[str]) -> dict[str, Any]:
     scores = [score_answer(a, i.answer, i.answer_type) for i, a in zip(items, answers, strict=True)]
-    decisions = {}
-    if items and all(i.answer_type == "yes_no_maybe" for i in items):
-        decisions = {"macro_f1": macro_f1([i.answer for i in items], [yes_no_maybe(a) for a in answers])}
     return {"n": len(items), "accuracy": mean(scores), "accuracy_ci95": _ci95(scores), "raw_accuracy": mean(scores),
-            **decisions,
+            **_decisions(items, answers),
             **_second_scores(items, answers, [True] * len(items)),
             "abstention_rate": mean([float(is_refusal(a)) for a in answers])}
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
+from collections.abc import Sequence
 
 from assistant.grounding.claims import strip_citations
 
@@ -167,3 +168,25 @@ def citation_precision(cited_passages: list[str], gold: str) -> float | None:
     if not cited_passages:
         return None
     return float(any(holds_answer(p, gold) for p in cited_passages))
+
+
+def mean(values: Sequence[float | None]) -> float | None:
+    """The mean of the values that are not None, to 4 places (None when there are none)."""
+    kept = [v for v in values if v is not None]
+    return round(sum(kept) / len(kept), 4) if kept else None
+
+
+def macro_f1(gold: Sequence[str], predicted: Sequence[str | None]) -> float | None:
+    """The mean over the gold labels of each label's F1 (an abstention matches none): a
+    decision rule that always says "yes" scores about a third of what its accuracy suggests."""
+    gold = [g.strip().lower() for g in gold]
+    labels = sorted(set(gold))
+    if not labels:
+        return None
+    scores = []
+    for label in labels:
+        tp = sum(g == label and p == label for g, p in zip(gold, predicted, strict=True))
+        fp = sum(g != label and p == label for g, p in zip(gold, predicted, strict=True))
+        fn = sum(g == label and p != label for g, p in zip(gold, predicted, strict=True))
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return round(sum(scores) / len(scores), 4)

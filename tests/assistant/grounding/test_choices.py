@@ -124,7 +124,7 @@ def test_a_fitted_head_decides_as_scikit_learn_and_only_for_its_choices(generato
 
 
 def test_macro_f1_sees_through_always_yes() -> None:
-    from assistant.evaluation.run import macro_f1
+    from assistant.evaluation.scoring import macro_f1
 
     gold = ["yes"] * 6 + ["no"] * 3 + ["maybe"]
     assert macro_f1(gold, ["yes"] * 10) == pytest.approx((2 * 6 / (12 + 4)) / 3, abs=1e-4)
