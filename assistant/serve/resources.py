@@ -89,9 +89,10 @@ class Resources:
         registry = AdapterRegistry(generator.settings.adapters_dir)  # type: ignore[arg-type]
         switch = AdapterSwitch(registry, generator)
         # a calibrator fitted for another model or embedder fails here, before anything else opens
-        gates = load_gates(index.directory, [None, *registry.names()], model=generator.model_name,
-                           embedder=index.embedder.name, max_hallucination=settings.max_hallucination)
-        heads = load_heads(index.directory, [None, *registry.names()], model=generator.model_name)
+        answering = [None, *registry.names()]  # the base model and every registered adapter
+        gates = load_gates(index.directory, answering, model=generator.model_name, embedder=index.embedder.name,
+                           max_hallucination=settings.max_hallucination)
+        heads = load_heads(index.directory, answering, model=generator.model_name)
         if registry.active() is not None:
             try:
                 switch.serve_recorded()
