@@ -6,6 +6,7 @@
     assistant keys list|revoke KEY_ID --index DIR
     assistant prepare PAIRS.jsonl --index DIR --out DIR [--eval EVAL.jsonl ...] [--tokenizer MODEL]
     assistant tune PAIRS.jsonl --index DIR [--eval-set HELDOUT.jsonl] [--max-steps N] [--no-activate]
+                               [--stages sft,prefer] [--preferences PREFS.jsonl] [--parent NAME]
     assistant curate --index DIR --out DIR     feedback → pairs.jsonl + preferences.jsonl
     assistant adapters list|activate NAME|rollback --index DIR
     assistant eval --set SET.jsonl [--set ...] --index DIR | --sets pubmedqa,covidqa [--split all] [--adapter NAME] [--limit N] [--calibrated] --out DIR
@@ -173,14 +174,24 @@ def cmd_tune(args: argparse.Namespace) -> int:
     tune = {k: v for k, v in (("max_steps", args.max_steps), ("warmup_steps", args.warmup_steps), ("lr", args.lr),
                               ("batch_size", args.batch_size),
                               ("grad_accum", args.grad_accum), ("quantize", args.quantize)) if v is not None}
+    prefer = {k: v for k, v in (("method", args.prefer_method), ("beta", args.beta), ("lr", args.prefer_lr),
+                                ("epochs", args.prefer_epochs), ("max_steps", args.prefer_max_steps)) if v is not None}
     work = args.work or settings.data_dir / "jobs" / time.strftime("cli-%Y%m%d-%H%M%S")
-    spec = RetuneSpec(pairs=str(args.pairs), index_dir=str(settings.index_dir),
-                      registry_dir=str(_registry(args).root), work_dir=str(work),
-                      model=from_env(GenerationSettings).model, eval_set=str(args.eval_set) if args.eval_set else None,
-                      activate=not args.no_activate, tune=tune,
-                      gate={"max_drift": args.max_drift} if args.max_drift is not None else {})
+    try:
+        spec = RetuneSpec(pairs=str(args.pairs), index_dir=str(settings.index_dir),
+                          registry_dir=str(_registry(args).root), work_dir=str(work),
+                          model=from_env(GenerationSettings).model,
+                          eval_set=str(args.eval_set) if args.eval_set else None,
+                          activate=not args.no_activate, tune=tune, stages=tuple(args.stages.split(",")),
+                          parent=args.parent, preferences=str(args.preferences) if args.preferences else None,
+                          synthesize=args.synthesize, prefer=prefer,
+                          gate={"max_drift": args.max_drift} if args.max_drift is not None else {})
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     result = run(spec)
-    print(json.dumps({k: getattr(result, k) for k in ("adapter", "accepted", "reason", "activated")}, indent=2))
+    print(json.dumps({k: getattr(result, k) for k in ("adapter", "adapters", "accepted", "reason", "activated")},
+                     indent=2))
     print(f"(work folder {work}; a running `assistant serve` picks the adapter up with POST /v1/adapters/"
           f"{result.adapter}/activate or on restart)", file=sys.stderr)
     return 0
@@ -310,8 +321,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         generator = LocalGenerator(dataclasses.replace(generator_settings, adapters_dir=registry_root))
         settings = _eval_settings(args, unanswerable=not args.no_unanswerable, calibrated=args.calibrated,
                                   max_hallucination=args.max_hallucination)
-        report = run_eval(generator, sets, args.out, adapter=args.adapter, systems=args.systems, settings=settings,
-                          progress=True)
+        first, *also = args.adapter or [None]
+        report = run_eval(generator, sets, args.out, adapter=first, systems=args.systems, settings=settings,
+                          progress=True, also=also)
     print((args.out / "report.md").read_text(encoding="utf-8"))
     print(f"written: {', '.join(report['files'])}", file=sys.stderr)
     return 0
@@ -423,9 +435,22 @@ def main(argv: list[str] | None = None) -> int:
     prepare.add_argument("--json", action="store_true")
     prepare.set_defaults(func=cmd_prepare)
 
-    tune = sub.add_parser("tune", help="curated pairs → RAFT set → QLoRA adapter → gate → registry")
+    tune = sub.add_parser("tune", help="curated pairs → RAFT set → QLoRA adapter → gate → registry "
+                          "[→ preference tuning → gate → registry]")
     common(tune)
     tune.add_argument("pairs", type=Path, help="curated pairs (JSONL)")
+    tune.add_argument("--stages", default="sft", help="sft (supervised RAFT tuning), prefer (preference tuning "
+                      "of a registered adapter), or sft,prefer (default sft)")
+    tune.add_argument("--parent", help="prefer alone: the registered adapter to tune (default: the active one)")
+    tune.add_argument("--preferences", type=Path, help="prefer: a preference file (`assistant curate`'s "
+                      "preferences.jsonl or your own pairs)")
+    tune.add_argument("--synthesize", action=argparse.BooleanOptionalAction, default=True,
+                      help="prefer: add on-policy pairs the grounding check labels (default on)")
+    tune.add_argument("--prefer-method", choices=("auto", "dpo", "kto"))
+    tune.add_argument("--beta", type=float, help="prefer: how far the policy may move from its parent (default 0.1)")
+    tune.add_argument("--prefer-lr", type=float)
+    tune.add_argument("--prefer-epochs", type=float)
+    tune.add_argument("--prefer-max-steps", type=int)
     tune.add_argument("--eval-set", type=Path, help="held-out items for the gate (default: 10%% of the pairs)")
     tune.add_argument("--work", type=Path, help="folder for the set, checkpoints and logs (resumes when reused)")
     tune.add_argument("--max-steps", type=int)
@@ -474,7 +499,9 @@ def main(argv: list[str] | None = None) -> int:
 
     evaluation = sub.add_parser("eval", help="accuracy, relevance and hallucination of systems × sets")
     eval_flags(evaluation, "heldout")
-    evaluation.add_argument("--adapter", help="a registered adapter (adds the adapter systems)")
+    evaluation.add_argument("--adapter", action="append", help="a registered adapter (adds the adapter systems); "
+                            "again to compare more (e.g. --adapter v3 --adapter v4: a supervised adapter and "
+                            "its preference-tuned child)")
     evaluation.add_argument("--systems", nargs="+", default=["base", "base+rag", "adapter", "adapter+rag"])
     evaluation.add_argument("--no-unanswerable", action="store_true", help="skip the unanswerable split")
     evaluation.add_argument("--calibrated", action="store_true",

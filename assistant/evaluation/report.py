@@ -14,12 +14,14 @@ from assistant.plots import pyplot
 def write_report(report: dict[str, Any], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    lines = [f"# Evaluation ({report['created']})", "", f"Adapter: {report['adapter'] or 'none'}; "
+    adapters = ", ".join(str(a) for a in [report["adapter"], *report.get("also", [])] if a) or "none"
+    lines = [f"# Evaluation ({report['created']})", "", f"Adapter: {adapters} (system `adapter` is "
+             f"{report['adapter'] or 'none'}); "
              f"top-{report['settings']['top_k']} passages; at most {report['settings']['max_new_tokens']} new tokens; "
              f"{report.get('seconds', 0) / 60:.1f} minutes. Accuracy ± the half-width of its 95% interval.", "",
              "| set | system | n | accuracy | raw accuracy | exact match | ROUGE-L | macro-F1 | recall@k | citation precision | "
-             "abstains | hallucination (unanswerable) | unsupported |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "abstains | hallucination (unanswerable) | raw hallucination | unsupported |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
 
     def cell(value: Any) -> str:
         return "" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
@@ -33,13 +35,17 @@ def write_report(report: dict[str, Any], out: Path) -> list[Path]:
                                      cell(r.get("exact_match")), cell(r.get("rouge_l")), cell(r.get("macro_f1")),
                                      cell(rows["recall_at_k"]) if rag else "", cell(r.get("citation_precision")),
                                      cell(r["abstention_rate"]), cell(r.get("hallucination_rate")),
-                                     cell(r.get("unsupported_rate")), ""]).strip())
+                                     cell(r.get("raw_hallucination_rate")), cell(r.get("unsupported_rate")),
+                                     ""]).strip())
     drift = report.get("drift")
     if drift is not None:
         lines += ["", f"General drift of {report['adapter']} from the base model: {drift['drift']:+.1%} (perplexity of the "
                   f"base model's answers to general prompts {drift['answers_ppl_base']:.2f} → "
                   f"{drift['answers_ppl_adapter']:.2f}; of general text {drift['text_ppl_base']:.2f} → "
                   f"{drift['text_ppl_adapter']:.2f}). The gate's bound is +{MAX_DRIFT:.0%}."]
+    for name, other in report.get("drifts", {}).items():
+        if name != report["adapter"]:
+            lines.append(f"General drift of {name}: {other['drift']:+.1%}.")
     (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     written = [out / "report.json", out / "report.md"]
     plt = pyplot()

@@ -15,11 +15,15 @@ are shown, each with the citation the system attributes). Per system and set:
   passages; ``citation_precision``, the share of shown answers whose citations include a
   gold document (or, without ``doc_ids``, a passage holding the answer);
 - **hallucination**: ``hallucination_rate``, the share of confident (shown) answers on the
-  unanswerable split, made by dropping each question's gold documents from its results;
+  unanswerable split, made by dropping each question's gold documents from its results
+  (``raw_hallucination_rate``: the share of the model's answers there that are not a
+  refusal, before the check);
   ``unsupported_rate``, the share of shown answers on the answerable split whose content
   words are less than half backed by the cited passages; ``abstention_rate``.
 
-Retrieval runs once per question and is shared by the systems that use it.
+Retrieval runs once per question and is shared by the systems that use it. More
+adapters (``also``: e.g. a supervised adapter and its preference-tuned child) add
+systems named after them (``v4``, ``v4+rag``), side by side in the same report.
 Writes ``answers.jsonl`` (every answer, whether it was shown, and the check's reasons
 when not) and the report (:mod:`.report`); the checkpoint curve is :mod:`.checkpoints`.
 """
@@ -202,10 +206,22 @@ def _answer_records(system: str, split: str, items: Sequence[EvalItem], answers:
     return records
 
 
+def answering(systems: Sequence[str], adapter: str | None, also: Sequence[str] = ()) -> dict[str, str | None]:
+    """The adapter that answers for each system (None: the base model)."""
+    by_system: dict[str, str | None] = {}
+    for system in systems:
+        by_system[system] = adapter if system.startswith("adapter") else None
+        if system.startswith("adapter"):
+            for name in also:
+                by_system[system.replace("adapter", name, 1)] = name
+    return by_system
+
+
 def evaluate_set(generator: TextGenerator, items: Sequence[EvalItem], index: Any, systems: Sequence[str],
                  adapter: str | None, settings: EvalSettings, progress: bool = False,
                  gates: Mapping[str | None, Gate] | None = None,
-                 heads: Mapping[str | None, ChoiceHead] | None = None) -> dict[str, Any]:
+                 heads: Mapping[str | None, ChoiceHead] | None = None,
+                 adapters: Mapping[str, str | None] | None = None) -> dict[str, Any]:
     """Scores per system, and under ``"answers"`` every answer (see :func:`_answer_records`);
     with ``gates`` (by adapter, None the base model), the rag systems' answers are held to
     their model's calibrated gate as the service holds them."""
@@ -236,8 +252,9 @@ def evaluate_set(generator: TextGenerator, items: Sequence[EvalItem], index: Any
         return answers, judge(answers, passages, verifier, settings.min_score, questions=[i.question for i in asked],
                               gate=gate, logprobs=[r.mean_logprob for r in results], **how)
 
+    by_system = adapters if adapters is not None else answering(systems, adapter)
     for system in systems:
-        name = adapter if system.startswith("adapter") else None
+        name = by_system[system]
         gate = (gates or {}).get(name)
         started = time.perf_counter()
         if system.endswith("+rag"):
@@ -248,6 +265,7 @@ def evaluate_set(generator: TextGenerator, items: Sequence[EvalItem], index: Any
                 answers, shown = rag_answers(answerable, missing, ungrounded)
                 unanswered = _answer_records(system, "unanswerable", answerable, answers, missing, shown)
                 row["hallucination_rate"] = mean([float(r["shown"]) for r in unanswered])
+                row["raw_hallucination_rate"] = mean([float(bool(a.strip()) and not is_refusal(a)) for a in answers])
                 row["unanswerable_n"] = len(missing)
                 records += unanswered
         else:
@@ -260,8 +278,13 @@ def evaluate_set(generator: TextGenerator, items: Sequence[EvalItem], index: Any
 
 def run_eval(generator: TextGenerator, sets: Mapping[str, tuple[Sequence[EvalItem], Any]], out: Path, *, adapter: str | None,
              systems: Sequence[str] = SYSTEMS, settings: EvalSettings | None = None,
-             progress: bool = False) -> dict[str, Any]:
+             progress: bool = False, also: Sequence[str] = ()) -> dict[str, Any]:
+    """Every system on every set; ``also`` adds adapters compared with ``adapter``."""
     settings = settings or EvalSettings()
+    if also and adapter is None:
+        raise ValueError("more adapters to compare need a first one (adapter)")
+    if len({adapter, *also}) != len(also) + 1:
+        raise ValueError(f"an adapter is named twice: {', '.join([str(adapter), *also])}")
     unknown = set(systems) - set(SYSTEMS)
     if unknown:
         raise ValueError(f"unknown systems {sorted(unknown)}; choose from {', '.join(SYSTEMS)}")
@@ -269,27 +292,33 @@ def run_eval(generator: TextGenerator, sets: Mapping[str, tuple[Sequence[EvalIte
         systems = [s for s in systems if not s.startswith("adapter")]
     if not systems:
         raise ValueError("no system left to evaluate: the adapter systems need --adapter")
+    by_system = answering(systems, adapter, also)
+    systems = list(by_system)
+    models = [None, adapter, *also]
     if generator.active_adapter is not None:
         raise ValueError("the base systems need a generator with no active adapter")
     started = time.perf_counter()
     report: dict[str, Any] = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "adapter": adapter,
+                              "also": list(also),
                               "model": generator.model_name, "systems": list(systems),
                               "settings": asdict(settings), "sets": {}}
     answers: list[dict[str, Any]] = []
     for name, (items, index) in sets.items():  # each set with the index its documents are in
-        gates = load_gates(index.directory, [None, adapter], model=generator.model_name, embedder=index.embedder.name,
+        gates = load_gates(index.directory, models, model=generator.model_name, embedder=index.embedder.name,
                            max_hallucination=settings.max_hallucination) if settings.calibrated else {}
-        heads = load_heads(index.directory, [None, adapter], model=generator.model_name) if settings.calibrated else {}
+        heads = load_heads(index.directory, models, model=generator.model_name) if settings.calibrated else {}
         if settings.calibrated and not gates and not heads:
             raise FileNotFoundError(f"--calibrated: no calibrator beside the index at {index.directory}; "
                                     "fit one with `assistant calibrate`")
         report["sets"][name] = ({"calibrated": sorted(str(a) for a in gates)} if gates else {}) | (
             {"choice_heads": sorted(str(a) for a in heads)} if heads else {})
-        result = evaluate_set(generator, items, index, systems, adapter, settings, progress, gates, heads)
+        result = evaluate_set(generator, items, index, systems, adapter, settings, progress, gates, heads, by_system)
         answers += [{"set": name} | record for record in result.pop("answers")]
         report["sets"][name] |= result
     if adapter is not None:  # over-tuning: the gate's drift from the base model
         report["drift"] = general_drift(generator, adapter)  # the gate's own figure
+    if also:
+        report["drifts"] = {adapter: report["drift"]} | {name: general_drift(generator, name) for name in also}
     report["seconds"] = round(time.perf_counter() - started, 1)
     out.mkdir(parents=True, exist_ok=True)
     with (out / "answers.jsonl").open("w", encoding="utf-8") as f:

@@ -6,7 +6,9 @@
       v2/  ...
 
 A manifest records the base model and its hash, the hash of the tuning data, the
-settings, the metrics and the gate's decision, and when it was made. Registering
+settings, the metrics and the gate's decision, and when it was made, and its lineage:
+the stages that made it from the base model (``base → sft → prefer``), each with its
+adapter and the hash of its data, and the ``parent`` adapter it was tuned from. Registering
 copies into a hidden folder and renames it; ``active.json`` is replaced in one
 ``os.replace``: a crash leaves the previous state whole. Activation refuses an
 adapter the gate rejected and one trained on another base model; rollback goes back
@@ -113,9 +115,11 @@ class AdapterRegistry:
 
     def register(self, adapter_dir: str | os.PathLike[str], *, base_model: str, base_model_hash: str,
                  data_hash: str | None = None, settings: dict[str, Any] | None = None,
-                 metrics: dict[str, Any] | None = None, name: str | None = None) -> str:
+                 metrics: dict[str, Any] | None = None, name: str | None = None, stage: str = "sft",
+                 parent: str | None = None) -> str:
         """Copies a peft adapter folder in as a new version (``v<n>`` unless named);
-        its gate decision starts as ``pending``."""
+        its gate decision starts as ``pending``. ``stage`` is what made it, from the
+        registered ``parent`` adapter (None: from the base model)."""
         source = Path(adapter_dir)
         if not (source / "adapter_config.json").is_file():
             raise ValueError(f"{source} is not a peft adapter folder (no adapter_config.json)")
@@ -128,7 +132,13 @@ class AdapterRegistry:
                 raise ValueError(f"adapter name {name!r} must be letters, digits, '.', '_' or '-' (and not 'base')")
             if name in taken or (self.root / name).exists():
                 raise ValueError(f"an adapter named {name!r} is already registered")
+            if parent is not None and parent not in taken:
+                raise ValueError(f"parent adapter {parent!r} is not registered")
+            root = [{"stage": "base", "model": base_model, "hash": base_model_hash}]
+            lineage = (self.manifest(parent).get("lineage") or root) if parent else root
+            lineage = [*lineage, {"stage": stage, "adapter": name, "data_hash": data_hash}]
             manifest = {"name": name, "base_model": base_model, "base_model_hash": base_model_hash,
+                        "parent": parent, "lineage": lineage,
                         "data_hash": data_hash, "settings": settings or {}, "metrics": metrics or {},
                         "gate": {"decision": "pending", "reason": "not evaluated yet"},
                         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -47,7 +47,8 @@ class AnswerLog(Protocol):
     """Where shown answers are recorded so feedback can name them (the service's records)."""
 
     def add_answer(self, question: str, answer: str, grounded: bool, citations: list[dict[str, Any]],
-                   model: str, adapter: str | None) -> str: ...
+                   model: str, adapter: str | None, prompt: list[dict[str, str]] | None = None,
+                   model_text: str | None = None) -> str: ...
 
 
 class Answerer:
@@ -82,16 +83,18 @@ class Answerer:
                             question=req.question, embed=self.embed, gate=self.gates.get(adapter),
                             mean_logprob=mean_logprob)
         timings["verification_ms"] = (time.perf_counter() - started) * 1000
-        return self._record(req, grounded, timings, adapter)
+        return self._record(req, grounded, timings, adapter, passages, text)
 
-    def _record(self, req: AskRequest, grounded: GroundedAnswer, timings: dict[str, Any],
-                adapter: str | None) -> dict[str, Any]:
-        """The response body, recorded so that feedback can name it."""
+    def _record(self, req: AskRequest, grounded: GroundedAnswer, timings: dict[str, Any], adapter: str | None,
+                passages: list[Passage], model_text: str | None = None) -> dict[str, Any]:
+        """The response body, recorded so that feedback can name it (with the prompt the
+        model saw and its own words, so that a preference replays them)."""
         out: dict[str, Any] = grounded.to_dict() | {"model": self.generator.model_name, "adapter": adapter,
                                                     "timings": timings}
         if self.records is not None:
-            out["answer_id"] = self.records.add_answer(req.question, grounded.answer, grounded.grounded,
-                                                       grounded.citations, self.generator.model_name, adapter)
+            out["answer_id"] = self.records.add_answer(
+                req.question, grounded.answer, grounded.grounded, grounded.citations, self.generator.model_name,
+                adapter, prompt=build_messages(req.question, passages), model_text=model_text)
         return out
 
     async def _retrieve(self, req: AskRequest) -> tuple[list[Passage], float, dict[str, Any], str | None, dict[str, Any] | None]:
@@ -114,7 +117,7 @@ class Answerer:
             # a choice carries its signals but is held to min_score and its probabilities
             shown = apply_gate(choice_answer(scored, req.question, passages, scored.answer, self.embed), passages,
                                None, scored.mean_logprob)
-            return passages, retrieved, timings, adapter, self._record(req, shown, timings, adapter)
+            return passages, retrieved, timings, adapter, self._record(req, shown, timings, adapter, passages)
         if answerable and req.answer_mode != "extractive":
             return passages, retrieved, timings, adapter, None
         timings.update(generation_ms=0.0, total_ms=(time.perf_counter() - started) * 1000,

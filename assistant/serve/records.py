@@ -1,7 +1,10 @@
 """Answers given and the feedback on them, in the service's SQLite file.
 
 Every answer is stored with its citations so that feedback can name it, and so
-that ``assistant curate`` can later turn corrections into tuning pairs.
+that ``assistant curate`` can later turn corrections into tuning pairs and ratings
+into preferences. An answer also keeps the prompt the model saw (the chat messages,
+passages included) and the model's own words before the check, so that a preference
+replays exactly what the model was given and what it said.
 """
 
 from __future__ import annotations
@@ -36,14 +39,21 @@ class Records:
                 feedback_id INTEGER PRIMARY KEY AUTOINCREMENT, answer_id TEXT NOT NULL REFERENCES answers,
                 created REAL NOT NULL, rating TEXT NOT NULL, correction TEXT, key_id TEXT);
         """)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(answers)").fetchall()}
+        for column in ("prompt", "model_text"):  # added later: a file written before lacks them
+            if column not in columns:
+                self._conn.execute(f"ALTER TABLE answers ADD COLUMN {column} TEXT")
 
     def add_answer(self, question: str, answer: str, grounded: bool, citations: list[dict[str, Any]],
-                   model: str, adapter: str | None) -> str:
+                   model: str, adapter: str | None, prompt: list[dict[str, str]] | None = None,
+                   model_text: str | None = None) -> str:
         answer_id = "ans_" + secrets.token_hex(8)
         with self._lock:
-            self._conn.execute("INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                               (answer_id, time.time(), question, answer, int(grounded), json.dumps(citations),
-                                model, adapter))
+            self._conn.execute(
+                "INSERT INTO answers (answer_id, created, question, answer, grounded, citations, model, adapter, "
+                "prompt, model_text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (answer_id, time.time(), question, answer, int(grounded), json.dumps(citations), model, adapter,
+                 json.dumps(prompt) if prompt is not None else None, model_text))
         return answer_id
 
     def add_feedback(self, answer_id: str, rating: str, correction: str | None, key_id: str | None) -> int:
@@ -59,11 +69,14 @@ class Records:
 
     def feedback(self) -> list[dict[str, Any]]:
         """Every feedback record joined with its answer (for curation)."""
+        keys = ("feedback_id", "answer_id", "rating", "correction", "created", "question", "answer", "citations",
+                "prompt", "model_text", "adapter")
         rows = self._conn.execute(
-            "SELECT f.feedback_id, f.answer_id, f.rating, f.correction, f.created, a.question, a.answer, a.citations"
-            " FROM feedback f JOIN answers a USING (answer_id) ORDER BY f.feedback_id").fetchall()
-        keys = ("feedback_id", "answer_id", "rating", "correction", "created", "question", "answer", "citations")
-        return [dict(zip(keys, r)) | {"citations": json.loads(r[7])} for r in rows]
+            "SELECT f.feedback_id, f.answer_id, f.rating, f.correction, f.created, a.question, a.answer, a.citations,"
+            " a.prompt, a.model_text, a.adapter FROM feedback f JOIN answers a USING (answer_id)"
+            " ORDER BY f.feedback_id").fetchall()
+        return [dict(zip(keys, r)) | {"citations": json.loads(r[7]), "prompt": json.loads(r[8]) if r[8] else None}
+                for r in rows]
 
     def close(self) -> None:
         self._conn.close()

@@ -96,11 +96,13 @@ async def rollback_adapter(adapter_switch: NamedDependency[AdapterSwitch], gener
 @post("/v1/tuning/jobs", guards=[require_role], opt=ADMIN, status_code=202)
 async def submit_job(data: JSONBody[RetuneRequest], settings: NamedDependency[ServiceSettings], registry: NamedDependency[AdapterRegistry],
                      generator: NamedDependency[TextGenerator], jobs: NamedDependency[JobRunner]) -> Response:
-    """Queue a re-tuning job: prepare the RAFT set, train, register, gate, activate.
+    """Queue a re-tuning job: prepare the RAFT set, train, register, gate, activate (with
+    ``stages`` ``sft,prefer`` or ``prefer``, preference tuning from feedback after that).
     One job runs at a time, in its own process; others wait in order."""
     fields = dataclasses.asdict(data) | {
         "pairs": data_path(settings, data.pairs, "pairs"),
         "eval_set": data_path(settings, data.eval_set, "eval_set") if data.eval_set else None,
+        "preferences": data_path(settings, data.preferences, "preferences") if data.preferences else None,
         "index_dir": str(settings.index_dir), "registry_dir": str(registry.root),
         "model": generator.model_name}
     job_id = await asyncio.to_thread(jobs.submit, fields)  # RetuneSpec checks the settings: 422

@@ -1,11 +1,16 @@
 """Feedback → curated data (``assistant curate``).
 
 A correction becomes a question-answer pair in the curated format
-(:mod:`assistant.tuning.pairs`), ready for ``assistant tune``; every rating is kept as a
-preference record, and a correction of an answer also gives a chosen/rejected pair::
+(:mod:`assistant.tuning.pairs`), ready for ``assistant tune``; every rating becomes a
+preference row in the format of :mod:`assistant.tuning.preferences`, ready for the
+prefer stage: a correction of an answer gives a chosen/rejected pair, a bare thumb an
+unpaired example (the answer shown, labelled good or bad). ``prompt`` is the chat the
+model saw, its passages included (the bare question for answers recorded before the
+service kept prompts)::
 
     pairs.jsonl         {"question", "answer": <correction>, "source": "feedback:<answer id>", "id", "tags"}
-    preferences.jsonl   {"prompt", "response", "rating", "answer_id", "citations"[, "chosen", "rejected"]}
+    preferences.jsonl   {"prompt", "chosen", "rejected" | "completion", "label", "rating", "source", "id",
+                         "answer_id", "citations", "model_text"}
 
 Files are written whole and renamed, so a reader never sees half of one.
 """
@@ -37,14 +42,21 @@ def export_feedback(feedback: list[dict[str, Any]], out_dir: str | os.PathLike[s
     pairs, preferences = [], []
     for record in feedback:
         correction = (record.get("correction") or "").strip()
-        preference = {"prompt": record["question"], "response": record["answer"], "rating": record["rating"],
-                      "answer_id": record["answer_id"], "citations": record.get("citations", [])}
+        shown = record["answer"].strip()
+        preference: dict[str, Any] = {
+            "prompt": record.get("prompt") or record["question"], "rating": record["rating"], "source": "feedback",
+            "id": f"feedback-{record['feedback_id']}", "answer_id": record["answer_id"],
+            "citations": record.get("citations", []), "model_text": record.get("model_text")}
         if correction:
             pairs.append({"question": record["question"], "answer": correction,
                           "source": f"feedback:{record['answer_id']}", "id": f"feedback-{record['feedback_id']}",
                           "tags": ["feedback", record["rating"]]})
-            if correction != record["answer"].strip():
-                preference |= {"chosen": correction, "rejected": record["answer"]}
+        if correction and correction != shown:
+            preference |= {"chosen": correction, "rejected": shown}
+        elif shown:
+            preference |= {"completion": shown, "label": record["rating"] == "up"}
+        else:
+            continue  # nothing was shown and nothing corrected: no text to learn from
         preferences.append(preference)
     return {"feedback": len(feedback), "pairs": _write_jsonl(out / "pairs.jsonl", pairs),
             "preferences": _write_jsonl(out / "preferences.jsonl", preferences),

@@ -11,6 +11,17 @@ stages that read top to bottom (:data:`STAGES`).
              items, and general drift (:mod:`.gate`)
 ``register`` the adapter into the registry with its manifest and the gate's decision
 
+With ``stages`` ``sft,prefer`` (or ``prefer`` alone, from a registered ``parent``), the
+supervised adapter is then tuned on preferences (:mod:`.prefer`):
+
+``prefer-data``      on-policy pairs from the curated pairs' contexts (:mod:`.synthetic_pairs`)
+                     and the preference file, deduplicated and decontaminated against the
+                     held-out items (:mod:`.preferences`); a resumed run keeps the set it built
+``prefer``           DPO (pairs) or KTO (thumbs) on a copy of the parent adapter; resumes
+``prefer-gate``      the gate again, and the new adapter held to its parent: no higher
+                     hallucination on the unanswerable split, no more than a small score drop
+``prefer-register``  the adapter into the registry as the parent's child (its lineage)
+
 Then, when the gate accepts and the spec asks for it, the adapter is activated: here
 for ``assistant tune``; by the service for a tuning job, so that the registry and the
 served adapter change together. Each stage is recorded in ``JOB_DIR/progress.json``
@@ -26,6 +37,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,10 +48,14 @@ from assistant.evaluation.sets import EvalItem, read_eval_set
 from assistant.generation.base import GenerationSettings
 from assistant.generation.model_files import resolve_model_dir
 from assistant.generation.registry import AdapterRegistry, file_hash, model_hash
+from assistant.json_files import write_json_atomically
 from assistant.tuning.gate import GateSettings, run_gate
 from assistant.tuning.pairs import QAPair, read_pairs, split_holdout
+from assistant.tuning.prefer import PreferSettings
+from assistant.tuning.preferences import PreferenceData, dedupe, read_preferences
 from assistant.tuning.raft import RaftSettings, build_raft_set
 from assistant.tuning.spec import JobProgress, RetuneResult, RetuneSpec
+from assistant.tuning.synthetic_pairs import SyntheticSettings
 from assistant.tuning.train_settings import TuneSettings
 from indexer.index import Index
 
@@ -62,6 +78,9 @@ class Run:
     train: dict[str, Any] = field(default_factory=dict)
     gate: dict[str, Any] = field(default_factory=dict)
     adapter: str | None = None
+    adapters: dict[str, str] = field(default_factory=dict)
+    prefer: dict[str, Any] = field(default_factory=dict)
+    preferences: PreferenceData | None = None
 
     @property
     def packed(self) -> Path:
@@ -84,6 +103,8 @@ def prepare(run: Run) -> dict[str, Any]:
         run.pairs, run.heldout = split_holdout(pairs, run.spec.holdout_fraction, run.spec.eval_limit)
     if not run.heldout:
         raise ValueError("no held-out items for the gate")
+    if "sft" not in run.spec.stages:
+        return {"pairs": len(run.pairs), "heldout": len(run.heldout)}
     if not (run.work / "raft" / "report.json").is_file():  # written last: a resumed job keeps its set
         built = build_raft_set(run.pairs, run.index, run.model_dir, malformed=problems,
                                eval_texts=[t for i in run.heldout for t in (i.question, i.answer)],
@@ -114,24 +135,136 @@ def gate(run: Run) -> dict[str, Any]:
 
 
 def register(run: Run) -> dict[str, Any]:
-    registered = run.work / "registered.txt"  # a job resumed after this stage reuses its version
-    name = registered.read_text(encoding="utf-8").strip() if registered.is_file() else ""
-    if name not in run.registry.names():
-        assert run.tune is not None
-        name = run.registry.register(run.trained_adapter, base_model=run.spec.model, base_model_hash=run.base_hash,
-                                     data_hash=file_hash(run.packed), settings=dataclasses.asdict(run.tune),
-                                     metrics={"train": run.train, "raft": run.raft})
-        registered.write_text(name, encoding="utf-8")
+    assert run.tune is not None
+    name = _register_once(run, "registered.txt", run.trained_adapter, stage="sft", parent=None,
+                          data_hash=file_hash(run.packed), settings=dataclasses.asdict(run.tune),
+                          metrics={"train": run.train, "raft": run.raft})
     run.registry.record_gate(name, run.gate)
-    run.adapter = name
+    run.adapter = run.adapters["sft"] = name
     return {"adapter": name}
 
 
-STAGES: tuple[tuple[str, Callable[[Run], dict[str, Any]]], ...] = (
-    ("prepare", prepare),
-    ("train", train),
-    ("gate", gate),
-    ("register", register),
+def _register_once(run: Run, marker: str, folder: Path, **manifest: Any) -> str:
+    """Registers ``folder`` unless a run resumed after this step already did (``marker``
+    keeps the version it got)."""
+    registered = run.work / marker
+    name = registered.read_text(encoding="utf-8").strip() if registered.is_file() else ""
+    if name not in run.registry.names():
+        name = run.registry.register(folder, base_model=run.spec.model, base_model_hash=run.base_hash, **manifest)
+        registered.write_text(name, encoding="utf-8")
+    return name
+
+
+def _parent(run: Run) -> str:
+    """The adapter the prefer stage starts from: this run's supervised adapter, the
+    spec's ``parent``, or the active adapter."""
+    name = run.adapters.get("sft") or run.spec.parent or run.registry.active()
+    if name is None:
+        raise ValueError("prefer needs a supervised adapter to start from: run the sft stage too, "
+                         "name a registered parent, or activate one")
+    run.registry.manifest(name)  # a clear error for an unknown name
+    return name
+
+
+def prefer_data(run: Run) -> dict[str, Any]:
+    """Synthetic on-policy pairs and the preference file, deduplicated and decontaminated."""
+    from transformers import AutoTokenizer
+
+    from assistant.generation.local import LocalGenerator
+    from assistant.grounding.verify import OverlapVerifier
+    from assistant.tuning.prefer import prompt_counter
+    from assistant.tuning.synthetic_pairs import preference_contexts, synthesize_pairs
+
+    folder, parent = run.work / "prefer-data", _parent(run)
+    report_path = folder / "report.json"
+    if report_path.is_file():  # written last: a resumed job keeps its data
+        run.preferences = read_preferences(folder / "preferences.jsonl")
+        run.prefer = json.loads(report_path.read_text(encoding="utf-8"))
+        return {"rows": len(run.preferences)}
+    settings = PreferSettings(**run.spec.prefer)
+    count = prompt_counter(AutoTokenizer.from_pretrained(run.model_dir))
+    data = PreferenceData([], [])
+    report: dict[str, Any] = {"parent": parent, "sources": {}}
+    if run.spec.preferences:  # the user's rows first: a bad one stops the run before any generation
+        given = read_preferences(run.spec.preferences, count_tokens=count, max_prompt_tokens=settings.max_prompt_tokens)
+        data.extend(given)
+        report["sources"]["file"] = {"path": run.spec.preferences, "pairs": len(given.pairs),
+                                     "unpaired": len(given.unpaired)}
+    if run.spec.synthesize:
+        synthetic = SyntheticSettings(**run.spec.synthetic)
+        generator = LocalGenerator(GenerationSettings(model=run.spec.model, adapters_dir=run.registry.root))
+        examples = preference_contexts(run.pairs, run.index, RaftSettings(**run.spec.raft), synthetic)
+        run.progress.enter("prefer-data", contexts=len(examples))
+        made, counts = synthesize_pairs(generator, parent, examples, OverlapVerifier(run.index.embedder.embed),
+                                        embed=run.index.embedder.embed, settings=synthetic, progress=True)
+        fits = [p for p in made.pairs if count(p.prompt) <= settings.max_prompt_tokens]
+        counts["over_max_prompt_tokens"] = len(made.pairs) - len(fits)
+        data.extend(PreferenceData(fits, []))
+        report["sources"]["synthetic"] = counts
+    kept, cleaned = dedupe(data, [t for i in run.heldout for t in (i.question, i.answer)])
+    if not len(kept):
+        raise ValueError("no preference data left to train on: " + json.dumps(report["sources"] | cleaned))
+    report |= cleaned | {"pairs": len(kept.pairs), "unpaired": len(kept.unpaired)}
+    folder.mkdir(parents=True, exist_ok=True)
+    kept.write(folder / "preferences.jsonl")
+    write_json_atomically(report_path, report)
+    run.preferences, run.prefer = kept, report
+    return {"pairs": len(kept.pairs), "unpaired": len(kept.unpaired)}
+
+
+def prefer(run: Run) -> dict[str, Any]:
+    from assistant.tuning.prefer import train_preferences  # torch and TRL: loaded only when training
+
+    assert run.preferences is not None
+    settings = PreferSettings(**run.spec.prefer)
+    run.progress.enter("prefer", method=settings.method_for(run.preferences))
+    summary = train_preferences(settings, model=run.model_dir, parent=run.registry.root / run.prefer["parent"],
+                                data=run.preferences, out=run.work / "prefer", on_step=run.progress.on_train_row)
+    run.prefer["train"] = summary
+    return {"step": summary["step"], "method": summary["method"]}
+
+
+def prefer_gate(run: Run) -> dict[str, Any]:
+    from assistant.generation.local import LocalGenerator
+
+    # the generator loads adapters by name from one folder: the candidate and its parent
+    links = run.work / ".gate-adapters"
+    shutil.rmtree(links, ignore_errors=True)
+    links.mkdir()
+    (links / "candidate").symlink_to((run.work / "prefer" / "adapter").resolve())
+    (links / "parent").symlink_to((run.registry.root / run.prefer["parent"]).resolve())
+    generator = LocalGenerator(GenerationSettings(model=run.spec.model, adapters_dir=links))
+    run.progress.enter("prefer-gate", items=len(run.heldout))
+    run.gate = run_gate(generator, "candidate", run.heldout, run.index, settings=GateSettings(**run.spec.gate),
+                        cache=run.registry.root / ".probe" / f"{run.base_hash[:16]}.json", progress=True,
+                        parent="parent")
+    run.gate["parent"]["name"] = run.prefer["parent"]
+    return {"accepted": run.gate["accepted"]}
+
+
+def prefer_register(run: Run) -> dict[str, Any]:
+    data = run.work / "prefer-data" / "preferences.jsonl"
+    name = _register_once(run, "registered-prefer.txt", run.work / "prefer" / "adapter", stage="prefer",
+                          parent=run.prefer["parent"], data_hash=file_hash(data),
+                          settings=dataclasses.asdict(PreferSettings(**run.spec.prefer)),
+                          metrics={"prefer": {k: v for k, v in run.prefer.items() if k != "train"},
+                                   "train": {k: v for k, v in run.prefer.get("train", {}).items() if k != "log"}})
+    run.registry.record_gate(name, run.gate)
+    run.adapter = run.adapters["prefer"] = name
+    return {"adapter": name}
+
+
+Stage = Callable[[Run], dict[str, Any]]
+STAGES: tuple[tuple[str, str, Stage], ...] = (
+    # (name, the requested stage it belongs to, its work); prepare runs for every request
+    ("prepare", "", prepare),
+    ("train", "sft", train),
+    ("gate", "sft", gate),
+    ("register", "sft", register),
+    ("prefer-data", "prefer", prefer_data),
+    ("prefer", "prefer", prefer),
+    ("prefer-gate", "prefer", prefer_gate),
+    ("prefer-register", "prefer", prefer_register),
 )
 
 
@@ -146,7 +279,9 @@ def run(spec: RetuneSpec, *, activate_here: bool = True) -> RetuneResult:
     base_hash = model_hash(model_dir)  # fails now on a missing base, not after training
     with Index.open(spec.index_dir) as index:
         state = Run(spec, work, index, AdapterRegistry(spec.registry_dir), progress, model_dir, base_hash)
-        for name, stage in STAGES:
+        for name, requested, stage in STAGES:
+            if requested and requested not in spec.stages:
+                continue
             if progress.stage != name:
                 progress.enter(name)
             progress.enter(name, **stage(state))
@@ -156,7 +291,11 @@ def run(spec: RetuneSpec, *, activate_here: bool = True) -> RetuneResult:
         activated = True
     progress.enter("done", adapter=state.adapter, accepted=state.gate["accepted"], activated=activated)
     return RetuneResult(adapter=state.adapter, accepted=state.gate["accepted"], reason=state.gate["reason"],
-                        activated=activated, gate=state.gate, train=state.train, raft=state.raft)
+                        activated=activated, gate=state.gate, train=state.train, raft=state.raft,
+                        prefer={k: v for k, v in state.prefer.items() if k != "train"} | (
+                            {"train": {k: v for k, v in state.prefer["train"].items() if k != "log"}}
+                            if "train" in state.prefer else {}),
+                        adapters=state.adapters)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     result_path = args.spec.parent / "result.json"
     try:
         result = run(RetuneSpec.load(args.spec), activate_here=False)  # the service activates
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError) as exc:  # PreferenceFileError and RegistryError are ValueErrors
         RetuneResult(error=str(exc)).save(result_path)
         print(f"error: {exc}", file=sys.stderr)
         return 2

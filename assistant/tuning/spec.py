@@ -16,8 +16,13 @@ from typing import Any
 from assistant.generation.model_files import DEFAULT_MODEL
 from assistant.json_files import write_json_atomically
 from assistant.tuning.gate import GateSettings
+from assistant.tuning.prefer import PreferSettings
 from assistant.tuning.raft import RaftSettings
+from assistant.tuning.synthetic_pairs import SyntheticSettings
 from assistant.tuning.train_settings import TuneSettings
+
+STAGE_NAMES = ("sft", "prefer")
+"""What a run can do, in this order: supervised RAFT tuning, then preference tuning."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,6 +31,14 @@ class RetuneRequest:
 
     pairs: str
     """Curated pairs (JSONL); over HTTP, a path inside the data directory."""
+    stages: tuple[str, ...] = ("sft",)
+    """``sft``, ``prefer``, or both in that order."""
+    parent: str | None = None
+    """prefer alone: the registered adapter to tune (default: the active one)."""
+    preferences: str | None = None
+    """prefer: a preference file (:mod:`.preferences`: ``assistant curate``'s or the user's own)."""
+    synthesize: bool = True
+    """prefer: add on-policy pairs from the curated pairs' contexts (:mod:`.synthetic_pairs`)."""
     eval_set: str | None = None
     """Held-out items for the gate (evaluation format); default: a share of the pairs."""
     holdout_fraction: float = 0.1
@@ -35,6 +48,8 @@ class RetuneRequest:
     tune: dict[str, Any] = field(default_factory=dict)
     raft: dict[str, Any] = field(default_factory=dict)
     gate: dict[str, Any] = field(default_factory=dict)
+    prefer: dict[str, Any] = field(default_factory=dict)
+    synthetic: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +62,16 @@ class RetuneSpec(RetuneRequest):
     model: str = DEFAULT_MODEL
 
     def __post_init__(self) -> None:
+        stages = tuple(self.stages)
+        object.__setattr__(self, "stages", stages)  # JSON gives a list
+        if not stages or any(s not in STAGE_NAMES for s in stages) or list(stages) != sorted(
+                set(stages), key=STAGE_NAMES.index):
+            raise ValueError(f"stages must be sft, prefer, or sft,prefer (in that order), got {','.join(stages)}")
+        if self.parent is not None and "sft" in stages:
+            raise ValueError("parent names the adapter prefer starts from when sft does not run; "
+                             "with sft the new supervised adapter is the parent")
+        if "prefer" in stages and not self.synthesize and not self.preferences:
+            raise ValueError("the prefer stage needs preferences: a preferences file, synthesize, or both")
         if self.eval_limit is not None and self.eval_limit < 1:
             raise ValueError(f"eval_limit must be at least 1 (or null for all), got {self.eval_limit}")
         if not 0.0 < self.holdout_fraction < 1.0:
@@ -57,7 +82,7 @@ class RetuneSpec(RetuneRequest):
         # fail now, not after an hour of preparation
         checks: tuple[tuple[str, type, dict[str, Any]], ...] = (
             ("tune", TuneSettings, {"model": "m", "data": "d", "out": "o"}), ("raft", RaftSettings, {}),
-            ("gate", GateSettings, {}))
+            ("gate", GateSettings, {}), ("prefer", PreferSettings, {}), ("synthetic", SyntheticSettings, {}))
         for name, kind, extra in checks:
             values = getattr(self, name)
             known = {f.name for f in dataclasses.fields(kind)}
@@ -95,6 +120,10 @@ class RetuneResult:
     gate: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     raft: dict[str, Any] = field(default_factory=dict)
+    prefer: dict[str, Any] = field(default_factory=dict)
+    """The prefer stage: its data (sources, pairs, counts), training summary and parent."""
+    adapters: dict[str, str] = field(default_factory=dict)
+    """The adapter each stage registered (``{"sft": "v3", "prefer": "v4"}``); ``adapter`` is the last."""
     error: str | None = None
     """Why the run failed (then nothing else is set)."""
     activation_error: str | None = None

@@ -74,8 +74,11 @@ def test_curate_exports_feedback(venv_bin, cli_env, tmp_path) -> None:
     from assistant.serve.records import Records
 
     records = Records(tmp_path / "svc" / "service.sqlite")
+    seen = [{"role": "system", "content": "Answer from the passages."},
+            {"role": "user", "content": "Passages:\n[1] (bread.txt) Yeast ferments dough.\n\nQuestion: Why does bread rise?"}]
     good = records.add_answer("What do pangolins eat?", "Ants [1].", True, [{"number": 1}], "m", None)
-    wrong = records.add_answer("Why does bread rise?", "Because of salt [1].", True, [], "m", None)
+    wrong = records.add_answer("Why does bread rise?", "Because of salt [1].", True, [], "m", "v1", prompt=seen,
+                               model_text="Because of salt.")
     records.add_feedback(good, "up", None, "k1")
     records.add_feedback(wrong, "down", "Yeast ferments the dough.", "k1")
     records.close()
@@ -94,7 +97,13 @@ def test_curate_exports_feedback(venv_bin, cli_env, tmp_path) -> None:
     prefs = [json.loads(line) for line in (out / "preferences.jsonl").read_text().splitlines()]
     assert [p["rating"] for p in prefs] == ["up", "down"]
     assert prefs[1]["chosen"] == "Yeast ferments the dough." and prefs[1]["rejected"] == "Because of salt [1]."
-    assert "chosen" not in prefs[0]
+    assert prefs[1]["prompt"] == seen and prefs[1]["model_text"] == "Because of salt."  # the prompt the model saw
+    assert "chosen" not in prefs[0] and prefs[0]["completion"] == "Ants [1]." and prefs[0]["label"] is True
+    assert prefs[0]["prompt"] == "What do pangolins eat?"  # an answer recorded without its prompt
+    from assistant.tuning.preferences import read_preferences
+
+    data = read_preferences(out / "preferences.jsonl")  # the format the prefer stage reads
+    assert len(data.pairs) == 1 and len(data.unpaired) == 1 and data.pairs[0].prompt[1][1] == seen[1]["content"]
 
 
 def test_adapters_cli_activate_and_rollback(venv_bin, cli_env, tmp_path) -> None:

@@ -171,3 +171,31 @@ def test_checkpoint_curve_recommends_one(tiny_model_dir: Path, index_dir: Path, 
     assert result["recommended"] in ("step-2", "step-4") and next(
         row for row in result["checkpoints"] if row["checkpoint"] == result["recommended"])["accuracy"] == best["accuracy"]
     assert (tmp_path / "out" / "checkpoints.png").is_file() and "<- recommended" in r.stdout
+
+
+def test_adapters_side_by_side_in_one_report(tiny_model_dir: Path, tiny_adapter_dir: Path, index_dir: Path,
+                                             tmp_path: Path) -> None:
+    """A supervised adapter and a second one (here its copy, so every figure must agree)
+    in one run: one row each, named after the adapter, with the raw hallucination rate."""
+    import shutil
+
+    registry = tmp_path / "adapters"
+    for name in ("sft", "child"):
+        shutil.copytree(tiny_adapter_dir / "demo", registry / name)
+    generator = LocalGenerator(GenerationSettings(model=str(tiny_model_dir), device="cpu", adapters_dir=registry))
+    with Index.open(index_dir) as index:
+        sets = {"pangolins": ([EvalItem(**{**ITEM, "doc_ids": ("pangolin",)})], index)}
+        with pytest.raises(ValueError, match="named twice"):
+            run_eval(generator, sets, tmp_path / "r", adapter="sft", also=["sft"])
+        report = run_eval(generator, sets, tmp_path / "report", adapter="sft", also=["child"],
+                          systems=["base+rag", "adapter+rag"], settings=EvalSettings(max_new_tokens=8))
+    assert report["systems"] == ["base+rag", "adapter+rag", "child+rag"] and report["also"] == ["child"]
+    rows = report["sets"]["pangolins"]
+    for key in ("raw_accuracy", "abstention_rate", "hallucination_rate", "raw_hallucination_rate"):
+        assert rows["adapter+rag"][key] == rows["child+rag"][key], key
+    assert rows["child+rag"]["raw_hallucination_rate"] in (0.0, 1.0)
+    assert set(report["drifts"]) == {"sft", "child"}
+    assert report["drifts"]["sft"]["drift"] == pytest.approx(report["drifts"]["child"]["drift"])
+    answers = [json.loads(line) for line in (tmp_path / "report" / "answers.jsonl").read_text().splitlines()]
+    assert {a["system"] for a in answers} == {"base+rag", "adapter+rag", "child+rag"}
+    assert "| pangolins | child+rag | 1 |" in (tmp_path / "report" / "report.md").read_text()
