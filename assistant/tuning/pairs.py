@@ -36,18 +36,24 @@ class QAPair:
     id: str | None = None
 
 
+def required_text(record: dict[str, object], name: str) -> str:
+    """``record[name]`` stripped; ``ValueError`` when it is missing, not a string, or empty."""
+    value = record.get(name)
+    if value is None:
+        raise ValueError(f"missing {name!r}")
+    if not isinstance(value, str):
+        raise ValueError(f"{name!r} must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise ValueError(f"{name!r} is empty")
+    return value.strip()
+
+
 def parse_pair(record: object) -> QAPair:
     """One decoded JSON value as a pair; ``ValueError`` saying what is wrong."""
     if not isinstance(record, dict):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
     for name in REQUIRED:
-        value = record.get(name)
-        if value is None:
-            raise ValueError(f"missing {name!r}")
-        if not isinstance(value, str):
-            raise ValueError(f"{name!r} must be a string, got {type(value).__name__}")
-        if not value.strip():
-            raise ValueError(f"{name!r} is empty")
+        required_text(record, name)
     for name in OPTIONAL_STRINGS:
         value = record.get(name)
         if value is not None and not isinstance(value, str):

@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from assistant.tuning.pairs import required_text
+
 Messages = tuple[tuple[str, str], ...]
 """A chat as (role, content) pairs: hashable, so rows can be deduplicated."""
 ROLES = ("system", "user", "assistant")
@@ -114,17 +116,6 @@ def as_messages(prompt: object) -> Messages:
     return tuple(out)
 
 
-def _text(record: dict[str, Any], name: str) -> str:
-    value = record.get(name)
-    if value is None:
-        raise ValueError(f"missing {name!r}")
-    if not isinstance(value, str):
-        raise ValueError(f"{name!r} must be a string, got {type(value).__name__}")
-    if not value.strip():
-        raise ValueError(f"{name!r} is empty")
-    return value.strip()
-
-
 def parse_preference(record: object, default_source: str = "curated") -> PreferencePair | UnpairedExample:
     """One decoded JSON value as a pair or an unpaired example; ``ValueError`` saying what is wrong."""
     if not isinstance(record, dict):
@@ -137,7 +128,7 @@ def parse_preference(record: object, default_source: str = "curated") -> Prefere
         if value is not None and not isinstance(value, str):
             raise ValueError(f"{name!r} must be a string, got {type(value).__name__}")
     if "chosen" in record or "rejected" in record:
-        chosen, rejected = _text(record, "chosen"), _text(record, "rejected")
+        chosen, rejected = required_text(record, "chosen"), required_text(record, "rejected")
         if chosen == rejected:
             raise ValueError("'chosen' and 'rejected' are the same text: the pair teaches nothing")
         return PreferencePair(prompt, chosen, rejected, source, row_id)
@@ -145,11 +136,11 @@ def parse_preference(record: object, default_source: str = "curated") -> Prefere
         label = record.get("label")
         if not isinstance(label, bool):
             raise ValueError("'label' must be true (a good completion) or false (a bad one)")
-        return UnpairedExample(prompt, _text(record, "completion"), label, source, row_id)
+        return UnpairedExample(prompt, required_text(record, "completion"), label, source, row_id)
     if "response" in record and "rating" in record:  # a feedback export written before prompts were kept
         if record["rating"] not in ("up", "down"):
             raise ValueError(f"'rating' must be 'up' or 'down', got {record['rating']!r}")
-        return UnpairedExample(prompt, _text(record, "response"), record["rating"] == "up", "feedback", row_id)
+        return UnpairedExample(prompt, required_text(record, "response"), record["rating"] == "up", "feedback", row_id)
     raise ValueError("a row needs 'chosen' and 'rejected' (a pair) or 'completion' and 'label' (one rated answer)")
 
 

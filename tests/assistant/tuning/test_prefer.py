@@ -154,3 +154,19 @@ def test_settings_are_checked() -> None:
         PreferSettings(method="ppo")
     with pytest.raises(ValueError, match="needs chosen/rejected pairs"):
         PreferSettings(method="dpo").method_for(PreferenceData([], [UnpairedExample((("user", "q"),), "a", True)]))
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"stages": ("prefer", "sft")}, "in that order"),
+    ({"stages": ("dpo",)}, "stages must be"),
+    ({"stages": ("sft", "prefer"), "parent": "v1"}, "the new supervised adapter is the parent"),
+    ({"stages": ("prefer",), "synthesize": False}, "needs preferences"),
+    ({"stages": ("prefer",), "prefer": {"beta": -1}}, "beta must be"),
+    ({"stages": ("prefer",), "prefer": {"gamma": 1}}, "unknown prefer settings: gamma"),
+    ({"stages": ("prefer",), "synthetic": {"unanswerable_share": 2}}, "unanswerable_share"),
+])
+def test_a_prefer_run_is_checked_before_it_starts(change: dict[str, Any], message: str) -> None:
+    from assistant.tuning.spec import RetuneSpec
+
+    with pytest.raises(ValueError, match=message):
+        RetuneSpec(pairs="p.jsonl", index_dir="i", registry_dir="r", work_dir="w", **change)
