@@ -63,9 +63,14 @@ def load_model(settings: TuneSettings, device: torch.device, bf16: bool = False)
 def use_bf16(settings: TuneSettings, device: torch.device) -> bool:
     if settings.precision != "auto":
         return settings.precision == "bf16"
+    return hardware_bf16(device)
+
+
+def hardware_bf16(device: torch.device) -> bool:
+    """Whether bf16 is native here: CUDA with bf16, or a CPU with AVX512-BF16 / AMX
+    (without it the CPU emulates bf16, slower than fp32)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    # without native bf16 (AVX512-BF16 / AMX) the CPU emulates it, slower than fp32
+        return bool(torch.cuda.is_bf16_supported())
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a build without oneDNN

@@ -193,9 +193,9 @@ def prefer_data(run: Run) -> dict[str, Any]:
     if run.spec.synthesize:
         synthetic = SyntheticSettings(**run.spec.synthetic)
         generator = LocalGenerator(GenerationSettings(model=run.spec.model, adapters_dir=run.registry.root))
-        examples = preference_contexts(run.pairs, run.index, RaftSettings(**run.spec.raft), synthetic)
-        run.progress.enter("prefer-data", contexts=len(examples))
-        made, counts = synthesize_pairs(generator, parent, examples, OverlapVerifier(run.index.embedder.embed),
+        contexts = preference_contexts(run.pairs, run.index, RaftSettings(**run.spec.raft), synthetic)
+        run.progress.enter("prefer-data", contexts=len(contexts))
+        made, counts = synthesize_pairs(generator, parent, contexts, OverlapVerifier(run.index.embedder.embed),
                                         embed=run.index.embedder.embed, settings=synthetic, progress=True)
         fits = [p for p in made.pairs if count(p.prompt) <= settings.max_prompt_tokens]
         counts["over_max_prompt_tokens"] = len(made.pairs) - len(fits)
