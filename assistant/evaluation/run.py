@@ -42,7 +42,7 @@ from typing import Any
 from assistant.evaluation.answers import answer_all, chat_prompts, generate_all, retrieve
 from assistant.evaluation.drift import general_drift
 from assistant.evaluation.report import write_report, write_risk_coverage
-from assistant.evaluation.scoring import (citation_precision, holds_answer, macro_f1, mean, score_answer,
+from assistant.evaluation.scoring import (answers_something, citation_precision, holds_answer, macro_f1, mean, score_answer,
                                           second_score, support, yes_no_maybe)
 from assistant.evaluation.sets import EvalItem
 from assistant.generation.base import TextGenerator
@@ -265,7 +265,7 @@ def evaluate_set(generator: TextGenerator, items: Sequence[EvalItem], index: Any
                 answers, shown = rag_answers(answerable, missing, ungrounded)
                 unanswered = _answer_records(system, "unanswerable", answerable, answers, missing, shown)
                 row["hallucination_rate"] = mean([float(r["shown"]) for r in unanswered])
-                row["raw_hallucination_rate"] = mean([float(bool(a.strip()) and not is_refusal(a)) for a in answers])
+                row["raw_hallucination_rate"] = mean([float(answers_something(a)) for a in answers])
                 row["unanswerable_n"] = len(missing)
                 records += unanswered
         else:

@@ -15,7 +15,7 @@ import string
 from collections import Counter
 from collections.abc import Sequence
 
-from assistant.grounding.claims import strip_citations
+from assistant.grounding.claims import is_refusal, strip_citations
 
 ANSWER_TYPES = ("yes_no_maybe", "extractive", "numeric", "free")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -190,3 +190,9 @@ def macro_f1(gold: Sequence[str], predicted: Sequence[str | None]) -> float | No
         fn = sum(g == label and p != label for g, p in zip(gold, predicted, strict=True))
         scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
     return round(sum(scores) / len(scores), 4)
+
+
+def answers_something(answer: str) -> bool:
+    """Whether the model's words are an answer: not empty and not a refusal (on a context
+    that does not hold the answer, a hallucination)."""
+    return bool(answer.strip()) and not is_refusal(answer)

@@ -30,10 +30,9 @@ from typing import Any
 
 from assistant.evaluation.answers import SEARCH_SLACK, answer_all, chat_prompts, retrieval_prompts
 from assistant.evaluation.drift import MAX_DRIFT, PROBE_BATCH_SIZE, PROBE_MAX_NEW_TOKENS, general_drift
-from assistant.evaluation.scoring import score_answer
+from assistant.evaluation.scoring import answers_something, score_answer
 from assistant.evaluation.sets import EvalItem
 from assistant.generation.base import TextGenerator
-from assistant.grounding.claims import is_refusal
 from assistant.grounding.passages import Passage, passages_from_hits
 
 
@@ -84,7 +83,7 @@ def unanswerable_passages(items: Sequence[EvalItem], index: Any, top_k: int) -> 
 
 def hallucination_rate(answers: Sequence[str]) -> float:
     """The share of answers that are not a refusal (on contexts that do not hold the answer)."""
-    return round(sum(bool(a.strip()) and not is_refusal(a) for a in answers) / max(len(answers), 1), 4)
+    return round(sum(answers_something(a) for a in answers) / max(len(answers), 1), 4)
 
 
 def decide_against_parent(parent: dict[str, Any], tuned: dict[str, Any], settings: GateSettings) -> tuple[bool, str]:

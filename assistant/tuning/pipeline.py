@@ -242,13 +242,20 @@ def prefer_gate(run: Run) -> dict[str, Any]:
     return {"accepted": run.gate["accepted"]}
 
 
+def _prefer_summary(run: Run) -> dict[str, Any]:
+    """The prefer stage's data report and training summary, without the per-step log."""
+    summary = {k: v for k, v in run.prefer.items() if k != "train"}
+    if "train" in run.prefer:
+        summary["train"] = {k: v for k, v in run.prefer["train"].items() if k != "log"}
+    return summary
+
+
 def prefer_register(run: Run) -> dict[str, Any]:
     data = run.work / "prefer-data" / "preferences.jsonl"
     name = _register_once(run, "registered-prefer.txt", run.work / "prefer" / "adapter", stage="prefer",
                           parent=run.prefer["parent"], data_hash=file_hash(data),
                           settings=dataclasses.asdict(PreferSettings(**run.spec.prefer)),
-                          metrics={"prefer": {k: v for k, v in run.prefer.items() if k != "train"},
-                                   "train": {k: v for k, v in run.prefer.get("train", {}).items() if k != "log"}})
+                          metrics=_prefer_summary(run))
     run.registry.record_gate(name, run.gate)
     run.adapter = run.adapters["prefer"] = name
     return {"adapter": name}
@@ -292,9 +299,7 @@ def run(spec: RetuneSpec, *, activate_here: bool = True) -> RetuneResult:
     progress.enter("done", adapter=state.adapter, accepted=state.gate["accepted"], activated=activated)
     return RetuneResult(adapter=state.adapter, accepted=state.gate["accepted"], reason=state.gate["reason"],
                         activated=activated, gate=state.gate, train=state.train, raft=state.raft,
-                        prefer={k: v for k, v in state.prefer.items() if k != "train"} | (
-                            {"train": {k: v for k, v in state.prefer["train"].items() if k != "log"}}
-                            if "train" in state.prefer else {}),
+                        prefer=_prefer_summary(state),
                         adapters=state.adapters)
 
 

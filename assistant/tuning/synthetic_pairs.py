@@ -28,10 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from assistant.evaluation.answers import generate_all
-from assistant.evaluation.scoring import holds_answer
+from assistant.evaluation.scoring import answers_something, holds_answer
 from assistant.generation.base import TextGenerator
 from assistant.grounding.check import DEFAULT_MIN_SCORE, finalize
-from assistant.grounding.claims import is_refusal
 from assistant.grounding.passages import build_messages
 from assistant.grounding.verify import Embed, Verifier
 from assistant.tuning.pairs import QAPair
@@ -98,7 +97,7 @@ def synthesize_pairs(generator: TextGenerator, adapter: str | None, contexts: Se
         answerable = example.oracle_number is not None
         side = "answerable" if answerable else "unanswerable"
         counts["unanswerable"] += not answerable
-        if not text or is_refusal(text):
+        if not answers_something(text):
             counts[f"refused_{side}"] += 1
             if answerable:
                 pairs.append(_pair(example, example.target, text or "(no answer)"))
