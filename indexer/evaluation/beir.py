@@ -6,17 +6,23 @@
 
 Scores are integers; a score above 0 marks a relevant document (several grades
 allowed), 0 a judged non-relevant one. Any malformed line raises
-:class:`BeirFormatError`, whose message starts with ``FILE:LINE:``.
+:class:`BeirFormatError`, whose message starts with ``FILE:LINE:``. A pair
+judged twice is not malformed: published sets (LiveQA-Med 2017 over MedQuAD)
+hold a few, so the highest grade is kept and one warning logged, unless the
+reader is asked to be strict.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 QRELS_HEADER = ("query-id", "corpus-id", "score")
+
+log = logging.getLogger(__name__)
 
 
 class BeirFormatError(ValueError):
@@ -120,10 +126,14 @@ def read_queries(path: Path | str) -> dict[str, str]:
 
 
 def read_qrels(
-    path: Path | str, queries: dict[str, str], corpus: dict[str, CorpusDoc]
+    path: Path | str, queries: dict[str, str], corpus: dict[str, CorpusDoc], *, strict: bool = False
 ) -> dict[str, dict[str, int]]:
+    """The judgements by query. A pair judged again keeps its highest grade
+    (one warning gives the count), or with ``strict`` raises on the repeat."""
     path = Path(path)
     qrels: dict[str, dict[str, int]] = {}
+    first_line: dict[tuple[str, str], int] = {}
+    repeats: list[int] = []
     with path.open(encoding="utf-8") as f:
         header = f.readline()
         if tuple(header.rstrip("\r\n").split("\t")) != QRELS_HEADER:
@@ -145,15 +155,28 @@ def read_qrels(
                 raise BeirFormatError(path, line_no, f"unknown corpus id {doc_id!r}")
             judged = qrels.setdefault(query_id, {})
             if doc_id in judged:
-                raise BeirFormatError(path, line_no, f"duplicate judgement of ({query_id!r}, {doc_id!r})")
+                if strict:
+                    raise BeirFormatError(
+                        path, line_no, f"duplicate judgement of ({query_id!r}, {doc_id!r}), first judged on line "
+                        f"{first_line[query_id, doc_id]}; remove one, or leave out --strict-qrels to keep the highest grade",
+                    )
+                repeats.append(line_no)
+                judged[doc_id] = max(judged[doc_id], grade)
+                continue
             judged[doc_id] = grade
+            first_line[query_id, doc_id] = line_no
+    if repeats:
+        log.warning("%s: %d judgements repeat a query-document pair already judged (first on line %d); "
+                    "kept the highest grade of each", path, len(repeats), repeats[0])
     return qrels
 
 
-def read_beir(corpus_path: Path | str, queries_path: Path | str, qrels_path: Path | str) -> BeirSet:
+def read_beir(
+    corpus_path: Path | str, queries_path: Path | str, qrels_path: Path | str, *, strict_qrels: bool = False
+) -> BeirSet:
     corpus = read_corpus(corpus_path)
     queries = read_queries(queries_path)
-    return BeirSet(corpus, queries, read_qrels(qrels_path, queries, corpus))
+    return BeirSet(corpus, queries, read_qrels(qrels_path, queries, corpus, strict=strict_qrels))
 
 
 def write_beir(beir: BeirSet, directory: Path | str) -> tuple[Path, Path, Path]:

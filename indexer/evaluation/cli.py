@@ -46,7 +46,7 @@ def load_set(args: argparse.Namespace) -> tuple[str, BeirSet]:
         return args.set, build(args.set, args.limit)
     if not all(files):
         raise ValueError("give --set NAME, or all three of --corpus, --queries and --qrels")
-    return str(args.corpus), take_queries(read_beir(*files), args.limit)
+    return str(args.corpus), take_queries(read_beir(*files, strict_qrels=args.strict_qrels), args.limit)
 
 
 def format_table(results: dict[str, dict[str, float]]) -> str:
@@ -95,6 +95,9 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     e.add_argument("--corpus", type=Path, help="BEIR corpus.jsonl")
     e.add_argument("--queries", type=Path, help="BEIR queries.jsonl")
     e.add_argument("--qrels", type=Path, help="BEIR qrels TSV (query-id, corpus-id, score)")
+    e.add_argument("--strict-qrels", action="store_true",
+                   help="refuse a qrels file that judges a query-document pair twice "
+                        "(default: keep the highest grade and warn with the count)")
     e.add_argument("--index", type=Path, help="index folder to ingest into (default: a fresh temporary index)")
     e.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="search modes (default: all)")
     e.add_argument("--k", type=_positive, default=100, help="chunks retrieved per query (default 100)")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,7 +79,6 @@ BROKEN = {
     "two fields": (2, [GOOD_QRELS[0], "q1 d1\t1"], 2, "expected 3 tab-separated fields"),
     "unknown query": (2, [*GOOD_QRELS, "q9\td1\t1"], 4, "unknown query id 'q9'"),
     "unknown corpus id": (2, [GOOD_QRELS[0], "", "q1\td9\t1"], 3, "unknown corpus id 'd9'"),
-    "duplicate judgement": (2, [*GOOD_QRELS, "q1\td1\t2"], 4, "duplicate judgement"),
 }
 
 
@@ -93,6 +95,53 @@ def test_format_errors_name_file_and_line(tmp_path: Path, case) -> None:
     assert str(err).startswith(f"{paths[which]}:{line_no}: ")
     assert words in str(err)
     assert (err.path, err.line) == (paths[which], line_no)
+
+
+# LiveQA-Med 2017 over MedQuAD judges some pairs twice: (q1, d1) here three times, (q2, d2) twice.
+REPEATED_QRELS = [*GOOD_QRELS, "q1\td1\t3", "q1\td2\t0", "q2\td2\t1", "q1\td1\t2"]
+
+
+def test_repeated_judgements_keep_the_highest_grade_and_warn_once(tmp_path: Path, caplog) -> None:
+    paths = write_files(tmp_path, qrels=REPEATED_QRELS)
+    with caplog.at_level(logging.WARNING, logger="indexer.evaluation.beir"):
+        got = read_beir(*paths)
+    assert got.qrels == {"q1": {"d1": 3, "d2": 0}, "q2": {"d2": 2}}
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{paths[2]}: 3 judgements repeat a query-document pair already judged (first on line 4); "
+        "kept the highest grade of each"
+    ]
+
+
+def test_no_warning_without_repeats(tmp_path: Path, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="indexer.evaluation.beir"):
+        read_beir(*write_files(tmp_path))
+    assert caplog.records == []
+
+
+def test_strict_qrels_name_the_repeated_line_and_the_first(tmp_path: Path) -> None:
+    paths = write_files(tmp_path, qrels=REPEATED_QRELS)
+    with pytest.raises(BeirFormatError) as info:
+        read_beir(*paths, strict_qrels=True)
+    assert (info.value.path, info.value.line) == (paths[2], 4)
+    assert str(info.value).startswith(f"{paths[2]}:4: duplicate judgement of ('q1', 'd1'), first judged on line 2;")
+
+
+def test_the_eval_command_warns_on_stderr_or_refuses_with_strict_qrels(tmp_path: Path) -> None:
+    """The command as a user runs it, logging not configured: the warning
+    still reaches the terminal, once; --strict-qrels turns it into the error."""
+    corpus, queries, qrels = write_files(tmp_path, qrels=REPEATED_QRELS)
+    script = ("import sys; from indexer.evaluation.cli import add_eval_parser, load_set; import argparse\n"
+              "p = argparse.ArgumentParser(); add_eval_parser(p.add_subparsers())\n"
+              "name, beir = load_set(p.parse_args(sys.argv[1:]))\n"
+              "print(beir.qrels)")
+    argv = ["eval", "--corpus", str(corpus), "--queries", str(queries), "--qrels", str(qrels)]
+    lenient = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, check=True)
+    assert lenient.stdout.strip() == str({"q1": {"d1": 3, "d2": 0}, "q2": {"d2": 2}})
+    assert lenient.stderr.count("judgements repeat") == 1 and "3 judgements" in lenient.stderr
+    strict = subprocess.run([sys.executable, "-m", "indexer.evaluation.cli", *argv, "--strict-qrels"],
+                            capture_output=True, text=True)
+    assert strict.returncode == 2 and strict.stdout == ""
+    assert strict.stderr.startswith(f"indexer eval: error: {qrels}:4: duplicate judgement of ('q1', 'd1')")
 
 
 def test_missing_file_is_an_os_error(tmp_path: Path) -> None:
