@@ -9,8 +9,8 @@
                                [--stages sft,prefer] [--preferences PREFS.jsonl] [--parent NAME]
     assistant curate --index DIR --out DIR     feedback → pairs.jsonl + preferences.jsonl
     assistant adapters list|activate NAME|rollback --index DIR
-    assistant eval --set SET.jsonl [--set ...] --index DIR | --sets pubmedqa,covidqa [--split all] [--adapter NAME] [--limit N] [--calibrated] --out DIR
-    assistant calibrate --set CAL.jsonl --index DIR | --sets pubmedqa,covidqa [--adapter NAME] [--answers RUN/answers.jsonl] --out DIR
+    assistant eval --set SET.jsonl [--set ...] --index DIR | --sets pubmedqa,covidqa [--split all] [--adapter NAME] [--limit N] [--calibrated] [--out DIR]
+    assistant calibrate --set CAL.jsonl --index DIR | --sets pubmedqa,covidqa [--adapter NAME] [--answers RUN/answers.jsonl] [--out DIR]
     assistant info
 
 One job, the command line, so one module: each ``cmd_*`` parses nothing and imports the
@@ -24,6 +24,7 @@ import asyncio
 import importlib.util
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -297,6 +298,24 @@ def _open_sets(args: argparse.Namespace, stack: Any) -> tuple[dict[str, tuple[li
     return sets, args.adapters_dir or registry_root
 
 
+def default_report_dir(command: str, now: datetime | None = None) -> Path:
+    """``<cache>/<command>/<YYYYmmdd-HHMMSS>``: dated, so a run never writes over an
+    earlier report; under the cache that already holds the sets' indexes and adapters."""
+    from assistant.generation.model_files import cache_dir
+
+    return cache_dir() / command / (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+
+
+def _report_dir(args: argparse.Namespace) -> Path:
+    """``--out``, or the dated default, announced before the long run starts so the
+    user knows where to look."""
+    if args.out is not None:
+        return Path(args.out)
+    out = default_report_dir(args.command)
+    print(f"assistant {args.command}: the report goes to {out} (--out to choose the folder)", file=sys.stderr)
+    return out
+
+
 def _eval_settings(args: argparse.Namespace, **extra: Any) -> Any:
     from assistant.evaluation.run import EvalSettings
 
@@ -314,6 +333,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from assistant.settings import from_env
 
     generator_settings = from_env(GenerationSettings)
+    args.out = _report_dir(args)
     with contextlib.ExitStack() as stack:
         sets, registry_root = _open_sets(args, stack)
         if args.checkpoints:
@@ -341,6 +361,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from assistant.grounding.answerability import NEVER
     from assistant.settings import from_env
 
+    args.out = _report_dir(args)
     with contextlib.ExitStack() as stack:
         sets, registry_root = _open_sets(args, stack)
         for name in [n.strip() for n in (args.sets or "").split(",") if n.strip()]:
@@ -367,6 +388,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         print(f"{name}: {fitted['path']}: at most {args.max_hallucination:.0%} hallucination on the calibration "
               f"items (out of fold: {fitted['calibration_hallucination']:.1%}) keeps "
               f"{fitted['calibration_coverage']:.1%} of the answerable ones; score threshold {fitted['threshold']:.3f}")
+    print(f"written: {args.out / 'calibration.json'}", file=sys.stderr)
     return 0
 
 
@@ -495,7 +517,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="answer yes/no/maybe sets (PubMedQA) by choice scoring, as /v1/ask with choices")
         p.add_argument("--max-hallucination", type=float, default=EvalSettings().max_hallucination,
                        help="the calibrated operating point: at most this share of unanswerable questions answered")
-        p.add_argument("--out", type=Path, required=True, help="report folder")
+        p.add_argument("--out", type=Path, help="report folder (default: a new dated one, "
+                       f"$ASSISTANT_CACHE_DIR or ~/.cache/domain-assistant, then {p.prog.split()[-1]}/YYYYmmdd-HHMMSS)")
 
     evaluation = sub.add_parser("eval", help="accuracy, relevance and hallucination of systems × sets")
     eval_flags(evaluation, "heldout")
