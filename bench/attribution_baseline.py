@@ -81,7 +81,7 @@ def judge_set(name: str, records: list[dict[str, Any]], settings: dict[str, Any]
     by_id = {i.id: i for i in items}
     rows: dict[str, dict[str, list[Any]]] = {}
     with Index.open(set_index(name, beir, cache_dir() / "eval-index")) as index:
-        embed = index.embedder.embed
+        embed = index.embedder.embed_to_compare  # what the service compares claims with
         verifier = OverlapVerifier(embed)
         for record in records:
             item = by_id[record["id"]]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +40,7 @@ class Embedder:
             raise ValueError(f"cannot tell the embedding dimension of {model}")
         self.dim = int(dim)
         self.max_tokens = int(self.model.max_seq_length)
+        self._native_bf16: bool | None = None
         tok = Path(path) / "tokenizer.json"
         # chunking counts tokens of this model; without a tokenizer.json, words
         self.tokenizer = native.load_tokenizer(tok) if tok.is_file() else None
@@ -59,6 +61,27 @@ class Embedder:
         )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
+    def embed_to_compare(self, texts: list[str]) -> np.ndarray:
+        """Vectors for comparing texts with each other (a claim with a passage's
+        sentences), never with the stored ones: where bf16 is native (AVX512-BF16 or
+        AMX CPUs, CUDA) the encoder runs under bf16 autocast. Embedding is the whole
+        cost of the claim check, and bf16 halves it on such CPUs (MedQuAD answers: 85 →
+        38 ms on one thread) with cosines within 0.002 of fp32's; int8 dynamic
+        quantisation was as fast but moved cosines by up to 0.15. Stored and query
+        vectors stay fp32, so search is unchanged."""
+        if not self._bf16:
+            return self.embed(texts)
+        import torch
+
+        with torch.autocast(self.model.device.type, dtype=torch.bfloat16):
+            return self.embed(texts)
+
+    @property
+    def _bf16(self) -> bool:
+        if self._native_bf16 is None:
+            self._native_bf16 = native_bf16(self.model.device)
+        return self._native_bf16
+
 
 class _OneTorchThread:
     """Runs a block with one intra-op thread on the calling thread (an OpenMP
@@ -77,6 +100,19 @@ class _OneTorchThread:
 
         if self.before != 1:
             torch.set_num_threads(self.before)
+
+
+def native_bf16(device: Any) -> bool:
+    """Whether bf16 is native on ``device`` (a torch device): CUDA with bf16, or a CPU
+    with AVX512-BF16 / AMX (without them the CPU emulates bf16, slower than fp32)."""
+    import torch
+
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
 
 
 def cuda_available() -> bool:

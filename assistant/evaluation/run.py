@@ -232,8 +232,8 @@ def evaluate_set(generator: TextGenerator, items: Sequence[EvalItem], index: Any
     answerable = [i for i in items if i.doc_ids] if settings.unanswerable else []
     missing = retrieve(index, answerable, settings.top_k, drop_gold=True)
     ungrounded = chat_prompts(generator, [i.question for i in answerable], missing)
-    verifier = OverlapVerifier(index.embedder.embed)  # the service's default verifier
-    how: dict[str, Any] = {"mode": settings.answer_mode, "embed": index.embedder.embed}
+    verifier = OverlapVerifier(index.embedder.embed_to_compare)  # the service's default verifier
+    how: dict[str, Any] = {"mode": settings.answer_mode, "embed": index.embedder.embed_to_compare}
     results: dict[str, Any] = {"recall_at_k": recall_at_k(items, found), "k": settings.top_k}
     records: list[dict[str, Any]] = []
     name: str | None = None

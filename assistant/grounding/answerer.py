@@ -67,7 +67,7 @@ class Answerer:
         self.choice_heads = dict(choice_heads or {})
         self.records = records
         # the default judge reuses the index's embedder: no extra model
-        self.embed: Embed = lambda texts: index.embedder.embed(texts)
+        self.embed: Embed = lambda texts: index.embedder.embed_to_compare(texts)
         self.verifier = verifier if verifier is not None else OverlapVerifier(self.embed)
 
     def retrieve(self, question: str, top_k: int, filters: SearchFilter | None = None) -> list[Passage]:

@@ -1,6 +1,6 @@
 """How well each retrieved passage supports each claim of an answer, in [0, 1].
 
-    verifier = OverlapVerifier(index.embedder.embed)     # default: no extra model
+    verifier = OverlapVerifier(index.embedder.embed_to_compare)   # default: no extra model
     scores = verifier.scores(["Pangolins eat ants."], [p.text for p in passages])
 
 :class:`OverlapVerifier` needs no model of its own: a claim's numbers and named terms
@@ -27,7 +27,7 @@ import numpy as np
 from assistant.grounding.claims import split_sentences
 
 Embed = Callable[[list[str]], np.ndarray]
-"""Texts → L2-normalised vectors (``Index.embedder.embed``)."""
+"""Texts → L2-normalised vectors (``Index.embedder.embed_to_compare``)."""
 SUPPORTED = 0.5
 """A claim is supported by a passage that scores at least this (hand-set; the calibrated
 answerability then weighs how well the shown claims are supported among its signals)."""
@@ -89,7 +89,7 @@ def lexical_support(claim: str, passage: str) -> float:
 
 class OverlapVerifier:
     """Word and number overlap, with MiniLM cosine when ``embed`` is given (a function
-    from texts to L2-normalised vectors, such as ``Index.embedder.embed``)."""
+    from texts to L2-normalised vectors, such as ``Index.embedder.embed_to_compare``)."""
 
     def __init__(self, embed: Callable[[list[str]], np.ndarray] | None = None, *, threshold: float = SUPPORTED):
         self.embed = embed

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from assistant.tuning.packed_data import load_packed
 from assistant.tuning.train_settings import TuneSettings
+from indexer.embedder import native_bf16
 
 
 def load_model(settings: TuneSettings, device: torch.device, bf16: bool = False) -> tuple[Any, bool]:
@@ -63,18 +64,7 @@ def load_model(settings: TuneSettings, device: torch.device, bf16: bool = False)
 def use_bf16(settings: TuneSettings, device: torch.device) -> bool:
     if settings.precision != "auto":
         return settings.precision == "bf16"
-    return hardware_bf16(device)
-
-
-def hardware_bf16(device: torch.device) -> bool:
-    """Whether bf16 is native here: CUDA with bf16, or a CPU with AVX512-BF16 / AMX
-    (without it the CPU emulates bf16, slower than fp32)."""
-    if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a build without oneDNN
-        return False
+    return native_bf16(device)
 
 
 def token_loss(model: Any, batch: dict[str, torch.Tensor], device: torch.device,

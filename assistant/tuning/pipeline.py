@@ -195,8 +195,8 @@ def prefer_data(run: Run) -> dict[str, Any]:
         generator = LocalGenerator(GenerationSettings(model=run.spec.model, adapters_dir=run.registry.root))
         contexts = preference_contexts(run.pairs, run.index, RaftSettings(**run.spec.raft), synthetic)
         run.progress.enter("prefer-data", contexts=len(contexts))
-        made, counts = synthesize_pairs(generator, parent, contexts, OverlapVerifier(run.index.embedder.embed),
-                                        embed=run.index.embedder.embed, settings=synthetic, progress=True)
+        made, counts = synthesize_pairs(generator, parent, contexts, OverlapVerifier(run.index.embedder.embed_to_compare),
+                                        embed=run.index.embedder.embed_to_compare, settings=synthetic, progress=True)
         fits = [p for p in made.pairs if count(p.prompt) <= settings.max_prompt_tokens]
         counts["over_max_prompt_tokens"] = len(made.pairs) - len(fits)
         data.extend(PreferenceData(fits, []))

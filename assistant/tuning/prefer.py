@@ -150,8 +150,9 @@ def train_preferences(settings: PreferSettings, *, model: str, parent: Path, dat
     from datasets import Dataset
     from transformers import TrainerCallback
 
-    from assistant.tuning.lora_model import hardware_bf16, peak_memory_mb
+    from assistant.tuning.lora_model import peak_memory_mb
     from assistant.tuning.run_files import save_atomic
+    from indexer.embedder import native_bf16
 
     method = settings.method_for(data)
     out.mkdir(parents=True, exist_ok=True)
@@ -170,7 +171,7 @@ def train_preferences(settings: PreferSettings, *, model: str, parent: Path, dat
         max_length=settings.max_prompt_tokens + settings.max_answer_tokens,
         logging_steps=1, report_to=[], save_strategy="steps" if settings.save_every else "no",
         save_steps=settings.save_every or 500, save_total_limit=2, use_cpu=not cuda,
-        bf16=hardware_bf16(torch.device("cuda" if cuda else "cpu")), dataloader_num_workers=0, gradient_checkpointing=False,
+        bf16=native_bf16(torch.device("cuda" if cuda else "cpu")), dataloader_num_workers=0, gradient_checkpointing=False,
         disable_tqdm=False)
     began = time.perf_counter()
     history: list[dict[str, Any]] = []

@@ -2,7 +2,7 @@
 grounding check judges, and each answer it gets wrong becomes a pair against the right one.
 
     examples = preference_contexts(pairs, index, RaftSettings(), unanswerable_share=0.5)
-    data, report = synthesize_pairs(generator, "v3", examples, verifier, embed=index.embedder.embed)
+    data, report = synthesize_pairs(generator, "v3", examples, verifier, embed=index.embedder.embed_to_compare)
 
 A context is a curated question with hard-negative passages, with or without the
 oracle passage that answers it (the RAFT layout, :mod:`.raft`):

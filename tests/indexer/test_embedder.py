@@ -1,0 +1,47 @@
+"""The bundled embedder: vectors for comparing texts (the claim check) against the
+fp32 vectors that search stores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from indexer.embedder import Embedder, native_bf16
+from indexer.settings import BUNDLED_MODEL
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TEXTS = [
+    "Age-related macular degeneration is treated with anti-VEGF injections into the eye.",
+    "Injections of drugs that block VEGF slow wet macular degeneration.",
+    "Pangolins eat ants and termites.",
+    "The 2019 annual report shows revenue of $12.6 million.",
+]
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return Embedder(BUNDLED_MODEL, device="cpu")
+
+
+def test_vectors_to_compare_agree_with_stored_ones(embedder: Embedder) -> None:
+    """The claim check's vectors (bf16 where native) give the cosines fp32 gives, to
+    well under the distances the check decides on, and stay unit length."""
+    stored = embedder.embed(TEXTS)
+    compared = embedder.embed_to_compare(TEXTS)
+    assert compared.shape == stored.shape and compared.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(compared, axis=1), 1.0, atol=1e-3)
+    np.testing.assert_allclose(compared @ compared.T, stored @ stored.T, atol=0.01)
+    # the related pair stays closer than the unrelated one, in both
+    assert (compared @ compared.T)[0, 1] > (compared @ compared.T)[0, 2] + 0.2
+
+
+def test_bf16_only_where_native(embedder: Embedder) -> None:
+    """Without native bf16 the comparison vectors are the stored vectors exactly (the
+    CPU would emulate bf16, slower than fp32)."""
+    assert embedder._bf16 == native_bf16(embedder.model.device)
+    if not embedder._bf16:
+        np.testing.assert_array_equal(embedder.embed_to_compare(TEXTS), embedder.embed(TEXTS))
+    else:
+        assert not np.array_equal(embedder.embed_to_compare(TEXTS), embedder.embed(TEXTS))
+    assert embedder.embed_to_compare([]).shape == (0, embedder.dim)
