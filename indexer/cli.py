@@ -163,7 +163,7 @@ def _open_index(directory: Path, *, create: bool):
 def cmd_ingest(args: argparse.Namespace) -> int:
     with _open_index(args.index, create=True) as index:
         report = index.ingest(args.paths, tags=args.tags, progress=not args.quiet,
-                              text_field=args.text_field, id_field=args.id_field)
+                              text_field=args.text_field, id_field=args.id_field, root=args.root)
         stats = index.stats()
     if args.json:
         print(json.dumps({**report.__dict__, "chunks_per_s": report.chunks_per_s, "index": stats}, default=str))
@@ -265,6 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--tags", nargs="*", default=[], help="tags for every ingested document")
     i.add_argument("--text-field", default="text", help="text field of JSON/JSONL/CSV records")
     i.add_argument("--id-field", default="id", help="id field of JSON/JSONL/CSV records")
+    i.add_argument("--root", type=Path, default=None,
+                   help="name documents relative to this folder (default: each folder given, or a file's parent)")
     i.add_argument("--json", action="store_true", help="print the report as JSON")
     i.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     i.set_defaults(func=cmd_ingest)

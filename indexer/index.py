@@ -14,12 +14,14 @@ This module owns the :class:`Index` object: opening (and the settings check),
 the one write boundary :meth:`Index.writer`, and hybrid search. SQL is in
 :mod:`indexer.store`, the in-memory FAISS and LSH mirrors in
 :mod:`indexer.mirrors`, the writer in :mod:`indexer.writer`, ingestion in
-:mod:`indexer.ingest`.
+:mod:`indexer.ingest`, document ids (and renaming an older index's path ids on
+open) in :mod:`indexer.doc_ids`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import sqlite3
 import threading
@@ -30,10 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer import ingest, store
+from indexer import doc_ids, ingest, store
 from indexer.embedder import Embedder
 from indexer.errors import IndexBusyError, IndexError_, IndexMismatchError
-from indexer.loaders import Document, LoadProblem, load_paths
+from indexer.loaders import Document, LoadProblem, document_roots, load_paths
 from indexer.mirrors import Mirrors
 from indexer.records import Hit, IngestReport
 from indexer.rerank import Reranker
@@ -43,6 +45,8 @@ from indexer.writer import IndexWriter, WriterLock
 
 # the records, errors and writer are importable from here too, beside the Index
 __all__ = ["Hit", "Index", "IndexBusyError", "IndexError_", "IndexMismatchError", "IndexWriter", "IngestReport"]
+
+log = logging.getLogger(__name__)
 
 DB_NAME = "index.sqlite"
 EXACT_FILTER_LIMIT = 20_000  # filtered sets up to this size are searched exactly
@@ -83,13 +87,16 @@ class Index:
             if "embedding_model" in meta:
                 settings = _settings_of_existing(path, meta, settings)
                 dim = int(meta["dim"])
+                if not doc_ids.is_migrated(meta):
+                    _migrate_doc_ids(path, conn)
             else:
                 settings = settings or IndexSettings.from_env()
                 embedder = Embedder(settings.embedding_model, batch_size=settings.embed_batch_size)
                 dim = embedder.dim
                 with store.transaction(conn):
                     store.set_meta(conn, {**settings.build_values(), "dim": str(dim),
-                                          "schema_version": store.SCHEMA_VERSION, "generation": "0"})
+                                          "schema_version": store.SCHEMA_VERSION, "generation": "0",
+                                          **doc_ids.new_index_meta()})
             index = cls(path, settings, conn, dim)
         except BaseException:
             conn.close()
@@ -159,11 +166,15 @@ class Index:
 
     def ingest(self, paths: Sequence[str | os.PathLike[str]], *, tags: Sequence[str] = (), progress: bool = False,
                text_field: str = "text", id_field: str = "id", allowed_roots: Sequence[str | os.PathLike[str]] | None = None,
-               on_commit=None) -> IngestReport:
-        """Loads files and folders (see :mod:`indexer.loaders`) and ingests them."""
-        items = load_paths(paths, text_field=text_field, id_field=id_field,
+               root: str | os.PathLike[str] | None = None, on_commit=None) -> IngestReport:
+        """Loads files and folders (see :mod:`indexer.loaders`; documents are named
+        relative to ``root``, else to the folder given or a given file's parent)
+        and ingests them; the real roots are recorded in the index's metadata."""
+        items = load_paths(paths, text_field=text_field, id_field=id_field, root=root,
                            max_file_bytes=self.settings.max_document_bytes, allowed_roots=allowed_roots)
-        return ingest.ingest_documents(self, items, tags=tags, progress=progress, on_commit=on_commit)
+        with self.writer() as writer:
+            writer.record_roots(document_roots(paths, root))
+            return ingest.ingest_documents(self, items, tags=tags, progress=progress, on_commit=on_commit)
 
     def ingest_documents(self, docs: Iterable[Document | LoadProblem], *, tags: Sequence[str] = (),
                          progress: bool = False, on_commit=None) -> IngestReport:
@@ -296,8 +307,20 @@ class Index:
             "generation": store.generation(conn), "vectors": self._mirrors.vectors.size, "dimension": self.dim,
             "embedding_model": self.settings.embedding_model, "vector_index": self.settings.vector_index,
             "chunk_tokens": self.settings.chunk_tokens, "chunk_overlap": self.settings.chunk_overlap,
-            "disk_bytes": size,
+            "disk_bytes": size, "document_roots": doc_ids.recorded_roots(store.get_meta(conn)),
         }
+
+
+def _migrate_doc_ids(path: Path, conn: sqlite3.Connection) -> None:
+    """Renames an older index's path ids (see :mod:`indexer.doc_ids`) under the writer lock."""
+    lock = WriterLock(path)
+    lock.acquire(timeout=30.0)
+    try:
+        renamed = doc_ids.migrate(conn)
+    finally:
+        lock.release()
+    if renamed:
+        log.info("index at %s: %d document ids made relative to their ingested root", path, renamed)
 
 
 def _settings_of_existing(path: Path, meta: dict[str, str], requested: IndexSettings | None) -> IndexSettings:

@@ -1,9 +1,12 @@
 """Document loaders: the first pipeline stage, files and folders → :class:`Document` records.
 
 Text, Markdown, HTML and PDF files become one document each; JSONL, JSON and
-CSV files one document per record. Anything wrong with an input file (binary,
-not UTF-8, empty, too large, malformed, unreadable, outside the allowed
-folders) is yielded as a :class:`LoadProblem` in its place; bad files never
+CSV files one document per record. A document is named relative to the root
+it was found under: the folder passed in, or the parent of a file passed in
+(or one ``root`` for every path), so ids survive moving the data and carry no
+server path; problems name the path as given, for the operator to find it.
+Anything wrong with an input file (binary, not UTF-8, empty, too large,
+malformed, unreadable, outside the allowed folders) is yielded as a :class:`LoadProblem` in its place; bad files never
 raise, so one broken file doesn't stop an ingest. One job, so one module (HTML
 parsing lives in :mod:`indexer.loaders_html`): walking the paths and turning each
 format into records with the same checks. Example::
@@ -11,7 +14,7 @@ format into records with the same checks. Example::
     from indexer.loaders import Document, load_paths
     for item in load_paths(["docs/", "faq.jsonl"], allowed_roots=["docs", "."]):
         if isinstance(item, Document):
-            ...
+            ...   # docs/guide/a.md is "guide/a.md"; faq.jsonl's 3rd line "faq.jsonl#3" (or its id)
         else:
             print(f"skipped {item.source}: {item.reason}")
 
@@ -46,12 +49,12 @@ SNIFF_BYTES = 8192  # a NUL byte in this prefix marks a binary file
 @dataclass(frozen=True)
 class Document:
     doc_id: str
-    """Stable id: the path as given (posix, joined with the path inside a walked
-    folder), or for a record its id field, else ``path#n``."""
+    """Stable id: the file's path relative to its root (posix), or for a record
+    its id field, else ``path#n`` with that relative path."""
     text: str
     """The text as read (not yet normalized)."""
     source: str
-    """The file path; ``path#n`` for the n-th record (line, list item or data row)."""
+    """The file's path relative to its root; ``path#n`` for the n-th record (line, list item or data row)."""
     metadata: dict[str, MetaValue]
     """``title`` (whole files), ``pages`` (PDF), record fields, and always ``format``."""
 
@@ -74,6 +77,18 @@ class _Options:
     roots: tuple[str, ...] | None
 
 
+@dataclass(frozen=True)
+class _Name:
+    """A file's two names: ``doc`` relative to its root (ids and sources), ``shown`` as given (problems)."""
+
+    doc: str
+    shown: str
+
+    def child(self, entry: str) -> _Name:
+        return _Name(entry if self.doc == "." else posixpath.join(self.doc, entry),
+                     entry if self.shown == "." else posixpath.join(self.shown, entry))
+
+
 def load_paths(
     paths: Iterable[str | os.PathLike[str]],
     *,
@@ -81,10 +96,15 @@ def load_paths(
     id_field: str = "id",
     max_file_bytes: int = 50_000_000,
     allowed_roots: Sequence[str | os.PathLike[str]] | None = None,
+    root: str | os.PathLike[str] | None = None,
 ) -> Iterator[Item]:
     """Loads every path (a folder is walked recursively, entries sorted by name,
     hidden files and folders skipped), yielding documents and problems in order;
     never raises for a bad file.
+
+    Documents are named relative to their root (see :func:`document_roots`):
+    ``root`` when given (every path must lie inside it), else the folder
+    passed in, or the parent of a file passed in.
 
     With ``allowed_roots``, a path whose real location (symlinks and ``..``
     resolved) is outside all of them is refused unopened, including files found
@@ -98,15 +118,42 @@ def load_paths(
     if isinstance(max_file_bytes, bool) or not isinstance(max_file_bytes, int) or max_file_bytes <= 0:
         raise ValueError(f"max_file_bytes must be a positive integer, got {max_file_bytes!r}")
     roots = None if allowed_roots is None else tuple(os.path.realpath(r) for r in allowed_roots)
-    return _load_all(list(paths), _Options(text_field, id_field, max_file_bytes, roots))
+    paths = list(paths)
+    bases = [_base(os.fspath(p), root) for p in paths]  # raises now, not on first iteration
+    return _load_all(paths, bases, _Options(text_field, id_field, max_file_bytes, roots))
 
 
-def _load_all(paths: list[str | os.PathLike[str]], opts: _Options) -> Iterator[Item]:
-    for path in paths:
+def document_roots(paths: Iterable[str | os.PathLike[str]], root: str | os.PathLike[str] | None = None) -> list[str]:
+    """The real (absolute) roots documents of ``paths`` are named under, sorted:
+    what an index records of an ingest."""
+    return sorted({os.path.realpath(_base(os.fspath(p), root)) for p in paths})
+
+
+def _base(path: str, root: str | os.PathLike[str] | None) -> str:
+    """The folder names under ``path`` are made relative to."""
+    if root is not None:
+        base = os.fspath(root)
+        if not os.path.isdir(base):
+            raise ValueError(f"root {base} is not a folder; name the folder documents are named relative to")
+        real, real_base = os.path.abspath(path), os.path.abspath(base)
+        if real != real_base and not real.startswith(real_base.rstrip(os.sep) + os.sep):
+            raise ValueError(f"{path} is not inside the root {base}; name documents relative to a folder "
+                             "that holds every path, or leave out root")
+        return base
+    return path if os.path.isdir(path) else (os.path.dirname(path) or ".")
+
+
+def _relative(path: str, base: str) -> str:
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(base))
+    return PurePath(rel).as_posix()
+
+
+def _load_all(paths: list[str | os.PathLike[str]], bases: list[str], opts: _Options) -> Iterator[Item]:
+    for path, base in zip(paths, bases):
         given = os.fspath(path)
-        name = PurePath(given).as_posix()
+        name = _Name(_relative(given, base), PurePath(given).as_posix())
         if _outside(given, opts.roots):
-            yield LoadProblem(name, "outside the allowed data directories")
+            yield LoadProblem(name.shown, "outside the allowed data directories")
         elif os.path.isdir(given):
             yield from _walk(given, name, opts)
         else:
@@ -120,24 +167,24 @@ def _outside(path: str, roots: tuple[str, ...] | None) -> bool:
     return not any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
 
 
-def _walk(folder: str, name: str, opts: _Options) -> Iterator[Item]:
+def _walk(folder: str, name: _Name, opts: _Options) -> Iterator[Item]:
     try:
         with os.scandir(folder) as it:
             entries = sorted(it, key=lambda e: e.name)
     except OSError as exc:
-        yield LoadProblem(name, _os_reason(folder, exc))
+        yield LoadProblem(name.shown, _os_reason(folder, exc))
         return
     for entry in entries:
         if entry.name.startswith("."):
             continue
-        child = entry.name if name == "." else posixpath.join(name, entry.name)
+        child = name.child(entry.name)
         if _outside(entry.path, opts.roots):
-            yield LoadProblem(child, "outside the allowed data directories")
+            yield LoadProblem(child.shown, "outside the allowed data directories")
         elif entry.is_dir(follow_symlinks=False):
             yield from _walk(entry.path, child, opts)
         elif entry.is_symlink() and os.path.isdir(entry.path):
             # Not followed: it could loop, or lead anywhere when no roots are set.
-            yield LoadProblem(child, "symbolic link to a folder (not followed; name it explicitly to load it)")
+            yield LoadProblem(child.shown, "symbolic link to a folder (not followed; name it explicitly to load it)")
         else:
             yield from _load_file(entry.path, child, opts, explicit=False)
 
@@ -148,20 +195,20 @@ def _os_reason(path: str, exc: OSError) -> str:
     return (exc.strerror or str(exc)).lower()
 
 
-def _load_file(path: str, name: str, opts: _Options, *, explicit: bool) -> Iterator[Item]:
-    suffix = PurePath(name).suffix.lower()
+def _load_file(path: str, name: _Name, opts: _Options, *, explicit: bool) -> Iterator[Item]:
+    suffix = PurePath(name.doc).suffix.lower()
     try:
         info = os.stat(path)
     except OSError as exc:
-        yield LoadProblem(name, _os_reason(path, exc))
+        yield LoadProblem(name.shown, _os_reason(path, exc))
         return
     if suffix not in SUPPORTED_SUFFIXES:
         supported = ", ".join(sorted(SUPPORTED_SUFFIXES))
         reason = f"unsupported file type {suffix or '(no suffix)'} (supported: {supported})"
-        yield LoadProblem(name, reason if explicit else "unsupported file type")
+        yield LoadProblem(name.shown, reason if explicit else "unsupported file type")
         return
     if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
-        yield LoadProblem(name, "not a regular file")
+        yield LoadProblem(name.shown, "not a regular file")
         return
     limit, data = opts.max_file_bytes, b""
     if info.st_size <= limit:
@@ -169,11 +216,11 @@ def _load_file(path: str, name: str, opts: _Options, *, explicit: bool) -> Itera
             with open(path, "rb") as f:
                 data = f.read(limit + 1)
         except OSError as exc:
-            yield LoadProblem(name, _os_reason(path, exc))
+            yield LoadProblem(name.shown, _os_reason(path, exc))
             return
     if info.st_size > limit or len(data) > limit:  # the file may grow after stat
         size = max(info.st_size, len(data))
-        yield LoadProblem(name, f"larger than {_megabytes(limit)} ({_megabytes(size)}); raise max_file_bytes to load it")
+        yield LoadProblem(name.shown, f"larger than {_megabytes(limit)} ({_megabytes(size)}); raise max_file_bytes to load it")
         return
     yield from _LOADERS[suffix](data, name, suffix, opts)
 
@@ -232,22 +279,22 @@ def _front_matter(text: str) -> tuple[str, dict[str, MetaValue]]:
     return "\n".join(lines[end + 1 :]), meta
 
 
-def _load_text(data: bytes, name: str, suffix: str, opts: _Options) -> Iterator[Item]:
+def _load_text(data: bytes, name: _Name, suffix: str, opts: _Options) -> Iterator[Item]:
     text = _decode(data)
     if text is None:
-        yield LoadProblem(name, NOT_TEXT)
+        yield LoadProblem(name.shown, NOT_TEXT)
         return
     meta: dict[str, MetaValue] = {}
     if suffix in (".md", ".markdown"):
         text, meta = _front_matter(text)
     if not text.strip():
-        yield LoadProblem(name, "empty")
+        yield LoadProblem(name.shown, "empty")
         return
     meta["title"] = str(meta.get("title") or _title(text))[:TITLE_CHARS]
-    yield Document(name, text, name, {**meta, "format": suffix[1:]})
+    yield Document(name.doc, text, name.doc, {**meta, "format": suffix[1:]})
 
 
-def _load_html(data: bytes, name: str, suffix: str, opts: _Options) -> Iterator[Item]:
+def _load_html(data: bytes, name: _Name, suffix: str, opts: _Options) -> Iterator[Item]:
     text = _decode(data)
     charset = declared_charset(data[:4096])
     if text is None and charset and b"\0" not in data[:SNIFF_BYTES]:
@@ -256,17 +303,17 @@ def _load_html(data: bytes, name: str, suffix: str, opts: _Options) -> Iterator[
         except (LookupError, UnicodeDecodeError):
             pass
     if text is None:
-        yield LoadProblem(name, NOT_TEXT)
+        yield LoadProblem(name.shown, NOT_TEXT)
         return
     try:
         body, title = html_to_text(text)
     except AssertionError as exc:  # html.parser's reaction to some broken markup
-        yield LoadProblem(name, f"malformed HTML: {exc}")
+        yield LoadProblem(name.shown, f"malformed HTML: {exc}")
         return
     if not body.strip():
-        yield LoadProblem(name, "empty (no text outside markup)")
+        yield LoadProblem(name.shown, "empty (no text outside markup)")
         return
-    yield Document(name, body, name, {"title": (title or _title(body))[:TITLE_CHARS], "format": suffix[1:]})
+    yield Document(name.doc, body, name.doc, {"title": (title or _title(body))[:TITLE_CHARS], "format": suffix[1:]})
 
 
 def _read_pdf(data: bytes) -> tuple[list[str], str | None] | str:
@@ -289,18 +336,18 @@ def _read_pdf(data: bytes) -> tuple[list[str], str | None] | str:
     return pages, str(title).strip() if title else None
 
 
-def _load_pdf(data: bytes, name: str, suffix: str, opts: _Options) -> Iterator[Item]:
+def _load_pdf(data: bytes, name: _Name, suffix: str, opts: _Options) -> Iterator[Item]:
     result = _read_pdf(data)
     if isinstance(result, str):
-        yield LoadProblem(name, result)
+        yield LoadProblem(name.shown, result)
         return
     pages, title = result
     text = "\n\n".join(pages)
     if not text.strip():
-        yield LoadProblem(name, f"no extractable text in {len(pages)} page(s) (scanned images? OCR it first)")
+        yield LoadProblem(name.shown, f"no extractable text in {len(pages)} page(s) (scanned images? OCR it first)")
         return
     meta: dict[str, MetaValue] = {"title": (title or _title(text))[:TITLE_CHARS], "pages": len(pages)}
-    yield Document(name, text, name, {**meta, "format": "pdf"})
+    yield Document(name.doc, text, name.doc, {**meta, "format": "pdf"})
 
 
 def _json_type(value: object) -> str:
@@ -308,7 +355,7 @@ def _json_type(value: object) -> str:
     return names.get(type(value), "a number")
 
 
-def _record(record: dict, n: int, name: str, suffix: str, opts: _Options, where: str) -> Item:
+def _record(record: dict, n: int, name: _Name, suffix: str, opts: _Options, where: str) -> Item:
     """One record as a document, or the problem with its text field."""
     text = record.get(opts.text_field)
     if text is None:
@@ -328,19 +375,19 @@ def _record(record: dict, n: int, name: str, suffix: str, opts: _Options, where:
         elif isinstance(value, list) and all(isinstance(v, str) for v in value):
             meta[key] = ",".join(value)
     meta["format"] = suffix[1:]
-    return Document(str(raw_id) if has_id else f"{name}#{n}", text, f"{name}#{n}", meta)
+    return Document(str(raw_id) if has_id else f"{name.doc}#{n}", text, f"{name.doc}#{n}", meta)
 
 
-def _load_jsonl(data: bytes, name: str, suffix: str, opts: _Options) -> Iterator[Item]:
+def _load_jsonl(data: bytes, name: _Name, suffix: str, opts: _Options) -> Iterator[Item]:
     if b"\0" in data[:SNIFF_BYTES]:
-        yield LoadProblem(name, NOT_TEXT)
+        yield LoadProblem(name.shown, NOT_TEXT)
         return
     seen = False
     for line_no, raw in enumerate(data.removeprefix(codecs.BOM_UTF8).split(b"\n"), start=1):
         if not raw.strip():
             continue
         seen = True
-        where = f"{name}:{line_no}"
+        where = f"{name.shown}:{line_no}"
         try:
             record = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError:
@@ -354,7 +401,7 @@ def _load_jsonl(data: bytes, name: str, suffix: str, opts: _Options) -> Iterator
             continue
         yield _record(record, line_no, name, suffix, opts, where)
     if not seen:
-        yield LoadProblem(name, "empty")
+        yield LoadProblem(name.shown, "empty")
 
 
 def _json_records(value: object, text_field: str) -> list | None:
@@ -369,56 +416,56 @@ def _json_records(value: object, text_field: str) -> list | None:
     return None
 
 
-def _load_json(data: bytes, name: str, suffix: str, opts: _Options) -> Iterator[Item]:
+def _load_json(data: bytes, name: _Name, suffix: str, opts: _Options) -> Iterator[Item]:
     text = _decode(data)
     if text is None or not text.strip():
-        yield LoadProblem(name, NOT_TEXT if text is None else "empty")
+        yield LoadProblem(name.shown, NOT_TEXT if text is None else "empty")
         return
     try:
         value = json.loads(text)
     except (ValueError, RecursionError) as exc:
-        yield LoadProblem(name, f"malformed JSON: {exc}")
+        yield LoadProblem(name.shown, f"malformed JSON: {exc}")
         return
     records = _json_records(value, opts.text_field)
     if records is None:
-        yield LoadProblem(name, f"expected a list of objects, an object with a 'documents' or 'data' list, "
+        yield LoadProblem(name.shown, f"expected a list of objects, an object with a 'documents' or 'data' list, "
                                 f"or an object with a {opts.text_field!r} field; got {_json_type(value)}")
         return
     if not records:
-        yield LoadProblem(name, "empty (no records)")
+        yield LoadProblem(name.shown, "empty (no records)")
     for n, record in enumerate(records, start=1):
         if isinstance(record, dict):
-            yield _record(record, n, name, suffix, opts, f"{name}#{n}")
+            yield _record(record, n, name, suffix, opts, f"{name.shown}#{n}")
         else:
-            yield LoadProblem(f"{name}#{n}", f"expected a JSON object, got {_json_type(record)}")
+            yield LoadProblem(f"{name.shown}#{n}", f"expected a JSON object, got {_json_type(record)}")
 
 
-def _load_csv(data: bytes, name: str, suffix: str, opts: _Options) -> Iterator[Item]:
+def _load_csv(data: bytes, name: _Name, suffix: str, opts: _Options) -> Iterator[Item]:
     text = _decode(data)
     if text is None:
-        yield LoadProblem(name, NOT_TEXT)
+        yield LoadProblem(name.shown, NOT_TEXT)
         return
     reader = csv.DictReader(io.StringIO(text, newline=""))
     row = 0
     try:
         columns = reader.fieldnames
         if not columns:
-            yield LoadProblem(name, "empty")
+            yield LoadProblem(name.shown, "empty")
             return
         if opts.text_field not in columns:
-            yield LoadProblem(name, f"no column {opts.text_field!r} (columns: {', '.join(columns)}); "
+            yield LoadProblem(name.shown, f"no column {opts.text_field!r} (columns: {', '.join(columns)}); "
                                     "pass text_field to use another")
             return
         for row, record in enumerate(reader, start=1):
-            yield _record(record, row, name, suffix, opts, f"{name}:{row}")
+            yield _record(record, row, name, suffix, opts, f"{name.shown}:{row}")
     except csv.Error as exc:  # e.g. a field over csv.field_size_limit(); the rest of the file is skipped
-        yield LoadProblem(f"{name}:{row + 1}", f"malformed CSV: {exc}")
+        yield LoadProblem(f"{name.shown}:{row + 1}", f"malformed CSV: {exc}")
         return
     if row == 0:
-        yield LoadProblem(name, "empty (header only)")
+        yield LoadProblem(name.shown, "empty (header only)")
 
 
-_Loader = Callable[[bytes, str, str, _Options], Iterator[Item]]
+_Loader = Callable[[bytes, _Name, str, _Options], Iterator[Item]]
 _LOADERS: dict[str, _Loader] = {
     ".txt": _load_text, ".md": _load_text, ".markdown": _load_text, ".html": _load_html, ".htm": _load_html,
     ".pdf": _load_pdf, ".jsonl": _load_jsonl, ".json": _load_json, ".csv": _load_csv,

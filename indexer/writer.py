@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
-from indexer import native, store
+from indexer import doc_ids, native, store
 from indexer.embedder import Embedder
 from indexer.errors import IndexBusyError
 from indexer.mirrors import Mirrors
@@ -111,6 +111,11 @@ class IndexWriter:
             store.delete_document(self._conn, doc_id, store.next_generation(self._conn))
         self._mirrors.catch_up(self._conn)
         return True
+
+    def record_roots(self, roots: Sequence[str]) -> None:
+        """Adds the real folders an ingest names its documents under to the index's metadata."""
+        with store.transaction(self._conn):
+            doc_ids.record_roots(self._conn, roots)
 
     def discard_uncommitted(self) -> None:
         """Puts the LSH index back to the committed documents: after a batch

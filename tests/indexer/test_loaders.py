@@ -227,17 +227,39 @@ def test_folder_walk_order_ids_and_hidden_files(in_tmp: Path) -> None:
     (root / "b" / "deep" / "c.txt").write_text("see")
     (root / "b" / "image.png").write_bytes(b"\x89PNG")
     items = load("docs/")
+    # documents are named relative to the folder passed in; problems by the path as given
     assert [(type(i).__name__, i.source) for i in items] == [
-        ("Document", "docs/a.md"),
-        ("Document", "docs/b/deep/c.txt"),
+        ("Document", "a.md"),
+        ("Document", "b/deep/c.txt"),
         ("LoadProblem", "docs/b/image.png"),
-        ("Document", "docs/z.txt"),
+        ("Document", "z.txt"),
     ]
-    assert [d.doc_id for d in docs(items)] == ["docs/a.md", "docs/b/deep/c.txt", "docs/z.txt"]
+    assert [d.doc_id for d in docs(items)] == ["a.md", "b/deep/c.txt", "z.txt"]
     assert problems(items) == {"docs/b/image.png": "unsupported file type"}
-    assert [d.doc_id for d in docs(load(root))][0] == f"{root.as_posix()}/a.md"  # not made relative either
+    # the same ids from an absolute path, from another working folder, and after the folder moves
+    assert [d.doc_id for d in docs(load(root))] == ["a.md", "b/deep/c.txt", "z.txt"]
     assert [d.doc_id for d in docs(load("./docs/", "."))] == [
-        "docs/a.md", "docs/b/deep/c.txt", "docs/z.txt", "docs/a.md", "docs/b/deep/c.txt", "docs/z.txt"]
+        "a.md", "b/deep/c.txt", "z.txt", "docs/a.md", "docs/b/deep/c.txt", "docs/z.txt"]
+    moved = in_tmp / "elsewhere" / "library"
+    moved.parent.mkdir()
+    root.rename(moved)
+    assert [d.doc_id for d in docs(load(moved))] == ["a.md", "b/deep/c.txt", "z.txt"]
+    # a file passed in is named relative to its parent
+    assert [d.doc_id for d in docs(load(moved / "b" / "deep" / "c.txt"))] == ["c.txt"]
+
+
+def test_root_names_documents_under_it(in_tmp: Path) -> None:
+    (in_tmp / "data" / "cardio").mkdir(parents=True)
+    (in_tmp / "data" / "cardio" / "bp.md").write_text("# Blood pressure")
+    (in_tmp / "data" / "faq.jsonl").write_text(json.dumps({"text": "A."}) + "\n" + json.dumps({"id": "q2", "text": "B."}))
+    items = load(in_tmp / "data" / "cardio", "data/faq.jsonl", root=in_tmp / "data")
+    assert [(d.doc_id, d.source) for d in docs(items)] == [
+        ("cardio/bp.md", "cardio/bp.md"), ("faq.jsonl#1", "faq.jsonl#1"), ("q2", "faq.jsonl#2")]
+    assert not any(str(in_tmp) in d.doc_id + d.source for d in docs(items))
+    with pytest.raises(ValueError, match="not inside the root"):
+        load_paths([in_tmp], root=in_tmp / "data")
+    with pytest.raises(ValueError, match="not a folder"):
+        load_paths(["data/faq.jsonl"], root="data/faq.jsonl")
 
 
 def test_bad_files_become_problems(in_tmp: Path) -> None:
@@ -303,7 +325,7 @@ def test_allowed_roots_refuse_escapes_without_opening(in_tmp: Path) -> None:
     roots = ["data"]
     items = load("data", "data/../outside/passwd.txt", "data/link.txt", "outside", "outside/nonexistent.txt",
                  allowed_roots=roots)
-    assert [d.doc_id for d in docs(items)] == ["data/ok.md"]
+    assert [d.doc_id for d in docs(items)] == ["ok.md"]
     refused = "outside the allowed data directories"
     assert problems(items) == {
         "data/link.txt": refused,  # found while walking, and named explicitly
@@ -314,9 +336,9 @@ def test_allowed_roots_refuse_escapes_without_opening(in_tmp: Path) -> None:
     }
     # Inside the roots, symlinks work; symlinked folders met while walking are reported, not followed.
     items = load("data", allowed_roots=[in_tmp])
-    assert [d.doc_id for d in docs(items)] == ["data/link.txt", "data/ok.md"]
+    assert [d.doc_id for d in docs(items)] == ["link.txt", "ok.md"]
     assert problems(items) == {"data/linked_dir": "symbolic link to a folder (not followed; name it explicitly to load it)"}
-    assert [d.doc_id for d in docs(load("data/linked_dir", allowed_roots=[in_tmp]))] == ["data/linked_dir/passwd.txt"]
+    assert [d.doc_id for d in docs(load("data/linked_dir", allowed_roots=[in_tmp]))] == ["passwd.txt"]
 
 
 def test_programming_errors_raise() -> None:
