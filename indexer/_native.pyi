@@ -12,7 +12,7 @@ import numpy.typing as npt
 __all__ = [
     "CorruptFileError", "DataError", "DataIOError", "InvalidInputError", "LshIndex", "Tokenizer",
     "TokenizerError", "build_sft_examples", "chunk", "cluster_signatures", "content_hashes",
-    "decontaminate", "exact_dedup", "lsh_params", "minhash_signatures", "normalize", "num_threads",
+    "decontaminate", "exact_dedup", "lsh_params", "minhash_signatures", "near_dedup", "normalize", "num_threads",
     "pack_conversations", "pack_examples",
 ]
 
@@ -72,6 +72,24 @@ def cluster_signatures(
 ) -> dict[str, Any]:
     """LSH clustering of signature rows: `cluster_of`, `keep`, `num_dup_clusters`,
     `candidate_pairs`, `verified_pairs`, `bands`, `rows`."""
+
+def near_dedup(
+    texts: _Texts,
+    *,
+    threshold: float = 0.8,
+    num_perm: int = 128,
+    seed: int = 1,
+    shingle: str = "word",
+    shingle_size: int = 5,
+    keep: str = "first",
+    lengths: Sequence[int] | None = None,
+    strip_boilerplate: bool = False,
+    false_negative_weight: float = 0.9,
+    edit_min_words: int = 10,
+) -> dict[str, Any]:
+    """Raw texts to clusters in one call: MinHash LSH as `cluster_signatures`, and
+    texts of `edit_min_words` to 99 words joined when one word edit apart
+    (0 turns that off). The `cluster_signatures` dict plus `edit_pairs`."""
 
 def decontaminate(
     train: _Texts, eval: _Texts, *, ngram: int = 13, min_words: int = 8

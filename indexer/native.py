@@ -42,7 +42,7 @@ KeepPolicy = Literal["first", "longest"]
 __all__ = [
     "ChatFormat", "CorruptFileError", "DataError", "DataIOError", "ExactDedupResult",
     "InvalidInputError", "LshIndex", "NearDedupResult", "Overlap", "PackedBatch",
-    "Tokenizer", "TokenizerError", "chunk", "cluster_signatures", "content_hashes",
+    "EDIT_MIN_WORDS", "Tokenizer", "TokenizerError", "chunk", "cluster_signatures", "content_hashes",
     "decontaminate", "exact_dedup", "lsh_params", "minhash_signatures", "near_dedup",
     "normalize", "num_threads", "pack_conversations", "pack_examples", "build_sft_examples",
 ]
@@ -136,6 +136,8 @@ class NearDedupResult:
     verified_pairs: int
     bands: int
     rows: int
+    edit_pairs: int = 0
+    """Pairs joined because they are one word edit apart (``near_dedup`` only)."""
 
     @property
     def num_removed(self) -> int:
@@ -159,6 +161,11 @@ def cluster_signatures(
     return NearDedupResult(**out)
 
 
+EDIT_MIN_WORDS = 10
+"""Shortest text (in words) that ``near_dedup`` joins to another one word edit
+apart. One word is 10% of a 10-word text; in shorter ones it is more of a change."""
+
+
 def near_dedup(
     texts: Sequence[Text],
     *,
@@ -170,16 +177,25 @@ def near_dedup(
     keep: KeepPolicy = "first",
     strip_boilerplate: bool = False,
     false_negative_weight: float = FALSE_NEGATIVE_WEIGHT,
+    edit_min_words: int = EDIT_MIN_WORDS,
 ) -> NearDedupResult:
-    """Near-duplicate detection from raw texts to a keep-mask."""
-    sigs = minhash_signatures(
-        texts, num_perm=num_perm, seed=seed, shingle=shingle,
-        shingle_size=shingle_size, strip_boilerplate=strip_boilerplate,
-    )
+    """Near-duplicate detection from raw texts to a keep-mask.
+
+    Two texts are near duplicates when their estimated shingle Jaccard reaches
+    ``threshold`` (MinHash LSH, as :func:`cluster_signatures`), or when both
+    have ``edit_min_words`` to 99 words and one word substitution, insertion or
+    deletion turns one into the other (checked exactly on the lowercased
+    words). Shingle Jaccard misses those: one word changes up to
+    ``shingle_size`` shingles, too many of a short text's. ``edit_min_words=0``
+    turns the second test off."""
+    _counts(num_perm=num_perm, seed=seed, shingle_size=shingle_size, edit_min_words=edit_min_words)
     lengths = [len(t) for t in texts] if keep == "longest" else None
-    return cluster_signatures(
-        sigs, threshold=threshold, keep=keep, lengths=lengths, false_negative_weight=false_negative_weight
+    out = _native.near_dedup(
+        texts, threshold=threshold, num_perm=num_perm, seed=seed, shingle=shingle, shingle_size=shingle_size,
+        keep=keep, lengths=lengths, strip_boilerplate=strip_boilerplate,
+        false_negative_weight=false_negative_weight, edit_min_words=edit_min_words,
     )
+    return NearDedupResult(**out)
 
 
 @dataclass(frozen=True)

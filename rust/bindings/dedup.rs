@@ -4,6 +4,7 @@ use crate::convert::{type_name, TextBatch};
 use crate::errors::{invalid, IntoPyResult};
 use crate::runtime::{detach, detach_core};
 use datacore::decontam::{find_overlaps, DecontamOptions};
+use datacore::edits;
 use datacore::fingerprint::{FingerprintConfig, Fingerprinter};
 use datacore::lsh::{self, KeepPolicy, LshParams};
 use datacore::normalize::NormalizeOptions;
@@ -90,15 +91,59 @@ pub fn cluster_signatures<'py>(
         }
     };
     let clusters = detach_core(py, || lsh::cluster_signatures(flat, num_perm, params, policy, &lengths))?;
+    clusters_dict(py, clusters, params)
+}
+
+fn clusters_dict<'py>(py: Python<'py>, clusters: lsh::Clusters, params: LshParams) -> PyResult<Bound<'py, PyDict>> {
     let out = PyDict::new(py);
     out.set_item("cluster_of", clusters.cluster_of.into_pyarray(py))?;
     out.set_item("keep", clusters.keep.into_pyarray(py))?;
     out.set_item("num_dup_clusters", clusters.num_dup_clusters)?;
     out.set_item("candidate_pairs", clusters.candidate_pairs)?;
     out.set_item("verified_pairs", clusters.verified_pairs)?;
+    out.set_item("edit_pairs", clusters.extra_pairs)?;
     out.set_item("bands", params.bands)?;
     out.set_item("rows", params.rows)?;
     Ok(out)
+}
+
+/// Raw texts to clusters in one call: MinHash LSH as `cluster_signatures`, and
+/// texts of `edit_min_words` to `edits::MAX_WORDS - 1` words joined when they
+/// are one word edit apart (`edit_min_words=0` turns that off). Returns the
+/// `cluster_signatures` dict with `edit_pairs` set; `lengths` as there.
+#[pyfunction]
+#[pyo3(signature = (texts, *, threshold=0.8, num_perm=128, seed=1, shingle="word", shingle_size=5, keep="first", lengths=None, strip_boilerplate=false, false_negative_weight=0.9, edit_min_words=10))]
+#[allow(clippy::too_many_arguments)]
+pub fn near_dedup<'py>(
+    py: Python<'py>,
+    texts: &Bound<'py, PyAny>,
+    threshold: f64,
+    num_perm: usize,
+    seed: u64,
+    shingle: &str,
+    shingle_size: usize,
+    keep: &str,
+    lengths: Option<Vec<usize>>,
+    strip_boilerplate: bool,
+    false_negative_weight: f64,
+    edit_min_words: usize,
+) -> PyResult<Bound<'py, PyDict>> {
+    let policy = keep_policy(keep)?;
+    let lengths = lengths.unwrap_or_default();
+    let config = fingerprint_config(num_perm, seed, shingle, shingle_size, strip_boilerplate)?;
+    let fingerprinter = Fingerprinter::new(config).py_err()?;
+    let params = LshParams::weighted(threshold, num_perm, false_negative_weight).py_err()?;
+    let batch = TextBatch::extract(texts, "texts")?;
+    let strs = batch.strs();
+    // an empty range when turned off, so no word lists are kept
+    let words_for = if edit_min_words == 0 { 0..0 } else { edit_min_words.max(2)..edits::MAX_WORDS };
+    let clusters = detach_core(py, || {
+        let (sigs, words) = fingerprinter.signatures_and_words(&strs, words_for);
+        let pairs = edits::one_edit_pairs(&words);
+        drop(words);
+        lsh::cluster_signatures_joining(&sigs, num_perm, params, policy, &lengths, &pairs)
+    })?;
+    clusters_dict(py, clusters, params)
 }
 
 /// Returns `(overlaps, skipped_eval)` with overlaps as

@@ -25,6 +25,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(dedup::lsh_params, m)?)?;
     m.add_function(wrap_pyfunction!(dedup::minhash_signatures, m)?)?;
     m.add_function(wrap_pyfunction!(dedup::cluster_signatures, m)?)?;
+    m.add_function(wrap_pyfunction!(dedup::near_dedup, m)?)?;
     m.add_function(wrap_pyfunction!(dedup::decontaminate, m)?)?;
     m.add_class::<dedup::LshIndex>()?;
     m.add_function(wrap_pyfunction!(chunking::chunk, m)?)?;

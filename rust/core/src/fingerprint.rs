@@ -3,8 +3,10 @@
 
 use crate::minhash::MinHasher;
 use crate::normalize::{nfkc, normalize, NormalizeOptions};
-use crate::shingle::{shingle_hashes, Shingles};
+use crate::shingle::{shingle_hashes, word_hashes, Shingles};
 use rayon::prelude::*;
+use std::borrow::Cow;
+use std::ops::Range;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FingerprintConfig {
@@ -47,22 +49,40 @@ impl Fingerprinter {
         self.config.num_perm
     }
 
-    fn signature_with(&self, text: &str, out: &mut [u32], shingles: &mut Vec<u64>, scratch: &mut Vec<u64>) {
+    /// The signature of `text` into `out`; with `words` set, also its word
+    /// hashes when their count is in `words_for` (`words` must be empty).
+    fn signature_with(
+        &self,
+        text: &str,
+        out: &mut [u32],
+        shingles: &mut Vec<u64>,
+        scratch: &mut Vec<u64>,
+        words: Option<(&mut Vec<u64>, &Range<usize>)>,
+    ) {
         // Shingles fold case and spacing themselves, so only boilerplate
         // stripping needs the full normalizer; NFKC alone is much cheaper.
-        if self.config.normalize.strip_boilerplate {
-            let clean = normalize(text, self.config.normalize);
-            shingle_hashes(&clean, self.config.shingles, shingles, scratch);
+        let clean: Cow<'_, str> = if self.config.normalize.strip_boilerplate {
+            Cow::Owned(normalize(text, self.config.normalize))
         } else {
-            shingle_hashes(&nfkc(text), self.config.shingles, shingles, scratch);
-        }
+            nfkc(text)
+        };
+        shingle_hashes(&clean, self.config.shingles, shingles, scratch);
         self.hasher.signature_into(shingles, out);
+        if let Some((words, words_for)) = words {
+            // word shingling has just hashed the words into `scratch`
+            if let Shingles::Chars(_) = self.config.shingles {
+                word_hashes(&clean, scratch);
+            }
+            if words_for.contains(&scratch.len()) {
+                words.extend_from_slice(scratch);
+            }
+        }
     }
 
     /// The signature of one text.
     pub fn signature(&self, text: &str) -> Vec<u32> {
         let mut out = vec![0; self.num_perm()];
-        self.signature_with(text, &mut out, &mut Vec::new(), &mut Vec::new());
+        self.signature_with(text, &mut out, &mut Vec::new(), &mut Vec::new(), None);
         out
     }
 
@@ -75,9 +95,28 @@ impl Fingerprinter {
             .zip(texts.par_iter())
             .for_each_init(
                 || (Vec::new(), Vec::new()),
-                |(shingles, scratch), (row, text)| self.signature_with(text, row, shingles, scratch),
+                |(shingles, scratch), (row, text)| self.signature_with(text, row, shingles, scratch, None),
             );
         out
+    }
+
+    /// As [`Self::signatures`], with the word hashes ([`word_hashes`]) of each
+    /// text whose word count is in `words_for` and an empty list for the others,
+    /// from the same pass over the text.
+    pub fn signatures_and_words(&self, texts: &[&str], words_for: Range<usize>) -> (Vec<u32>, Vec<Vec<u64>>) {
+        let k = self.num_perm();
+        let mut out = vec![0u32; texts.len() * k];
+        let mut words = vec![Vec::new(); texts.len()];
+        out.par_chunks_mut(k)
+            .zip(words.par_iter_mut())
+            .zip(texts.par_iter())
+            .for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(shingles, scratch), ((row, words), text)| {
+                    self.signature_with(text, row, shingles, scratch, Some((words, &words_for)));
+                },
+            );
+        (out, words)
     }
 }
 
@@ -104,5 +143,19 @@ mod tests {
         let c = f.signature("ｔｈｅ quick brown fox jumps over the lazy dog twice");
         assert_eq!(estimated_jaccard(&a, &b), 1.0);
         assert_eq!(estimated_jaccard(&a, &c), 1.0);
+    }
+
+    #[test]
+    fn words_come_with_the_signatures_of_texts_in_range() {
+        let texts = ["One, two THREE", "one two", "a b c d e f g", ""];
+        for shingles in [Shingles::Words(5), Shingles::Chars(4)] {
+            let f = Fingerprinter::new(FingerprintConfig { shingles, ..FingerprintConfig::default() }).unwrap();
+            let (sigs, words) = f.signatures_and_words(&texts, 3..7);
+            assert_eq!(sigs, f.signatures(&texts));
+            let mut expected = Vec::new();
+            word_hashes("one two three", &mut expected);
+            assert_eq!(words[0], expected);
+            assert!(words[1].is_empty() && words[2].is_empty() && words[3].is_empty());
+        }
     }
 }

@@ -9,12 +9,14 @@
 //! - [`exact`]: xxh3 content hashes and exact-duplicate detection.
 //! - [`shingle`], [`minhash`], [`fingerprint`]: text → shingles → MinHash signature.
 //! - [`lsh`]: banded LSH clustering of signatures and a persistent incremental index.
+//! - [`edits`]: short texts one word apart, which shingle Jaccard misses.
 //! - [`decontam`]: n-gram overlap between tuning examples and evaluation items.
 //! - [`chunk`]: token-budget passages with character offsets.
 //! - [`tokenize`], [`pack`]: chat-formatted SFT examples and best-fit-decreasing packing.
 
 pub mod chunk;
 pub mod decontam;
+pub mod edits;
 pub mod error;
 pub mod exact;
 pub mod fingerprint;

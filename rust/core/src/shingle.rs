@@ -130,7 +130,8 @@ pub fn combine_hashes(words: &[u64]) -> u64 {
 
 /// Shingle hashes of `text` into `out` (cleared first). A text with fewer
 /// words (or characters) than the shingle size gives one shingle of all of
-/// them; a text with none gives none. `scratch` is reused between calls.
+/// them; a text with none gives none. `scratch` is reused between calls; after
+/// word shingling it holds the text's word hashes ([`word_hashes`]).
 pub fn shingle_hashes(text: &str, kind: Shingles, out: &mut Vec<u64>, scratch: &mut Vec<u64>) {
     out.clear();
     match kind {

@@ -28,6 +28,8 @@ pub struct Clusters {
     pub num_dup_clusters: usize,
     pub candidate_pairs: u64,
     pub verified_pairs: u64,
+    /// Pairs the caller joined besides the LSH ones (see [`cluster_signatures_joining`]).
+    pub extra_pairs: u64,
 }
 
 /// Buckets of at most this many members are compared all-pairs; larger ones
@@ -162,7 +164,28 @@ pub fn cluster_signatures(
     keep: KeepPolicy,
     lengths: &[usize],
 ) -> crate::Result<Clusters> {
+    cluster_signatures_joining(signatures, num_perm, params, keep, lengths, &[])
+}
+
+/// As [`cluster_signatures`], also joining the document pairs `extra_pairs`
+/// (`i << 32 | j`), found by another test of similarity (such as
+/// [`crate::edits::one_edit_pairs`]).
+pub fn cluster_signatures_joining(
+    signatures: &[u32],
+    num_perm: usize,
+    params: LshParams,
+    keep: KeepPolicy,
+    lengths: &[usize],
+    extra_pairs: &[u64],
+) -> crate::Result<Clusters> {
     let n = check_cluster_inputs(signatures, num_perm, params, keep, lengths)?;
+    if let Some(&bad) = extra_pairs.iter().find(|&&p| (p >> 32) as usize >= n || (p as u32) as usize >= n) {
+        return Err(CoreError::invalid(format!(
+            "extra pair ({}, {}) names a document beyond the {n} signatures",
+            bad >> 32,
+            bad as u32
+        )));
+    }
     let sig = |i: u32| &signatures[i as usize * num_perm..][..num_perm];
 
     let candidates = candidate_pairs(signatures, num_perm, params);
@@ -173,7 +196,7 @@ pub fn cluster_signatures(
         .collect();
 
     let mut sets = DisjointSets::new(n);
-    for &p in &verified {
+    for &p in verified.iter().chain(extra_pairs) {
         sets.union((p >> 32) as u32, p as u32);
     }
 
@@ -199,5 +222,6 @@ pub fn cluster_signatures(
         num_dup_clusters,
         candidate_pairs: candidates.len() as u64,
         verified_pairs: verified.len() as u64,
+        extra_pairs: extra_pairs.len() as u64,
     })
 }

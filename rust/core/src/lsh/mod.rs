@@ -18,6 +18,6 @@ mod params;
 #[cfg(test)]
 mod tests;
 
-pub use cluster::{cluster_signatures, Clusters, KeepPolicy};
+pub use cluster::{cluster_signatures, cluster_signatures_joining, Clusters, KeepPolicy};
 pub use index::{LshIndex, Match};
 pub use params::{optimal_params, weighted_params, LshParams, DEFAULT_FALSE_NEGATIVE_WEIGHT};

@@ -108,6 +108,23 @@ fn near_duplicates_cluster_and_distinct_texts_do_not() {
 }
 
 #[test]
+fn extra_pairs_join_what_the_lsh_misses() {
+    // a one-word edit of a 20-word text: word 5-gram Jaccard ~0.5, so LSH alone keeps both
+    let base = text(11, 20);
+    let texts = [base.clone(), text(12, 20), edit(&base, 10)];
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let f = fingerprinter();
+    let sigs = f.signatures(&refs);
+    let alone = cluster_signatures(&sigs, 128, params(0.8), KeepPolicy::First, &[]).unwrap();
+    assert_eq!(alone.cluster_of, [0, 1, 2]);
+    let joined = cluster_signatures_joining(&sigs, 128, params(0.8), KeepPolicy::First, &[], &[2]).unwrap();
+    assert_eq!(joined.cluster_of, [0, 1, 0]);
+    assert_eq!(joined.extra_pairs, 1);
+    let bad = cluster_signatures_joining(&sigs, 128, params(0.8), KeepPolicy::First, &[], &[(1 << 32) | 3]);
+    assert!(matches!(bad, Err(CoreError::InvalidArgument(_))));
+}
+
+#[test]
 fn keep_longest_picks_max_length_then_lowest_index() {
     let f = fingerprinter();
     let a = text(7, 200);
