@@ -22,6 +22,8 @@ from indexer.records import Hit
 
 DEFAULT_PASSAGE_CHARS = 600  # five passages of this fit a 2k-token context with room to answer
 SNIPPET_CHARS = 300
+TITLE_FIELDS = ("title", "focus")  # a document's own name for itself: a file's title, a MedQuAD record's focus
+TITLE_WORDS, TITLE_CHARS = 8, 80
 
 DEFAULT_SYSTEM = (
     "Answer the question using only the numbered passages. "
@@ -68,6 +70,17 @@ class Passage:
         return self.hit.dense_score
 
     @property
+    def title(self) -> str:
+        """What a reader knows the source by: its title (or focus) field, else the passage's first words."""
+        for key in TITLE_FIELDS:
+            value = self.hit.metadata.get(key)
+            if isinstance(value, str) and value.strip():
+                return truncate(value, TITLE_CHARS)
+        words = self.text.split()
+        first = truncate(" ".join(words[:TITLE_WORDS]), TITLE_CHARS)
+        return first + "\u2026" if len(words) > TITLE_WORDS and not first.endswith("\u2026") else first
+
+    @property
     def relevance(self) -> float:
         """The cosine when known (comparable across queries), else the search score."""
         return self.hit.dense_score if self.hit.dense_score is not None else self.hit.score
@@ -76,9 +89,12 @@ class Passage:
         return Passage(number, self.hit)
 
     def as_citation(self) -> dict[str, object]:
+        """What a client is shown of a passage: its title, a snippet and the whole passage, with
+        where it is (the document id and its source relative to the ingested folder)."""
         return {
-            "number": self.number, "doc_id": self.doc_id, "source": self.source,
-            "start": self.start, "end": self.end, "snippet": truncate(self.text, SNIPPET_CHARS), "score": self.score,
+            "number": self.number, "doc_id": self.doc_id, "source": self.source, "title": self.title,
+            "start": self.start, "end": self.end, "snippet": truncate(self.text, SNIPPET_CHARS), "text": self.text,
+            "score": self.score,
         }
 
     def to_dict(self) -> dict[str, object]:

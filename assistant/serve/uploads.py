@@ -21,6 +21,7 @@ from indexer import native
 from indexer.loaders import Document, LoadProblem, load_paths
 
 SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+PUBLIC_PREFIX = "upload/"
 
 
 def safe_name(filename: str) -> str:
@@ -86,14 +87,16 @@ def ingest_uploads(index: Any, upload_dir: Path, uploads: Sequence[tuple[str, by
         except ValueError as exc:
             problems.append((filename, str(exc)))
             continue
-        prefix = str(path)
-        public = f"upload/{path.name}"
-        for item in load_paths([path], max_file_bytes=index.settings.max_document_bytes, allowed_roots=[upload_dir]):
-            if isinstance(item, Document):
-                items.append(dataclasses.replace(item, doc_id=item.doc_id.replace(prefix, public, 1),
-                                                 source=item.source.replace(prefix, public, 1)))
+        # loaded relative to the upload folder, the document is named "<name>"; clients
+        # see "upload/<name>" and never the folder (problems name the path as given)
+        for item in load_paths([path], max_file_bytes=index.settings.max_document_bytes, allowed_roots=[upload_dir],
+                               root=upload_dir):
+            if isinstance(item, Document):  # a record's own id is kept
+                own_id = item.doc_id != item.source
+                items.append(dataclasses.replace(item, doc_id=item.doc_id if own_id else PUBLIC_PREFIX + item.doc_id,
+                                                 source=PUBLIC_PREFIX + item.source))
             else:
-                problems.append((item.source.replace(prefix, public, 1), item.reason))
+                problems.append((item.source.replace(str(path), PUBLIC_PREFIX + path.name, 1), item.reason))
     report = index.ingest_documents(items, tags=tags)
     report.skipped.extend(problems)
     return report

@@ -214,3 +214,19 @@ def test_snippet_is_capped() -> None:
     result = finalize("Tokens [1].", [p], LEXICAL, min_score=0.3)
     assert result.grounded
     assert len(result.citations[0]["snippet"]) <= SNIPPET_CHARS  # type: ignore[arg-type]
+    assert result.citations[0]["text"] == "token " * 400  # the whole passage, for a reader to expand
+
+
+def hit_with(metadata: dict[str, object], text: str) -> Passage:
+    return passages_from_hits([Hit(7, "d", "faq.jsonl#3", 0, len(text), text, 0.9, 0.9, None, metadata, [])])[0]
+
+
+def test_citation_title_is_the_documents_own_else_the_passages_first_words() -> None:
+    long = "Glaucoma is a group of diseases that damage the optic nerve and can cause blindness."
+    assert hit_with({"title": "  Eye   health ", "focus": "Glaucoma"}, long).title == "Eye health"
+    assert hit_with({"focus": "Glaucoma", "format": "jsonl"}, long).title == "Glaucoma"
+    assert hit_with({"title": "", "format": "jsonl"}, long).title == "Glaucoma is a group of diseases that damage\u2026"
+    assert hit_with({}, "Short passage.").title == "Short passage."
+    assert len(hit_with({"title": "x" * 500}, long).title) <= 80
+    closest = finalize("", [hit_with({"focus": "Glaucoma"}, long)], LEXICAL, min_score=0.95).closest[0]
+    assert (closest["title"], closest["text"], closest["source"]) == ("Glaucoma", long, "faq.jsonl#3")

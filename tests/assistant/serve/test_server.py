@@ -37,6 +37,9 @@ def test_ask_answers_with_a_citation_of_the_right_passage(service: Service) -> N
     [cite] = body["citations"]
     assert cite["doc_id"] == "pangolin" and cite["source"] == "zoo/pangolin.txt" and cite["number"] == 1
     assert "ants and termites" in cite["snippet"] and cite["end"] > cite["start"] >= 0
+    # no title field: the passage's first words name it; the whole passage comes with it
+    assert cite["title"] == "Pangolins are scaly mammals. Pangolins eat ants and\u2026"
+    assert cite["text"].endswith("long sticky tongues.") and cite["snippet"] in cite["text"]
     assert body["answer_id"].startswith("ans_")
     assert body["model"] and body["timings"]["retrieval_ms"] > 0 and body["timings"]["completion_tokens"] > 0
 
@@ -94,6 +97,47 @@ def test_abstains_when_the_index_holds_nothing_relevant(service: Service) -> Non
     assert r.status_code == 200 and body["grounded"] is False
     assert body["answer"] == NOT_FOUND_MESSAGE and body["citations"] == []
     assert body["closest"] and body["timings"]["generation_ms"] == 0  # the model was not asked
+    assert all(c["title"] and c["snippet"] and c["text"] for c in body["closest"])
+
+
+def test_file_documents_reach_clients_by_relative_name_and_title(citing_model: Path, tmp_path: Path) -> None:
+    """Files ingested from a folder on the server: search hits, citations and the closest
+    passages of an abstention name them relative to that folder, by title; no server path."""
+    data = tmp_path / "srv" / "library"
+    (data / "coast").mkdir(parents=True)
+    (data / "coast" / "lighthouse.md").write_text("---\ntitle: Lighthouses\n---\nA lighthouse keeper trimmed the "
+                                                  "lamp wick and wound the clockwork every night of a storm.")
+    (data / "faq.jsonl").write_text(json.dumps({"id": "eye-1", "focus": "Glaucoma", "text": "Glaucoma damages the "
+                                                "optic nerve; eye drops lower the pressure inside the eye."}) + "\n")
+    for service in start_service(tmp_path / "svc", citing_model, prepare=lambda index, _: index.ingest([data])):
+        r = service.get("/v1/search", "reader", params={"q": "lighthouse keeper lamp", "k": 5})
+        assert r.status_code == 200 and str(tmp_path) not in r.text
+        hit = r.json()["hits"][0]
+        assert (hit["doc_id"], hit["source"], hit["metadata"]["title"]) == (
+            "coast/lighthouse.md", "coast/lighthouse.md", "Lighthouses")
+        for question, sources in (("Who trims the lighthouse lamp?", ["coast/*"]), ("What does glaucoma damage?",
+                                                                                    ["faq.jsonl#*"])):
+            r = service.post("/v1/ask", "reader", json={"question": question, "filters": {"sources": sources}})
+            assert r.status_code == 200 and str(tmp_path) not in r.text, r.text
+            body = r.json()
+            shown = body["citations"] or body["closest"]
+            assert shown, body
+            assert shown[0]["title"] in ("Lighthouses", "Glaucoma") and shown[0]["text"].startswith(("A lighthouse",
+                                                                                                      "Glaucoma"))
+            assert shown[0]["source"] in ("coast/lighthouse.md", "faq.jsonl#1")
+        # uploads are named upload/<name> (a record keeps its own id); problems name no server path either
+        lines = [{"id": "otter-1", "text": "Otters hold hands while they sleep."}, {"text": "Sea otters use stones."},
+                 {"text": ""}]
+        files = [("file", ("faq.jsonl", "\n".join(map(json.dumps, lines)).encode(), "application/jsonl")),
+                 ("file", ("blob.txt", b"\x00\x01" * 50, "text/plain"))]
+        r = service.post("/v1/documents", "editor", files=files)
+        assert r.status_code == 201 and str(tmp_path) not in r.text, r.text
+        assert {(s["source"], s["reason"]) for s in r.json()["skipped"]} == {
+            ("upload/faq.jsonl:3", "field 'text' is empty"), ("upload/blob.txt", "not valid UTF-8 text (binary file?)")}
+        listed = service.get("/v1/documents", "reader").json()
+        assert {(d["doc_id"], d["source"]) for d in listed["documents"]} >= {
+            ("otter-1", "upload/faq.jsonl#1"), ("upload/faq.jsonl#2", "upload/faq.jsonl#2")}
+        assert str(tmp_path) not in json.dumps(listed)
 
 
 def test_openai_client_gets_a_grounded_chat_completion(service: Service) -> None:
@@ -309,12 +353,35 @@ def test_chat_page_streams_an_answer_with_a_citation(service: Service) -> None:
         WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "a.citation"))
         assert driver.find_element(By.ID, "answer").text == CITING
         assert driver.execute_script("return window.updates") >= 3
+        # each source by its title, its snippet shown, the whole passage behind a <details>
+        assert driver.find_element(By.ID, "sources-label").text == "Sources"
         link = driver.find_element(By.CSS_SELECTOR, "a.citation")
-        assert "[1] zoo/pangolin.txt" in link.text
-        passage = driver.find_element(By.ID, "passage-1")
+        assert link.text.startswith("[1] Pangolins are scaly mammals.")
+        item = driver.find_element(By.CSS_SELECTOR, "#citations li")
+        assert "zoo/pangolin.txt" in item.text and "(0" not in item.text  # the name, not a character range
+        assert "ants and termites" in item.find_element(By.CSS_SELECTOR, ".snippet").text
+        passage = driver.find_element(By.CSS_SELECTOR, "#passage-1 .passage-text")
         assert not passage.is_displayed()
         link.click()
-        assert passage.is_displayed() and "ants and termites" in passage.text
+        assert passage.is_displayed() and passage.text.endswith("long sticky tongues.")
+        driver.find_element(By.CSS_SELECTOR, "#passage-1 summary").click()
+        assert not passage.is_displayed()
+
+        # an abstention: the closest passages, by title, labelled as not an answer
+        question = driver.find_element(By.ID, "question")
+        question.clear()
+        question.send_keys("Who won the 1966 football world cup final?")
+        driver.find_element(By.ID, "ask").click()
+        WebDriverWait(driver, 60).until(lambda d: "Closest" in d.find_element(By.ID, "sources-label").text)
+        assert driver.find_element(By.ID, "answer").text == NOT_FOUND_MESSAGE
+        items = driver.find_elements(By.CSS_SELECTOR, "#citations li")
+        assert items and all(i.find_element(By.CSS_SELECTOR, ".snippet").text for i in items)
+        titles = [i.find_element(By.CSS_SELECTOR, "a.citation").text for i in items]
+        assert all(t.startswith(f"[{n}] ") and len(t) > 5 for n, t in enumerate(titles, start=1)), titles
+        items[0].find_element(By.CSS_SELECTOR, "summary").click()
+        assert items[0].find_element(By.CSS_SELECTOR, ".passage-text").is_displayed()
+        page = driver.find_element(By.TAG_NAME, "body").text
+        assert str(service.settings.index_dir.parent) not in page
     finally:
         driver.quit()
 
