@@ -135,6 +135,15 @@ def test_held_out_split_shares_nothing_with_the_recipe_training_data() -> None:
         assert held and not {i.question for i in held} & trained, name
         assert {i.question for i in everything} & trained, name  # the check above can fail
     assert len(builtin_set("pubmedqa")[0]) == 100
+    # calibration and held-out never share a question; MedQuAD's calibration side is not only the
+    # recipe's short training answers but also half of the untrained ones, drawn like the held-out
+    for name in ("covidqa", "pubmedqa", "medquad", "tatqa"):
+        held, _ = builtin_set(name)
+        calibration, _ = builtin_set(name, split="calibration")
+        assert calibration and not {i.id for i in held} & {i.id for i in calibration}, name
+    medquad_calibration, _ = builtin_set("medquad", split="calibration")
+    untrained = [i for i in medquad_calibration if i.question not in trained]
+    assert len(untrained) > len(medquad_calibration) / 2
     # a fixed shuffled order: --limit samples the whole set, the same items every run
     first = [i.id for i in builtin_set("covidqa", limit=20)[0]]
     assert first == [i.id for i in builtin_set("covidqa", limit=20)[0]]
