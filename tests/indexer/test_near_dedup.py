@@ -275,3 +275,67 @@ def test_medquad_answers_have_near_duplicates() -> None:
     removed = np.flatnonzero(~r.keep)[:200]
     est = (sig[removed] == sig[r.cluster_of[removed]]).mean(axis=1)
     assert (est > 0.3).all()
+
+
+# --- one-word edits of short texts (shingle Jaccard misses them) ------------
+
+
+def test_one_word_edits_of_short_texts_are_near_duplicates() -> None:
+    rng = random.Random(5)
+    texts = []
+    for n in (10, 25, 60, 98):
+        base = random_words(rng, n)
+        sub, ins, dele = list(base), list(base), list(base)
+        sub[n // 3] = "substituted"
+        ins.insert(n - 1, "inserted")
+        del dele[0]
+        texts += [" ".join(base), " ".join(sub), " ".join(ins), " ".join(dele)]
+    r = native.near_dedup(texts)
+    # every edited copy joins its base; at these lengths word 5-gram Jaccard alone
+    # misses the substitution (e.g. (25-9)/(25+1) = 0.62 at 25 words)
+    assert r.cluster_of.tolist() == [4 * (i // 4) for i in range(len(texts))]
+    assert r.edit_pairs >= 9  # base-copy pairs (the 9-word deletion of a 10-word text is the LSH's)
+    before = native.near_dedup(texts, edit_min_words=0)
+    assert before.edit_pairs == 0
+    assert before.keep[1] and before.keep[5]
+
+
+def test_two_word_edits_and_very_short_texts_stay_apart() -> None:
+    # MedQuAD's templates: the condition's name differs by two words
+    a = ("Congenital leptin deficiency is a rare disorder. Only a few dozen cases have been reported "
+         "in the medical literature.")
+    b = ("Leptin receptor deficiency is a rare disorder. Only a few dozen cases have been reported "
+         "in the medical literature.")
+    nine = "one two three four five six seven eight nine"
+    texts = [a, b, nine, nine.replace("five", "5")]
+    r = native.near_dedup(texts)
+    # no edit pair; whatever the shingle test decides (J = 13/17 here) is as before
+    assert r.edit_pairs == 0
+    assert r.cluster_of.tolist() == native.near_dedup(texts, edit_min_words=0).cluster_of.tolist()
+    assert r.keep[2] and r.keep[3]
+    # the floor is a setting: nine words can be allowed explicitly
+    assert native.near_dedup([nine, nine.replace("five", "5")], edit_min_words=9).cluster_of.tolist() == [0, 0]
+
+
+def test_one_word_edits_ignore_case_and_punctuation_and_keep_longest() -> None:
+    base = "asthma is a chronic disease of the airways that makes breathing hard for many people"
+    copy = "ASTHMA is a chronic illness of the airways, that makes breathing hard for many people!"
+    r = native.near_dedup(["unrelated text about something else entirely, nothing alike", base, copy],
+                          keep="longest")
+    assert r.cluster_of.tolist() == [0, 2, 2]
+
+
+def test_texts_of_100_words_or_more_are_left_to_shingle_jaccard() -> None:
+    rng = random.Random(9)
+    base = random_words(rng, 100)
+    edited = list(base)
+    edited[50] = "changed"
+    r = native.near_dedup([" ".join(base), " ".join(edited)])
+    assert r.edit_pairs == 0
+    assert not r.keep[1]  # J = 91/101 ≈ 0.9: the LSH finds it
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "10"])
+def test_edit_min_words_is_validated(bad: object) -> None:
+    with pytest.raises(native.InvalidInputError, match="edit_min_words"):
+        native.near_dedup(["a b c"], edit_min_words=bad)  # type: ignore[arg-type]
