@@ -298,6 +298,10 @@ class Index:
         """Stored documents, oldest first: id, source, chunk count, metadata and tags."""
         return store.list_documents(self._reader(), limit=limit, offset=offset, source_prefix=source_prefix)
 
+    def renamed_ids(self) -> dict[str, str]:
+        """Old id → new id of the documents renamed when their path ids were made relative."""
+        return doc_ids.renamed_ids(self._reader())
+
     def stats(self) -> dict[str, object]:
         conn = self._reader()
         docs, chunks = store.counts(conn)

@@ -44,7 +44,7 @@ from assistant.evaluation.drift import general_drift
 from assistant.evaluation.report import write_report, write_risk_coverage
 from assistant.evaluation.scoring import (answers_something, citation_precision, holds_answer, macro_f1, mean, score_answer,
                                           second_score, support, yes_no_maybe)
-from assistant.evaluation.sets import EvalItem
+from assistant.evaluation.sets import EvalItem, current_ids
 from assistant.generation.base import TextGenerator
 from assistant.grounding.answerability import DEFAULT_MAX_HALLUCINATION, Gate, load_gates
 from assistant.grounding.check import DEFAULT_MIN_SCORE, GroundedAnswer, apply_gate, finalize
@@ -225,6 +225,7 @@ def evaluate_set(generator: TextGenerator, items: Sequence[EvalItem], index: Any
     """Scores per system, and under ``"answers"`` every answer (see :func:`_answer_records`);
     with ``gates`` (by adapter, None the base model), the rag systems' answers are held to
     their model's calibrated gate as the service holds them."""
+    items = current_ids(items, index)
     gen = {"max_new_tokens": settings.max_new_tokens, "batch_size": settings.batch_size}
     closed = chat_prompts(generator, [i.question for i in items])
     found = retrieve(index, items, settings.top_k, drop_gold=False)

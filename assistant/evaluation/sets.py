@@ -5,14 +5,20 @@
 ``answer_type`` is one of ``yes_no_maybe``, ``extractive``, ``numeric``, ``free``;
 ``doc_ids`` names the indexed documents that hold the answer (may be empty). Unlike
 a tuning corpus, an evaluation set must be whole: the first bad line is an error
-naming it, since a silently shortened set would change the score.
+naming it, since a silently shortened set would change the score. ``doc_ids``
+written when an index named files by their server path still count: an index
+that renamed them relative to their folder keeps the old ids (see
+:func:`current_ids`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from assistant.evaluation.scoring import ANSWER_TYPES
 
@@ -61,3 +67,12 @@ def read_eval_set(path: str | os.PathLike[str], limit: int | None = None) -> lis
     if not items:
         raise ValueError(f"{where} holds no evaluation items")
     return items
+
+
+def current_ids(items: Sequence[EvalItem], index: Any) -> list[EvalItem]:
+    """``items`` with ``doc_ids`` the index has renamed (``Index.renamed_ids``: server paths made
+    relative to their ingested folder) under their new ids; others as they are."""
+    renamed = getattr(index, "renamed_ids", dict)()
+    if not renamed:
+        return list(items)
+    return [dataclasses.replace(i, doc_ids=tuple(renamed.get(d, d) for d in i.doc_ids)) for i in items]
