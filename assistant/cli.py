@@ -52,13 +52,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from assistant.serve.app import create_app
     from assistant.serve.resources import check_index
+    from assistant.serve.server import server_config
 
     settings = _settings(args, host=args.host, port=args.port, auth=False if args.no_auth else None)
     check_index(settings)
     print(f"loading the index at {settings.index_dir} and the model ...", file=sys.stderr)
     app = create_app(settings)
     print(f"serving on http://{settings.host}:{settings.port} (API schema at /schema)", file=sys.stderr)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    uvicorn.Server(server_config(app, settings)).run()
     return 0
 
 

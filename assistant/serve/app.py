@@ -6,7 +6,8 @@ Routes (the generated OpenAPI schema is at ``/schema``), one module per resource
 answers (:mod:`.routes_answers`: ``POST /v1/ask``, ``POST /v1/chat/completions``),
 documents (:mod:`.routes_documents`: ``GET /v1/search``, ``POST|GET /v1/documents``,
 ``DELETE /v1/documents/{doc_id}``), feedback (:mod:`.routes_feedback`), adapters and
-tuning jobs (:mod:`.routes_tuning`), and here ``GET /healthz | /readyz | /metrics``.
+tuning jobs (:mod:`.routes_tuning`), and here ``GET /healthz | /readyz | /metrics``
+(``/metrics`` wants a reader key unless ``ASSISTANT_METRICS_PUBLIC`` is set).
 
 The lifespan opens the resources (:class:`.resources.Resources`) before the first
 request and closes them after the last; they live on ``app.state`` and reach the
@@ -33,7 +34,9 @@ from litestar.static_files import create_static_files_router
 from assistant.generation.base import TextGenerator
 from assistant.generation.queue import GenerationQueue
 from assistant.serve import routes_answers, routes_documents, routes_feedback, routes_tuning
+from assistant.serve.auth import require_metrics_key
 from assistant.serve.errors import error_response
+from assistant.serve.limits import reject_deep_json
 from assistant.serve.metrics import RequestMetricsMiddleware, ServiceMetrics
 from assistant.serve.rate_limit import RateLimiter
 from assistant.serve.resources import Resources
@@ -58,7 +61,7 @@ async def readyz(state: State) -> Response:
                     status_code=200 if ready else 503)
 
 
-@get("/metrics", media_type="text/plain; version=0.0.4")
+@get("/metrics", media_type="text/plain; version=0.0.4", guards=[require_metrics_key], opt={"role": "reader"})
 async def metrics(metrics: NamedDependency[ServiceMetrics], queue: NamedDependency[GenerationQueue]) -> bytes:
     metrics.queue_depth.set(queue.depth)
     return metrics.render()
@@ -90,10 +93,11 @@ def create_app(settings: ServiceSettings, *, index: Index | None = None, generat
                          *routes_tuning.ROUTES, healthz, readyz, metrics]
     if STATIC_DIR.is_dir():
         routes.append(create_static_files_router(path="/", directories=[STATIC_DIR], html_mode=True))
-    state = State({"settings": settings, "metrics": ServiceMetrics(), "limiter": RateLimiter(settings.rate_per_minute)})
+    state = State({"settings": settings, "metrics": ServiceMetrics(), "limiter": RateLimiter(settings.rate_per_minute),
+                   "auth_failures": RateLimiter(settings.auth_failures_per_minute)})
     return Litestar(
         route_handlers=routes, state=state, lifespan=[lifespan],
         dependencies={name: Provide(_from_state(name), sync_to_thread=False) for name in INJECTED},
         request_max_body_size=settings.max_body_bytes, exception_handlers={Exception: error_response},
-        middleware=[RequestMetricsMiddleware()],
+        middleware=[RequestMetricsMiddleware()], before_request=reject_deep_json,
     )

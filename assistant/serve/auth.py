@@ -115,7 +115,11 @@ def _token(connection: ASGIConnection) -> str | None:
 
 
 def require_role(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
-    """Guard: the route's ``opt["role"]`` against the caller's key; then the rate limit."""
+    """Guard: the route's ``opt["role"]`` against the caller's key; then the rate limit.
+
+    Wrong keys come out of a per-address budget (``auth_failures_per_minute``): once it is
+    spent, every request with a key from that address is a 429 until it refills, so keys
+    cannot be guessed at the speed of the server."""
     state = connection.app.state
     settings = state.settings
     caller = connection.client.host if connection.client else "unknown"
@@ -123,8 +127,13 @@ def require_role(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
         token = _token(connection)
         if not token:
             raise NotAuthorizedException(detail="missing API key: send 'Authorization: Bearer <key>'")
+        wait = state.auth_failures.wait(caller)
+        if wait > 0:
+            raise TooManyRequests(f"more than {settings.auth_failures_per_minute} wrong API keys a minute from "
+                                  "this address; retry later", wait)
         key = state.key_store.verify(token)
         if key is None:
+            state.auth_failures.acquire(caller)
             raise NotAuthorizedException(detail="unknown or revoked API key")
         needed = handler.opt.get("role", "reader")
         if not role_allows(key.role, needed):
@@ -134,3 +143,9 @@ def require_role(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
     wait = state.limiter.acquire(caller)
     if wait > 0:
         raise TooManyRequests(f"rate limit of {settings.rate_per_minute} requests per minute reached", wait)
+
+
+def require_metrics_key(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    """Guard of ``/metrics``: a reader key, unless ``metrics_public`` is set."""
+    if not connection.app.state.settings.metrics_public:
+        require_role(connection, handler)

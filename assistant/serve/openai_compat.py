@@ -10,6 +10,30 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+from litestar.exceptions import ValidationException
+
+from assistant.serve.errors import stream_error
+
+
+def message_text(content: Any, where: str = "content") -> str:
+    """A message's text: a string, or a list of text parts (``{"type": "text", "text": ...}``,
+    joined by newlines). Anything else is a 422 naming what was sent."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise ValidationException(detail=f"{where} must be a string or a list of text parts, got "
+                                         f"{'null' if content is None else type(content).__name__}")
+    texts = []
+    for n, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind != "text":
+            shown = f"type {kind!r}" if isinstance(part, dict) else type(part).__name__
+            raise ValidationException(detail=f"{where}[{n}] is a {shown} part; only text parts are supported")
+        if not isinstance(part.get("text"), str):
+            raise ValidationException(detail=f"{where}[{n}].text must be a string")
+        texts.append(part["text"])
+    return "\n".join(texts)
+
 
 def _base(result_model: str) -> dict[str, Any]:
     return {"id": "chatcmpl-" + secrets.token_hex(8), "created": int(time.time()), "model": result_model}
@@ -34,7 +58,18 @@ async def chat_stream(events: AsyncIterator[dict[str, Any]], observe: Callable[[
     """``chat.completion.chunk`` deltas as the model writes. Streamed text is
     provisional: when the check changed them (a sentence dropped, a citation made by
     the system, or an abstention), a last delta gives the verified answer after a
-    blank line, and the final chunk carries it with its claims."""
+    blank line, and the final chunk carries it with its claims. A failure after the
+    status line is an ``{"error": ...}`` chunk (the mapper's body, no exception text)."""
+    try:
+        async for chunk in _chunks(events, observe):
+            yield chunk
+    except Exception as exc:
+        yield json.dumps({"error": stream_error(exc)})
+    yield "[DONE]"
+
+
+async def _chunks(events: AsyncIterator[dict[str, Any]], observe: Callable[[dict[str, Any]], None]
+                  ) -> AsyncIterator[str]:
     base = None
     async for event in events:
         kind = event.pop("event")
@@ -53,4 +88,3 @@ async def chat_stream(events: AsyncIterator[dict[str, Any]], observe: Callable[[
                               "citations": event.get("citations", []), "grounded": event.get("grounded"),
                               "answer_id": event.get("answer_id"), "answer": event["answer"],
                               "claims": event.get("claims", []), "dropped": event.get("dropped", [])})
-    yield "[DONE]"

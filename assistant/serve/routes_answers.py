@@ -20,6 +20,7 @@ from litestar.response import ServerSentEvent
 from assistant.generation.queue import GenerationQueue
 from assistant.grounding.answerer import Answerer, AskRequest
 from assistant.serve.auth import require_role
+from assistant.serve.errors import stream_error
 from assistant.serve.limits import (
     check_answer_mode,
     check_max_tokens,
@@ -30,7 +31,7 @@ from assistant.serve.limits import (
     refuse_when_queue_full,
 )
 from assistant.serve.metrics import ServiceMetrics
-from assistant.serve.openai_compat import chat_response, chat_stream
+from assistant.serve.openai_compat import chat_response, chat_stream, message_text
 from assistant.serve.settings import ServiceSettings
 
 READER = {"role": "reader"}
@@ -48,6 +49,7 @@ class AskBody:
     filters: dict[str, Any] | None = None
     """``sources``, ``tags``, ``doc_ids`` (lists), ``date_from``, ``date_to``."""
     max_new_tokens: int | None = None
+    """At most the service's ``max_new_tokens_limit`` (default: the generation setting)."""
     answer_mode: str | None = None
     """``generative`` | ``extractive`` | ``auto`` (default: the service's setting)."""
     choices: list[str] | None = None
@@ -73,7 +75,7 @@ async def ask(data: JSONBody[AskBody], settings: NamedDependency[ServiceSettings
     """Answer a question from the indexed documents, with citations; ``stream: true`` for SSE."""
     req = AskRequest(question=check_question(settings, data.question), top_k=check_top_k(settings, data.top_k),
                      adapter=data.adapter, filters=parse_filters(data.filters),
-                     max_new_tokens=check_max_tokens(data.max_new_tokens),
+                     max_new_tokens=check_max_tokens(settings, data.max_new_tokens),
                      answer_mode=check_answer_mode(settings, data.answer_mode), choices=parse_choices(data.choices))
     refuse_when_queue_full(queue)
     if data.stream:
@@ -90,20 +92,21 @@ async def _sse(metrics: ServiceMetrics, events: AsyncIterator[dict[str, Any]]) -
             if kind == "answer":
                 metrics.observe_answer(event)
             yield {"event": kind, "data": json.dumps(event)}
-    except Exception as exc:  # the status line is sent: report in the stream
-        yield {"event": "error", "data": json.dumps({"detail": str(exc)})}
+    except Exception as exc:  # the status line is sent: report in the stream, as the mapper would
+        yield {"event": "error", "data": json.dumps(stream_error(exc))}
 
 
 @post("/v1/chat/completions", guards=[require_role], opt=READER, status_code=200)
 async def chat_completions(data: JSONBody[ChatBody], settings: NamedDependency[ServiceSettings], answerer: NamedDependency[Answerer],
                            queue: NamedDependency[GenerationQueue], metrics: NamedDependency[ServiceMetrics]) -> Response:
     """OpenAI-compatible chat: the last user message is answered from the documents."""
-    users = [m for m in data.messages if m.get("role") == "user"]
+    users = [n for n, m in enumerate(data.messages) if m.get("role") == "user"]
     if not users:
         raise ValidationException(detail="messages hold no user message")
-    req = AskRequest(question=check_question(settings, str(users[-1].get("content", ""))),
+    question = message_text(data.messages[users[-1]].get("content"), f"messages[{users[-1]}].content")
+    req = AskRequest(question=check_question(settings, question),
                      top_k=check_top_k(settings, data.top_k), adapter=data.adapter,
-                     max_new_tokens=check_max_tokens(data.max_tokens),
+                     max_new_tokens=check_max_tokens(settings, data.max_tokens, "max_tokens"),
                      answer_mode=check_answer_mode(settings, data.answer_mode), choices=parse_choices(data.choices))
     refuse_when_queue_full(queue)
     if data.stream:

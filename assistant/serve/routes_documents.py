@@ -15,7 +15,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.params import FromPath, FromQuery
 
 from assistant.serve.auth import require_role
-from assistant.serve.limits import check_question, check_top_k
+from assistant.serve.limits import check_page, check_question, check_top_k
 from assistant.serve.settings import ServiceSettings
 from assistant.serve.uploads import documents_from_json, ingest_uploads
 from indexer.index import Index
@@ -78,8 +78,7 @@ async def add_documents(request: Request, settings: NamedDependency[ServiceSetti
 
 @get("/v1/documents", guards=[require_role], opt=READER)
 async def list_documents(index: NamedDependency[Index], limit: FromQuery[int] = 100, offset: FromQuery[int] = 0) -> dict[str, Any]:
-    if not 1 <= limit <= 1000 or offset < 0:
-        raise ValidationException(detail="limit must be in 1..1000 and offset at least 0")
+    check_page(limit, offset)
     docs = await asyncio.to_thread(index.list_documents, limit=limit, offset=offset)
     return {"documents": docs, "limit": limit, "offset": offset}
 

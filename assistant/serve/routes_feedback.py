@@ -8,11 +8,12 @@ from typing import Any
 
 from litestar import Request, post
 from litestar.di import NamedDependency
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.params import JSONBody
 
 from assistant.serve.auth import require_role
 from assistant.serve.records import Records, UnknownAnswerError
+from assistant.serve.settings import ServiceSettings
 
 
 @dataclass
@@ -21,11 +22,17 @@ class FeedbackBody:
     rating: str
     """``up`` or ``down``."""
     correction: str | None = None
+    """At most the service's ``max_feedback_chars``."""
 
 
 @post("/v1/feedback", guards=[require_role], opt={"role": "editor"}, status_code=201)
-async def feedback(data: JSONBody[FeedbackBody], request: Request, records: NamedDependency[Records]) -> dict[str, Any]:
+async def feedback(data: JSONBody[FeedbackBody], request: Request, records: NamedDependency[Records],
+                   settings: NamedDependency[ServiceSettings]) -> dict[str, Any]:
     """Rate an answer up or down, optionally with a corrected answer."""
+    limit = settings.max_feedback_chars
+    if data.correction is not None and len(data.correction) > limit:
+        raise ValidationException(detail=f"correction has {len(data.correction)} characters; the limit is {limit} "
+                                         "(ASSISTANT_MAX_FEEDBACK_CHARS)")
     try:
         fid = records.add_feedback(data.answer_id, data.rating, data.correction, request.state.get("key_id"))
     except UnknownAnswerError:

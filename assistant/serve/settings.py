@@ -11,6 +11,11 @@
     ASSISTANT_MAX_QUESTION_CHARS  longest question accepted (default 2000)
     ASSISTANT_MAX_BODY_BYTES    largest request body, uploads included (default 20 MB)
     ASSISTANT_RATE_PER_MINUTE   requests per key (or client address without auth) per minute (default 120)
+    ASSISTANT_MAX_NEW_TOKENS_LIMIT  most completion tokens a request may ask for (default 512)
+    ASSISTANT_MAX_FEEDBACK_CHARS    longest feedback correction (default 10000)
+    ASSISTANT_AUTH_FAILURES_PER_MINUTE  wrong keys a client address may send per minute before 429 (default 10)
+    ASSISTANT_HEADER_TIMEOUT    seconds a connection may take to send a request's headers (default 10)
+    ASSISTANT_METRICS_PUBLIC    1: /metrics without a key; 0 (default): a reader key
 """
 
 from __future__ import annotations
@@ -49,6 +54,17 @@ class ServiceSettings:
     max_question_chars: int = field(default=2000, metadata={"env": "ASSISTANT_MAX_QUESTION_CHARS", "help": "longest question"})
     max_body_bytes: int = field(default=20_000_000, metadata={"env": "ASSISTANT_MAX_BODY_BYTES", "help": "largest request body"})
     rate_per_minute: int = field(default=120, metadata={"env": "ASSISTANT_RATE_PER_MINUTE", "help": "requests per key per minute"})
+    max_new_tokens_limit: int = field(default=512, metadata={
+        "env": "ASSISTANT_MAX_NEW_TOKENS_LIMIT", "help": "most completion tokens a request may ask for"})
+    max_feedback_chars: int = field(default=10_000, metadata={
+        "env": "ASSISTANT_MAX_FEEDBACK_CHARS", "help": "longest feedback correction"})
+    auth_failures_per_minute: int = field(default=10, metadata={
+        "env": "ASSISTANT_AUTH_FAILURES_PER_MINUTE",
+        "help": "wrong API keys one client address may send per minute; then 429 until the budget refills"})
+    header_timeout_s: float = field(default=10.0, metadata={
+        "env": "ASSISTANT_HEADER_TIMEOUT", "help": "seconds a connection may take to send a request's headers"})
+    metrics_public: bool = field(default=False, metadata={
+        "env": "ASSISTANT_METRICS_PUBLIC", "help": "serve /metrics without a key"})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "index_dir", Path(self.index_dir))
@@ -61,7 +77,8 @@ class ServiceSettings:
                              "create a key with `assistant keys create` instead")
         if not 1 <= self.top_k <= self.max_top_k:
             raise ValueError(f"top_k must be in 1..max_top_k ({self.max_top_k}), got {self.top_k}")
-        for name in ("max_question_chars", "max_body_bytes", "rate_per_minute"):
+        for name in ("max_question_chars", "max_body_bytes", "rate_per_minute", "max_new_tokens_limit",
+                     "max_feedback_chars", "auth_failures_per_minute", "header_timeout_s"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         try:

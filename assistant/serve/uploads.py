@@ -4,7 +4,8 @@ An uploaded file is written only inside the service's upload folder, under a
 name reduced to safe characters (no folders, no ``..``), through a temporary
 file and a rename, and is read back with the index's own loaders restricted to
 that folder. Its document id is ``upload/<name>``: uploading a file of the same
-name again updates that document.
+name again updates that document. A file that gives no document (an unsupported
+type, empty, not text) is deleted again.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ def save_upload(upload_dir: Path, filename: str, data: bytes) -> Path:
 
 
 def ingest_uploads(index: Any, upload_dir: Path, uploads: Sequence[tuple[str, bytes]], tags: Sequence[str] = ()):
-    """Saves and ingests uploaded files; bad files are reported in the report's ``skipped``."""
+    """Saves and ingests uploaded files; bad files are reported in the report's ``skipped``
+    and deleted (a file that gave no document is not kept in the upload folder)."""
     problems: list[tuple[str, str]] = []
     items: list[Document | LoadProblem] = []
     for filename, data in uploads:
@@ -89,6 +91,7 @@ def ingest_uploads(index: Any, upload_dir: Path, uploads: Sequence[tuple[str, by
             continue
         # loaded relative to the upload folder, the document is named "<name>"; clients
         # see "upload/<name>" and never the folder (problems name the path as given)
+        loaded = len(items)
         for item in load_paths([path], max_file_bytes=index.settings.max_document_bytes, allowed_roots=[upload_dir],
                                root=upload_dir):
             if isinstance(item, Document):  # a record's own id is kept
@@ -97,6 +100,8 @@ def ingest_uploads(index: Any, upload_dir: Path, uploads: Sequence[tuple[str, by
                                                  source=PUBLIC_PREFIX + item.source))
             else:
                 problems.append((item.source.replace(str(path), PUBLIC_PREFIX + path.name, 1), item.reason))
+        if len(items) == loaded:
+            path.unlink(missing_ok=True)
     report = index.ingest_documents(items, tags=tags)
     report.skipped.extend(problems)
     return report

@@ -301,7 +301,8 @@ def test_health_ready_metrics_and_schema(service: Service) -> None:
     assert httpx.get(service.url + "/healthz").json() == {"status": "ok"}
     assert httpx.get(service.url + "/readyz").status_code == 200
     service.post("/v1/ask", "reader", json={"question": "What do pangolins eat?"})
-    text = httpx.get(service.url + "/metrics").text
+    assert httpx.get(service.url + "/metrics").status_code == 401  # a key unless ASSISTANT_METRICS_PUBLIC
+    text = service.get("/metrics", "reader").text
     assert "assistant_requests_total" in text and 'route="/v1/ask"' in text
     assert "assistant_generation_queue_depth" in text and "assistant_generated_tokens_total" in text
     schema = httpx.get(service.url + "/schema/openapi.json").json()
