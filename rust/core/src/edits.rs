@@ -5,7 +5,10 @@
 //! 0.8 threshold, and no shingle size fixes that without also joining distinct
 //! templated documents (see BENCHMARKS.md). Here two word sequences are
 //! duplicates when one word substitution, insertion or deletion turns one into
-//! the other, checked exactly on the word hashes.
+//! the other, checked exactly on the word hashes, and the word edited does not
+//! name or count something ([`crate::identifying`]): "hepatitis C" and
+//! "hepatitis B", or "type 2" and "type 1", are one word apart and about two
+//! different conditions.
 //!
 //! Candidates come from the pigeonhole principle: cut a sequence of `m` words
 //! into its first and last `m / 2` words; one edit leaves one of the two halves
@@ -16,12 +19,36 @@
 
 use rayon::prelude::*;
 
-use crate::shingle::combine_hashes;
+use crate::identifying::{identifying_words, MAX_MARKED_WORDS};
+use crate::shingle::{combine_hashes, word_hashes};
 
 /// Texts of this many words or more are left to shingle Jaccard: there one
 /// edit is at most 1% of the words (word 5-gram Jaccard >= 0.9), which the
 /// MinHash LSH finds (recall 0.998 in BENCHMARKS.md).
 pub const MAX_WORDS: usize = 100;
+const _: () = assert!(MAX_WORDS <= MAX_MARKED_WORDS, "every word of a short text needs a mark bit");
+
+/// One text as the edit test sees it: its lowercased word hashes
+/// ([`word_hashes`]) and, bit `k` for word `k`, which of them name or count
+/// something ([`identifying_words`], read on the text as written).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EditWords {
+    pub words: Vec<u64>,
+    pub marks: u128,
+}
+
+impl EditWords {
+    /// The words and marks of `text`, which must not be lowercased.
+    pub fn of(text: &str) -> Self {
+        let mut words = Vec::new();
+        word_hashes(text, &mut words);
+        EditWords { words, marks: identifying_words(text) }
+    }
+
+    fn marked(&self, k: usize) -> bool {
+        k < MAX_MARKED_WORDS && self.marks >> k & 1 == 1
+    }
+}
 
 /// Buckets up to this size are compared all-pairs (at most ~130k checks each,
 /// each stopping at the second difference); larger ones, which only crafted
@@ -32,17 +59,58 @@ const BIG_BUCKET: usize = 512;
 const PREFIX: u64 = 0x5052_4546_4958_0000;
 const SUFFIX: u64 = 0x5355_4646_4958_0000;
 
+/// How two word sequences at most one edit apart differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OneEdit {
+    Equal,
+    /// Word `k` of each is another word.
+    Substituted(usize),
+    /// Word `k` of `a` is not in `b`.
+    OnlyInA(usize),
+    /// Word `k` of `b` is not in `a`.
+    OnlyInB(usize),
+}
+
+/// The index in `long` (one word longer than `short`) of the word whose
+/// deletion gives `short`, if there is one.
+fn extra_word(long: &[u64], short: &[u64]) -> Option<usize> {
+    let same = short.iter().zip(long).take_while(|(x, y)| x == y).count();
+    (short[same..] == long[same + 1..]).then_some(same)
+}
+
+/// Where `a` and `b` differ when they are equal or one word substitution,
+/// insertion or deletion apart; `None` when they are further apart.
+pub fn one_edit(a: &[u64], b: &[u64]) -> Option<OneEdit> {
+    match a.len() as isize - b.len() as isize {
+        0 => {
+            let mut diff = a.iter().zip(b).enumerate().filter(|(_, (x, y))| x != y).map(|(k, _)| k);
+            match (diff.next(), diff.next()) {
+                (None, _) => Some(OneEdit::Equal),
+                (Some(k), None) => Some(OneEdit::Substituted(k)),
+                _ => None,
+            }
+        }
+        1 => extra_word(a, b).map(OneEdit::OnlyInA),
+        -1 => extra_word(b, a).map(OneEdit::OnlyInB),
+        _ => None,
+    }
+}
+
 /// True when `a` and `b` are equal or one word substitution, insertion or
 /// deletion apart.
 pub fn within_one_edit(a: &[u64], b: &[u64]) -> bool {
-    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
-    match long.len() - short.len() {
-        0 => short.iter().zip(long).filter(|(x, y)| x != y).count() <= 1,
-        1 => {
-            let same = short.iter().zip(long).take_while(|(x, y)| x == y).count();
-            short[same..] == long[same + 1..]
-        }
-        _ => false,
+    one_edit(a, b).is_some()
+}
+
+/// True when `a` and `b` are near duplicates by this test: at most one word
+/// edit apart, and the word edited (on either side) names or counts nothing.
+pub fn joins(a: &EditWords, b: &EditWords) -> bool {
+    match one_edit(&a.words, &b.words) {
+        Some(OneEdit::Equal) => true,
+        Some(OneEdit::Substituted(k)) => !a.marked(k) && !b.marked(k),
+        Some(OneEdit::OnlyInA(k)) => !a.marked(k),
+        Some(OneEdit::OnlyInB(k)) => !b.marked(k),
+        None => false,
     }
 }
 
@@ -72,23 +140,24 @@ fn pair_key(a: u32, b: u32) -> u64 {
 }
 
 /// Pairs `(i, j)`, as `i << 32 | j` with `i < j`, sorted and distinct, of the
-/// documents whose word sequences are at most one edit apart. `docs[i]` holds
-/// document `i`'s word hashes; an empty one takes no part (the caller empties
-/// the texts it leaves to shingle Jaccard).
-pub fn one_edit_pairs(docs: &[Vec<u64>]) -> Vec<u64> {
+/// documents that [`joins`] accepts: at most one edit apart, none to a word
+/// that names or counts something. `docs[i]` holds document `i`'s words; an
+/// empty one takes no part (the caller empties the texts it leaves to shingle
+/// Jaccard).
+pub fn one_edit_pairs(docs: &[EditWords]) -> Vec<u64> {
     let mut entries: Vec<(u64, u32)> = docs
         .par_iter()
         .enumerate()
-        .flat_map_iter(|(i, words)| {
+        .flat_map_iter(|(i, doc)| {
             let mut keys = Vec::new();
-            edit_keys(words, &mut keys);
+            edit_keys(&doc.words, &mut keys);
             keys.into_iter().map(move |k| (k, i as u32))
         })
         .collect();
     entries.par_sort_unstable();
     entries.dedup();
     let buckets: Vec<&[(u64, u32)]> = entries.chunk_by(|x, y| x.0 == y.0).filter(|b| b.len() > 1).collect();
-    let words = |i: u32| docs[i as usize].as_slice();
+    let doc = |i: u32| &docs[i as usize];
     let mut pairs: Vec<u64> = buckets
         .par_iter()
         .flat_map_iter(|bucket| {
@@ -96,7 +165,7 @@ pub fn one_edit_pairs(docs: &[Vec<u64>]) -> Vec<u64> {
             if bucket.len() <= BIG_BUCKET {
                 for (k, &(_, a)) in bucket.iter().enumerate() {
                     for &(_, b) in &bucket[k + 1..] {
-                        if within_one_edit(words(a), words(b)) {
+                        if joins(doc(a), doc(b)) {
                             out.push(pair_key(a, b));
                         }
                     }
@@ -105,7 +174,7 @@ pub fn one_edit_pairs(docs: &[Vec<u64>]) -> Vec<u64> {
                 let first = bucket[0].1;
                 for w in bucket.windows(2) {
                     for a in [first, w[0].1] {
-                        if a != w[1].1 && within_one_edit(words(a), words(w[1].1)) {
+                        if a != w[1].1 && joins(doc(a), doc(w[1].1)) {
                             out.push(pair_key(a, w[1].1));
                         }
                     }
@@ -128,7 +197,7 @@ mod tests {
     }
 
     fn pairs(texts: &[&str]) -> Vec<(u32, u32)> {
-        let docs: Vec<Vec<u64>> = texts.iter().map(|t| seq(t)).collect();
+        let docs: Vec<EditWords> = texts.iter().map(|t| EditWords::of(t)).collect();
         one_edit_pairs(&docs).into_iter().map(|p| ((p >> 32) as u32, p as u32)).collect()
     }
 
@@ -144,9 +213,22 @@ mod tests {
         assert!(!within_one_edit(&a, &seq("a b c d")));
     }
 
+    /// An ordinary lowercase word for `i` (letters only, so it names nothing).
+    fn word(i: usize) -> String {
+        let mut out = String::from("w");
+        let mut i = i;
+        loop {
+            out.push(char::from(b'a' + (i % 26) as u8));
+            i /= 26;
+            if i == 0 {
+                return out;
+            }
+        }
+    }
+
     #[test]
     fn every_single_edit_position_is_found() {
-        let words: Vec<String> = (0..12).map(|i| format!("w{i}")).collect();
+        let words: Vec<String> = (0..12).map(word).collect();
         let base = words.join(" ");
         for p in 0..=words.len() {
             let mut sub = words.clone();
@@ -174,11 +256,84 @@ mod tests {
         assert!(pairs(&["a", "b", ""]).is_empty());
     }
 
+    /// Whether `edited` joins `base` (both given as written).
+    fn joined(base: &str, edited: &str) -> bool {
+        joins(&EditWords::of(base), &EditWords::of(edited))
+    }
+
+    const HEP: &str = "If you have chronic hepatitis C, you should do things to take care of yourself, \
+                       including eating a healthy diet.";
+
+    #[test]
+    fn a_number_or_a_word_with_a_digit_is_not_an_edit() {
+        let t2 = "Otopalatodigital syndrome type 2 is a rare disorder, affecting fewer than 1 in every 100,000 people.";
+        assert!(!joined(t2, &t2.replace("type 2", "type 1")));
+        assert!(!joined(t2, &t2.replace("type 2", "type two")));
+        assert!(!joined(t2, &t2.replace("fewer than 1", "fewer than")));
+        let pha = "PHA2 is a rare condition; however, the prevalence is unknown in most places.";
+        assert!(!joined(pha, &pha.replace("PHA2", "pha3")));
+        assert!(joined(t2, &t2.replace("rare", "uncommon")));
+    }
+
+    #[test]
+    fn a_single_letter_is_not_an_edit_but_the_article_is() {
+        assert!(!joined(HEP, &HEP.replace("hepatitis C", "hepatitis B")));
+        assert!(!joined(HEP, &HEP.replace("hepatitis C", "hepatitis")));
+        assert!(joined(HEP, &HEP.replace("a healthy", "the healthy")));
+        assert!(joined(HEP, &HEP.replace("eating a healthy", "eating healthy")));
+        assert!(joined(HEP, &HEP.replace("healthy", "helthy"))); // a typo
+    }
+
+    #[test]
+    fn a_roman_numeral_is_not_an_edit() {
+        let m = "Mucolipidosis iii alpha/beta is a rare disorder, although its exact prevalence is unknown.";
+        assert!(!joined(m, &m.replace("iii", "ii")));
+        assert!(!joined(m, &m.replace("iii", "iv")));
+    }
+
+    #[test]
+    fn capitals_are_read_on_the_text_as_written() {
+        // acronyms, wherever they stand
+        let s = "SPENCDI appears to be a rare condition, although its prevalence is unknown.";
+        assert!(!joined(s, &s.replace("SPENCDI", "MOPDII")));
+        assert!(!joined(s, &s.replace("SPENCDI", "CIPA")));
+        // a capitalised word inside a sentence is a name; at its start it is not
+        let d = "It is as common as Down syndrome in children of the same age. Most are mild.";
+        assert!(!joined(d, &d.replace("Down", "Turner")));
+        assert!(joined(d, &d.replace("Most", "Many")));
+        // the same words in lowercase name nothing: the case decides, not the word
+        assert!(joined(&d.to_lowercase(), &d.to_lowercase().replace("down", "turner")));
+        // a case-only copy is no edit at all, whatever its capitals
+        assert!(joined(s, &s.to_uppercase()));
+    }
+
+    #[test]
+    fn negations_and_listed_antonyms_are_not_edits_but_hedges_are() {
+        let n = "Autosomal recessive congenital stationary night blindness is likely a rare disease; \
+                 however, its prevalence is unknown.";
+        assert!(!joined(n, &n.replace("recessive", "dominant")));
+        assert!(!joined(n, &n.replace("is likely", "is not likely")));
+        let v = "This condition is rare; only a few affected individuals have been reported worldwide.";
+        assert!(joined(v, &v.replace("is rare", "is very rare")));
+        let t = "This condition is inherited in an autosomal dominant pattern, which means one copy of \
+                 the altered gene in each cell is sufficient to cause the disorder.";
+        assert!(joined(t, &t.replace("is inherited", "is typically inherited")));
+        assert!(joined(t, &t.replace("is inherited", "is probably inherited")));
+    }
+
+    #[test]
+    fn a_marked_word_is_refused_in_the_bucket_search_too() {
+        let b = HEP.replace("hepatitis C", "hepatitis B");
+        let typo = HEP.replace("healthy", "helthy");
+        assert_eq!(pairs(&[HEP, &b, &typo]), [(0, 2)]);
+    }
+
     #[test]
     fn big_buckets_still_link_true_duplicates() {
         // every text shares the first half, so all land in one bucket
-        let texts: Vec<String> =
-            (0..BIG_BUCKET + 10).map(|i| format!("p q r s t u v w x {i} {}", i / 2)).collect();
+        let texts: Vec<String> = (0..BIG_BUCKET + 10)
+            .map(|i| format!("pa qa ra sa ta ua va wa xa {} {}", word(i), word(i / 2)))
+            .collect();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let found = pairs(&refs);
         assert!(found.iter().all(|&(a, b)| within_one_edit(&seq(refs[a as usize]), &seq(refs[b as usize]))));

@@ -1,6 +1,8 @@
 //! Text → MinHash signature, with the settings that must match between the
 //! documents of one collection (so they are stored with a persisted index).
 
+use crate::edits::EditWords;
+use crate::identifying::identifying_words;
 use crate::minhash::MinHasher;
 use crate::normalize::{nfkc, normalize, NormalizeOptions};
 use crate::shingle::{shingle_hashes, word_hashes, Shingles};
@@ -49,15 +51,16 @@ impl Fingerprinter {
         self.config.num_perm
     }
 
-    /// The signature of `text` into `out`; with `words` set, also its word
-    /// hashes when their count is in `words_for` (`words` must be empty).
+    /// The signature of `text` into `out`; with `words` set, also its words
+    /// and their marks ([`EditWords`]) when their count is in `words_for`
+    /// (`words` must be empty).
     fn signature_with(
         &self,
         text: &str,
         out: &mut [u32],
         shingles: &mut Vec<u64>,
         scratch: &mut Vec<u64>,
-        words: Option<(&mut Vec<u64>, &Range<usize>)>,
+        words: Option<(&mut EditWords, &Range<usize>)>,
     ) {
         // Shingles fold case and spacing themselves, so only boilerplate
         // stripping needs the full normalizer; NFKC alone is much cheaper.
@@ -74,7 +77,14 @@ impl Fingerprinter {
                 word_hashes(&clean, scratch);
             }
             if words_for.contains(&scratch.len()) {
-                words.extend_from_slice(scratch);
+                words.words.extend_from_slice(scratch);
+                // marks read capitals, so on the text before any lowercasing
+                let opts = self.config.normalize;
+                words.marks = if opts.strip_boilerplate && opts.lowercase {
+                    identifying_words(&normalize(text, NormalizeOptions { lowercase: false, ..opts }))
+                } else {
+                    identifying_words(&clean)
+                };
             }
         }
     }
@@ -100,13 +110,13 @@ impl Fingerprinter {
         out
     }
 
-    /// As [`Self::signatures`], with the word hashes ([`word_hashes`]) of each
-    /// text whose word count is in `words_for` and an empty list for the others,
-    /// from the same pass over the text.
-    pub fn signatures_and_words(&self, texts: &[&str], words_for: Range<usize>) -> (Vec<u32>, Vec<Vec<u64>>) {
+    /// As [`Self::signatures`], with the words and marks ([`EditWords`]) of
+    /// each text whose word count is in `words_for` and empty ones for the
+    /// others, from the same normalised text.
+    pub fn signatures_and_words(&self, texts: &[&str], words_for: Range<usize>) -> (Vec<u32>, Vec<EditWords>) {
         let k = self.num_perm();
         let mut out = vec![0u32; texts.len() * k];
-        let mut words = vec![Vec::new(); texts.len()];
+        let mut words = vec![EditWords::default(); texts.len()];
         out.par_chunks_mut(k)
             .zip(words.par_iter_mut())
             .zip(texts.par_iter())
@@ -154,8 +164,9 @@ mod tests {
             assert_eq!(sigs, f.signatures(&texts));
             let mut expected = Vec::new();
             word_hashes("one two three", &mut expected);
-            assert_eq!(words[0], expected);
-            assert!(words[1].is_empty() && words[2].is_empty() && words[3].is_empty());
+            assert_eq!(words[0].words, expected);
+            assert_eq!(words[0].marks, 0b100); // "THREE": capitals inside a sentence
+            assert!(words[1..].iter().all(|w| *w == EditWords::default()));
         }
     }
 }

@@ -9,7 +9,8 @@
 //! - [`exact`]: xxh3 content hashes and exact-duplicate detection.
 //! - [`shingle`], [`minhash`], [`fingerprint`]: text → shingles → MinHash signature.
 //! - [`lsh`]: banded LSH clustering of signatures and a persistent incremental index.
-//! - [`edits`]: short texts one word apart, which shingle Jaccard misses.
+//! - [`edits`]: short texts one word apart, which shingle Jaccard misses, unless
+//!   the word edited names or counts something ([`identifying`]).
 //! - [`decontam`]: n-gram overlap between tuning examples and evaluation items.
 //! - [`chunk`]: token-budget passages with character offsets.
 //! - [`tokenize`], [`pack`]: chat-formatted SFT examples and best-fit-decreasing packing.
@@ -20,6 +21,7 @@ pub mod edits;
 pub mod error;
 pub mod exact;
 pub mod fingerprint;
+pub mod identifying;
 pub mod lsh;
 pub mod minhash;
 pub mod normalize;
