@@ -280,11 +280,17 @@ def test_medquad_answers_have_near_duplicates() -> None:
 # --- one-word edits of short texts (shingle Jaccard misses them) ------------
 
 
+def plain_words(rng: random.Random, n: int) -> list[str]:
+    """Lowercase letter-only words: none names or counts something (no digit,
+    capital, single letter or roman numeral), so any one of them may be edited."""
+    return ["w" + "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(4)) for _ in range(n)]
+
+
 def test_one_word_edits_of_short_texts_are_near_duplicates() -> None:
     rng = random.Random(5)
     texts = []
     for n in (10, 25, 60, 98):
-        base = random_words(rng, n)
+        base = plain_words(rng, n)
         sub, ins, dele = list(base), list(base), list(base)
         sub[n // 3] = "substituted"
         ins.insert(n - 1, "inserted")
@@ -307,14 +313,14 @@ def test_two_word_edits_and_very_short_texts_stay_apart() -> None:
     b = ("Leptin receptor deficiency is a rare disorder. Only a few dozen cases have been reported "
          "in the medical literature.")
     nine = "one two three four five six seven eight nine"
-    texts = [a, b, nine, nine.replace("five", "5")]
+    texts = [a, b, nine, nine.replace("five", "fife")]
     r = native.near_dedup(texts)
     # no edit pair; whatever the shingle test decides (J = 13/17 here) is as before
     assert r.edit_pairs == 0
     assert r.cluster_of.tolist() == native.near_dedup(texts, edit_min_words=0).cluster_of.tolist()
     assert r.keep[2] and r.keep[3]
     # the floor is a setting: nine words can be allowed explicitly
-    assert native.near_dedup([nine, nine.replace("five", "5")], edit_min_words=9).cluster_of.tolist() == [0, 0]
+    assert native.near_dedup([nine, nine.replace("five", "fife")], edit_min_words=9).cluster_of.tolist() == [0, 0]
 
 
 def test_one_word_edits_ignore_case_and_punctuation_and_keep_longest() -> None:
@@ -327,12 +333,49 @@ def test_one_word_edits_ignore_case_and_punctuation_and_keep_longest() -> None:
 
 def test_texts_of_100_words_or_more_are_left_to_shingle_jaccard() -> None:
     rng = random.Random(9)
-    base = random_words(rng, 100)
+    base = plain_words(rng, 100)
     edited = list(base)
     edited[50] = "changed"
     r = native.near_dedup([" ".join(base), " ".join(edited)])
     assert r.edit_pairs == 0
     assert not r.keep[1]  # J = 91/101 ≈ 0.9: the LSH finds it
+
+
+HEPATITIS_C = ("If you have chronic hepatitis C, you should do things to take care of yourself, including "
+               "eating a healthy diet. Avoid drinking alcohol, which can harm the liver.")
+TYPE_2 = ("Otopalatodigital syndrome type 2 is a rare disorder, affecting fewer than 1 in every 100,000 "
+          "individuals. Its specific incidence is unknown.")
+SPENCDI = "SPENCDI appears to be a rare condition, although its prevalence is unknown."
+INHERITED = ("This condition is inherited in an autosomal dominant pattern, which means one copy of the altered "
+             "gene in each cell is sufficient to cause the disorder.")
+
+
+def test_a_word_that_names_or_counts_keeps_documents_apart() -> None:
+    named = [
+        HEPATITIS_C.replace("hepatitis C", "hepatitis B"),  # a letter names the virus
+        TYPE_2.replace("type 2", "type 1"),  # a number names the type
+        TYPE_2.replace("type 2", "type II"),  # so does a roman numeral
+        INHERITED.replace("dominant", "recessive"),  # an antonym names the inheritance
+        SPENCDI.replace("SPENCDI", "MOPDII"),  # an acronym names the condition
+    ]
+    near = [
+        HEPATITIS_C.replace("healthy", "helthy"),  # a typo
+        TYPE_2.replace("is a rare", "is a very rare"),  # a hedge added
+        INHERITED.replace("is inherited", "is typically inherited"),  # a hedge added
+        SPENCDI.replace("appears", "apears"),  # a typo
+        HEPATITIS_C.replace("hepatitis C", "Hepatitis C"),  # case alone is no edit
+    ]
+    texts = [HEPATITIS_C, TYPE_2, INHERITED, SPENCDI] + named + near
+    r = native.near_dedup(texts)
+    before = native.near_dedup(texts, edit_min_words=0)
+    # the shingle test alone joins none of them but the case-only copy: each pair is below J = 0.8
+    assert before.num_removed == 1
+    assert r.keep.tolist() == [True] * 9 + [False] * 5
+    assert r.cluster_of[9:].tolist() == [0, 1, 2, 3, 0]
+    # each named pair alone too, whichever text comes first
+    for base, other in zip([0, 1, 1, 2, 3], named):
+        for pair in ([texts[base], other], [other, texts[base]]):
+            assert native.near_dedup(pair).edit_pairs == 0, other
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, True, "10"])
