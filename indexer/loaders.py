@@ -2,9 +2,9 @@
 
 Text, Markdown, HTML and PDF files become one document each; JSONL, JSON and
 CSV files one document per record. A document is named relative to the root
-it was found under: the folder passed in, or the parent of a file passed in
-(or one ``root`` for every path), so ids survive moving the data and carry no
-server path; problems name the path as given, for the operator to find it.
+it was found under: the folder passed in, or the parent of a file passed in,
+or for several paths the deepest folder holding them all (or one ``root`` for
+every path), so ids survive moving the data and carry no server path; problems name the path as given, for the operator to find it.
 Anything wrong with an input file (binary, not UTF-8, empty, too large,
 malformed, unreadable, outside the allowed folders) is yielded as a :class:`LoadProblem` in its place; bad files never
 raise, so one broken file doesn't stop an ingest. One job, so one module (HTML
@@ -14,7 +14,8 @@ format into records with the same checks. Example::
     from indexer.loaders import Document, load_paths
     for item in load_paths(["docs/", "faq.jsonl"], allowed_roots=["docs", "."]):
         if isinstance(item, Document):
-            ...   # docs/guide/a.md is "guide/a.md"; faq.jsonl's 3rd line "faq.jsonl#3" (or its id)
+            ...   # docs/guide/a.md is "docs/guide/a.md"; faq.jsonl's 3rd line "faq.jsonl#3" (or its id)
+                  # (load_paths(["docs/"]) alone names it "guide/a.md")
         else:
             print(f"skipped {item.source}: {item.reason}")
 
@@ -104,7 +105,8 @@ def load_paths(
 
     Documents are named relative to their root (see :func:`document_roots`):
     ``root`` when given (every path must lie inside it), else the folder
-    passed in, or the parent of a file passed in.
+    passed in, or the parent of a file passed in; several paths, the deepest
+    folder that holds them all.
 
     With ``allowed_roots``, a path whose real location (symlinks and ``..``
     resolved) is outside all of them is refused unopened, including files found
@@ -119,14 +121,25 @@ def load_paths(
         raise ValueError(f"max_file_bytes must be a positive integer, got {max_file_bytes!r}")
     roots = None if allowed_roots is None else tuple(os.path.realpath(r) for r in allowed_roots)
     paths = list(paths)
-    bases = [_base(os.fspath(p), root) for p in paths]  # raises now, not on first iteration
+    bases = _bases(paths, root)  # raises now, not on first iteration
     return _load_all(paths, bases, _Options(text_field, id_field, max_file_bytes, roots))
 
 
 def document_roots(paths: Iterable[str | os.PathLike[str]], root: str | os.PathLike[str] | None = None) -> list[str]:
     """The real (absolute) roots documents of ``paths`` are named under, sorted:
     what an index records of an ingest."""
-    return sorted({os.path.realpath(_base(os.fspath(p), root)) for p in paths})
+    return sorted({os.path.realpath(base) for base in _bases(list(paths), root)})
+
+
+def _bases(paths: list[str | os.PathLike[str]], root: str | os.PathLike[str] | None) -> list[str]:
+    """Each path's base. Several paths given together share one: the deepest folder
+    holding all of their own bases, so that ``a/x.md`` and ``b/x.md`` ingested in one
+    run stay two documents (each relative to its own folder, both would be ``x.md``)."""
+    own = [_base(os.fspath(p), root) for p in paths]
+    if root is not None or len(set(map(os.path.abspath, own))) < 2:
+        return own
+    shared = os.path.commonpath([os.path.abspath(b) for b in own])
+    return [shared] * len(own)
 
 
 def _base(path: str, root: str | os.PathLike[str] | None) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader, PdfWriter
 
-from indexer.loaders import SUPPORTED_SUFFIXES, Document, LoadProblem, load_paths
+from indexer.loaders import SUPPORTED_SUFFIXES, Document, LoadProblem, document_roots, load_paths
 
 
 def load(*paths: str | Path, **kwargs) -> list[Document | LoadProblem]:
@@ -238,8 +238,9 @@ def test_folder_walk_order_ids_and_hidden_files(in_tmp: Path) -> None:
     assert problems(items) == {"docs/b/image.png": "unsupported file type"}
     # the same ids from an absolute path, from another working folder, and after the folder moves
     assert [d.doc_id for d in docs(load(root))] == ["a.md", "b/deep/c.txt", "z.txt"]
+    # given together with the folder above it, a file has one name whichever path found it
     assert [d.doc_id for d in docs(load("./docs/", "."))] == [
-        "a.md", "b/deep/c.txt", "z.txt", "docs/a.md", "docs/b/deep/c.txt", "docs/z.txt"]
+        "docs/a.md", "docs/b/deep/c.txt", "docs/z.txt"] * 2
     moved = in_tmp / "elsewhere" / "library"
     moved.parent.mkdir()
     root.rename(moved)
@@ -325,7 +326,7 @@ def test_allowed_roots_refuse_escapes_without_opening(in_tmp: Path) -> None:
     roots = ["data"]
     items = load("data", "data/../outside/passwd.txt", "data/link.txt", "outside", "outside/nonexistent.txt",
                  allowed_roots=roots)
-    assert [d.doc_id for d in docs(items)] == ["ok.md"]
+    assert [d.doc_id for d in docs(items)] == ["data/ok.md"]  # several paths: named under the folder above them
     refused = "outside the allowed data directories"
     assert problems(items) == {
         "data/link.txt": refused,  # found while walking, and named explicitly
@@ -348,3 +349,15 @@ def test_programming_errors_raise() -> None:
         load_paths([], max_file_bytes=0)
     with pytest.raises(TypeError, match="text_field"):
         load_paths([], text_field="")
+
+
+def test_several_paths_share_one_root(tmp_path: Path) -> None:
+    """Two folders given together, each with an x.md, stay two documents: both are named
+    under the folder that holds them, not each under its own (where both would be x.md)."""
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "x.md").write_text(f"notes of {name}\n", encoding="utf-8")
+    together = {d.doc_id for d in load_paths([tmp_path / "a", tmp_path / "b"]) if isinstance(d, Document)}
+    assert together == {"a/x.md", "b/x.md"}
+    assert {d.doc_id for d in load_paths([tmp_path / "a"]) if isinstance(d, Document)} == {"x.md"}
+    assert document_roots([tmp_path / "a", tmp_path / "b"]) == [os.path.realpath(tmp_path)]
