@@ -5,6 +5,7 @@ use crate::errors::{invalid, IntoPyResult};
 use crate::runtime::{detach, detach_core};
 use datacore::decontam::{find_overlaps, DecontamOptions};
 use datacore::edits;
+use datacore::identifying;
 use datacore::fingerprint::{FingerprintConfig, Fingerprinter};
 use datacore::lsh::{self, KeepPolicy, LshParams};
 use datacore::normalize::NormalizeOptions;
@@ -110,7 +111,7 @@ fn clusters_dict<'py>(py: Python<'py>, clusters: lsh::Clusters, params: LshParam
 /// Raw texts to clusters in one call: MinHash LSH as `cluster_signatures`, and
 /// texts of `edit_min_words` to `edits::MAX_WORDS - 1` words joined when they
 /// are one word edit apart and that word names or counts nothing
-/// (`datacore::identifying`; `edit_min_words=0` turns the test off). Returns the
+/// (`identifying::names_something`; `edit_min_words=0` turns the test off). Returns the
 /// `cluster_signatures` dict with `edit_pairs` set; `lengths` as there.
 #[pyfunction]
 #[pyo3(signature = (texts, *, threshold=0.8, num_perm=128, seed=1, shingle="word", shingle_size=5, keep="first", lengths=None, strip_boilerplate=false, false_negative_weight=0.9, edit_min_words=10))]
@@ -140,7 +141,9 @@ pub fn near_dedup<'py>(
     let words_for = if edit_min_words == 0 { 0..0 } else { edit_min_words.max(2)..edits::MAX_WORDS };
     let clusters = detach_core(py, || {
         let (sigs, words) = fingerprinter.signatures_and_words(&strs, words_for);
-        let pairs = edits::one_edit_pairs(&words);
+        // the word edited is judged on its text as written, for the few pairs one word apart
+        let names = |i: usize, k: usize| identifying::names_something(&fingerprinter.cased_text(strs[i]), k);
+        let pairs = edits::one_edit_pairs(&words, names);
         drop(words);
         lsh::cluster_signatures_joining(&sigs, num_perm, params, policy, &lengths, &pairs)
     })?;

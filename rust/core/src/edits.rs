@@ -19,36 +19,12 @@
 
 use rayon::prelude::*;
 
-use crate::identifying::{identifying_words, MAX_MARKED_WORDS};
-use crate::shingle::{combine_hashes, word_hashes};
+use crate::shingle::combine_hashes;
 
 /// Texts of this many words or more are left to shingle Jaccard: there one
 /// edit is at most 1% of the words (word 5-gram Jaccard >= 0.9), which the
 /// MinHash LSH finds (recall 0.998 in BENCHMARKS.md).
 pub const MAX_WORDS: usize = 100;
-const _: () = assert!(MAX_WORDS <= MAX_MARKED_WORDS, "every word of a short text needs a mark bit");
-
-/// One text as the edit test sees it: its lowercased word hashes
-/// ([`word_hashes`]) and, bit `k` for word `k`, which of them name or count
-/// something ([`identifying_words`], read on the text as written).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct EditWords {
-    pub words: Vec<u64>,
-    pub marks: u128,
-}
-
-impl EditWords {
-    /// The words and marks of `text`, which must not be lowercased.
-    pub fn of(text: &str) -> Self {
-        let mut words = Vec::new();
-        word_hashes(text, &mut words);
-        EditWords { words, marks: identifying_words(text) }
-    }
-
-    fn marked(&self, k: usize) -> bool {
-        k < MAX_MARKED_WORDS && self.marks >> k & 1 == 1
-    }
-}
 
 /// Buckets up to this size are compared all-pairs (at most ~130k checks each,
 /// each stopping at the second difference); larger ones, which only crafted
@@ -102,16 +78,28 @@ pub fn within_one_edit(a: &[u64], b: &[u64]) -> bool {
     one_edit(a, b).is_some()
 }
 
-/// True when `a` and `b` are near duplicates by this test: at most one word
-/// edit apart, and the word edited (on either side) names or counts nothing.
-pub fn joins(a: &EditWords, b: &EditWords) -> bool {
-    match one_edit(&a.words, &b.words) {
-        Some(OneEdit::Equal) => true,
-        Some(OneEdit::Substituted(k)) => !a.marked(k) && !b.marked(k),
-        Some(OneEdit::OnlyInA(k)) => !a.marked(k),
-        Some(OneEdit::OnlyInB(k)) => !b.marked(k),
-        None => false,
+impl OneEdit {
+    /// The index of the word edited in `a` and in `b`, where there is one.
+    pub fn edited(self) -> (Option<usize>, Option<usize>) {
+        match self {
+            OneEdit::Equal => (None, None),
+            OneEdit::Substituted(k) => (Some(k), Some(k)),
+            OneEdit::OnlyInA(k) => (Some(k), None),
+            OneEdit::OnlyInB(k) => (None, Some(k)),
+        }
     }
+}
+
+/// True when documents `a` and `b` are near duplicates by this test: their
+/// words are at most one edit apart and the word edited names or counts
+/// nothing on either side. `names(i, k)`: word `k` of document `i` names or
+/// counts something ([`crate::identifying::names_something`] on its text).
+fn joins(docs: &[Vec<u64>], a: u32, b: u32, names: &(impl Fn(usize, usize) -> bool + Sync)) -> bool {
+    let (a, b) = (a as usize, b as usize);
+    one_edit(&docs[a], &docs[b]).is_some_and(|edit| {
+        let (ka, kb) = edit.edited();
+        !ka.is_some_and(|k| names(a, k)) && !kb.is_some_and(|k| names(b, k))
+    })
 }
 
 /// The key of one half: its words, which end it is and the partner length `m`.
@@ -140,24 +128,24 @@ fn pair_key(a: u32, b: u32) -> u64 {
 }
 
 /// Pairs `(i, j)`, as `i << 32 | j` with `i < j`, sorted and distinct, of the
-/// documents that [`joins`] accepts: at most one edit apart, none to a word
-/// that names or counts something. `docs[i]` holds document `i`'s words; an
-/// empty one takes no part (the caller empties the texts it leaves to shingle
-/// Jaccard).
-pub fn one_edit_pairs(docs: &[EditWords]) -> Vec<u64> {
+/// documents whose word sequences are at most one edit apart, where the word
+/// edited names or counts nothing: `names(i, k)` says whether word `k` of
+/// document `i` does, asked only about a pair already one word apart.
+/// `docs[i]` holds document `i`'s word hashes; an empty one takes no part (the
+/// caller empties the texts it leaves to shingle Jaccard).
+pub fn one_edit_pairs(docs: &[Vec<u64>], names: impl Fn(usize, usize) -> bool + Sync) -> Vec<u64> {
     let mut entries: Vec<(u64, u32)> = docs
         .par_iter()
         .enumerate()
-        .flat_map_iter(|(i, doc)| {
+        .flat_map_iter(|(i, words)| {
             let mut keys = Vec::new();
-            edit_keys(&doc.words, &mut keys);
+            edit_keys(words, &mut keys);
             keys.into_iter().map(move |k| (k, i as u32))
         })
         .collect();
     entries.par_sort_unstable();
     entries.dedup();
     let buckets: Vec<&[(u64, u32)]> = entries.chunk_by(|x, y| x.0 == y.0).filter(|b| b.len() > 1).collect();
-    let doc = |i: u32| &docs[i as usize];
     let mut pairs: Vec<u64> = buckets
         .par_iter()
         .flat_map_iter(|bucket| {
@@ -165,7 +153,7 @@ pub fn one_edit_pairs(docs: &[EditWords]) -> Vec<u64> {
             if bucket.len() <= BIG_BUCKET {
                 for (k, &(_, a)) in bucket.iter().enumerate() {
                     for &(_, b) in &bucket[k + 1..] {
-                        if joins(doc(a), doc(b)) {
+                        if joins(docs, a, b, &names) {
                             out.push(pair_key(a, b));
                         }
                     }
@@ -174,7 +162,7 @@ pub fn one_edit_pairs(docs: &[EditWords]) -> Vec<u64> {
                 let first = bucket[0].1;
                 for w in bucket.windows(2) {
                     for a in [first, w[0].1] {
-                        if a != w[1].1 && joins(doc(a), doc(w[1].1)) {
+                        if a != w[1].1 && joins(docs, a, w[1].1, &names) {
                             out.push(pair_key(a, w[1].1));
                         }
                     }
@@ -191,14 +179,24 @@ pub fn one_edit_pairs(docs: &[EditWords]) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identifying::names_something;
+    use crate::shingle::word_hashes;
 
     fn seq(text: &str) -> Vec<u64> {
         text.split_whitespace().map(crate::shingle::hash_word).collect()
     }
 
     fn pairs(texts: &[&str]) -> Vec<(u32, u32)> {
-        let docs: Vec<EditWords> = texts.iter().map(|t| EditWords::of(t)).collect();
-        one_edit_pairs(&docs).into_iter().map(|p| ((p >> 32) as u32, p as u32)).collect()
+        let docs: Vec<Vec<u64>> = texts
+            .iter()
+            .map(|t| {
+                let mut words = Vec::new();
+                word_hashes(t, &mut words);
+                words
+            })
+            .collect();
+        let names = |i: usize, k: usize| names_something(texts[i], k);
+        one_edit_pairs(&docs, names).into_iter().map(|p| ((p >> 32) as u32, p as u32)).collect()
     }
 
     #[test]
@@ -258,7 +256,7 @@ mod tests {
 
     /// Whether `edited` joins `base` (both given as written).
     fn joined(base: &str, edited: &str) -> bool {
-        joins(&EditWords::of(base), &EditWords::of(edited))
+        pairs(&[base, edited]) == [(0, 1)]
     }
 
     const HEP: &str = "If you have chronic hepatitis C, you should do things to take care of yourself, \

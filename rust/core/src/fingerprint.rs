@@ -1,8 +1,6 @@
 //! Text → MinHash signature, with the settings that must match between the
 //! documents of one collection (so they are stored with a persisted index).
 
-use crate::edits::EditWords;
-use crate::identifying::identifying_words;
 use crate::minhash::MinHasher;
 use crate::normalize::{nfkc, normalize, NormalizeOptions};
 use crate::shingle::{shingle_hashes, word_hashes, Shingles};
@@ -51,16 +49,27 @@ impl Fingerprinter {
         self.config.num_perm
     }
 
-    /// The signature of `text` into `out`; with `words` set, also its words
-    /// and their marks ([`EditWords`]) when their count is in `words_for`
-    /// (`words` must be empty).
+    /// `text` as the words of [`Self::signatures_and_words`] are read from it,
+    /// case kept: where a word's case can be read, as
+    /// [`crate::identifying::names_something`] does.
+    pub fn cased_text<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let opts = self.config.normalize;
+        if opts.strip_boilerplate {
+            Cow::Owned(normalize(text, NormalizeOptions { lowercase: false, ..opts }))
+        } else {
+            nfkc(text)
+        }
+    }
+
+    /// The signature of `text` into `out`; with `words` set, also its word
+    /// hashes when their count is in `words_for` (`words` must be empty).
     fn signature_with(
         &self,
         text: &str,
         out: &mut [u32],
         shingles: &mut Vec<u64>,
         scratch: &mut Vec<u64>,
-        words: Option<(&mut EditWords, &Range<usize>)>,
+        words: Option<(&mut Vec<u64>, &Range<usize>)>,
     ) {
         // Shingles fold case and spacing themselves, so only boilerplate
         // stripping needs the full normalizer; NFKC alone is much cheaper.
@@ -77,14 +86,7 @@ impl Fingerprinter {
                 word_hashes(&clean, scratch);
             }
             if words_for.contains(&scratch.len()) {
-                words.words.extend_from_slice(scratch);
-                // marks read capitals, so on the text before any lowercasing
-                let opts = self.config.normalize;
-                words.marks = if opts.strip_boilerplate && opts.lowercase {
-                    identifying_words(&normalize(text, NormalizeOptions { lowercase: false, ..opts }))
-                } else {
-                    identifying_words(&clean)
-                };
+                words.extend_from_slice(scratch);
             }
         }
     }
@@ -110,13 +112,13 @@ impl Fingerprinter {
         out
     }
 
-    /// As [`Self::signatures`], with the words and marks ([`EditWords`]) of
-    /// each text whose word count is in `words_for` and empty ones for the
-    /// others, from the same normalised text.
-    pub fn signatures_and_words(&self, texts: &[&str], words_for: Range<usize>) -> (Vec<u32>, Vec<EditWords>) {
+    /// As [`Self::signatures`], with the word hashes ([`word_hashes`]) of each
+    /// text whose word count is in `words_for` and an empty list for the others,
+    /// from the same pass over the text.
+    pub fn signatures_and_words(&self, texts: &[&str], words_for: Range<usize>) -> (Vec<u32>, Vec<Vec<u64>>) {
         let k = self.num_perm();
         let mut out = vec![0u32; texts.len() * k];
-        let mut words = vec![EditWords::default(); texts.len()];
+        let mut words = vec![Vec::new(); texts.len()];
         out.par_chunks_mut(k)
             .zip(words.par_iter_mut())
             .zip(texts.par_iter())
@@ -164,9 +166,9 @@ mod tests {
             assert_eq!(sigs, f.signatures(&texts));
             let mut expected = Vec::new();
             word_hashes("one two three", &mut expected);
-            assert_eq!(words[0].words, expected);
-            assert_eq!(words[0].marks, 0b100); // "THREE": capitals inside a sentence
-            assert!(words[1..].iter().all(|w| *w == EditWords::default()));
+            assert_eq!(words[0], expected);
+            assert!(words[1].is_empty() && words[2].is_empty() && words[3].is_empty());
+            assert_eq!(f.cased_text(texts[0]), texts[0]);
         }
     }
 }

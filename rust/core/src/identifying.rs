@@ -4,12 +4,11 @@
 //! or a hedge ("typically", "very"), but distinct documents when it is what
 //! tells them apart: "hepatitis C" / "hepatitis B", "type 2" / "type 1",
 //! "mucolipidosis III" / "II", "PHA2" / "CIPA", "autosomal recessive" /
-//! "dominant". [`identifying_words`] marks those words of one text so that
-//! [`crate::edits`] can refuse an edit that touches one. Case is read here, on
-//! the text as written: the word hashes the edits compare are lowercased.
-
-/// Texts up to this many words get marks (one bit per word).
-pub const MAX_MARKED_WORDS: usize = 128;
+//! "dominant". [`names_something`] tells whether one word of a text is such
+//! a word, so that [`crate::edits`] can refuse an edit that touches one. Case
+//! is read here, on the text as written: the word hashes the edits compare are
+//! lowercased. It is asked only about the word edited in a pair already found
+//! one word apart, so it costs nothing on the texts that have no such partner.
 
 /// Words that flip what a sentence says or which kind of a condition it is
 /// about, so that swapping, adding or dropping one makes another document:
@@ -57,40 +56,32 @@ fn is_identifying(word: &str, sentence_start: bool) -> bool {
     is_roman(&lower) || LISTED.contains(&lower.as_str())
 }
 
-/// Bit `k` set when word `k` of `text` (words as [`crate::shingle::word_hashes`]
-/// splits them) names or counts something: it holds a digit, is a single
-/// letter other than the article "a", a roman numeral (ii to xxxix), an acronym
-/// or a capitalised word that does not begin a sentence, or one of a few
-/// negations and antonyms. Words past [`MAX_MARKED_WORDS`] are not marked.
-pub fn identifying_words(text: &str) -> u128 {
-    let mut marks = 0u128;
-    let mut k = 0usize;
-    let mut start: Option<usize> = None;
-    // a sentence begins the text, and after . ! ? : or a line break
+/// The words of `text` as [`crate::shingle::word_hashes`] splits them, as
+/// written, each with whether it begins a sentence: the text's first word and
+/// any after . ! ? : or a line break.
+fn words_in_context(text: &str) -> impl Iterator<Item = (&str, bool)> {
     let mut sentence_start = true;
-    let mut mark = |word: &str, sentence_start: bool, k: &mut usize| {
-        if *k < MAX_MARKED_WORDS && is_identifying(word, sentence_start) {
-            marks |= 1u128 << *k;
-        }
-        *k += 1;
-    };
-    for (i, c) in text.char_indices() {
-        if is_word_char(c) {
-            start.get_or_insert(i);
-            continue;
-        }
-        if let Some(s) = start.take() {
-            mark(&text[s..i], sentence_start, &mut k);
-            sentence_start = false;
-        }
-        if matches!(c, '.' | '!' | '?' | ':' | '\n') {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        let start = rest.find(is_word_char)?;
+        if rest[..start].contains(['.', '!', '?', ':', '\n']) {
             sentence_start = true;
         }
-    }
-    if let Some(s) = start {
-        mark(&text[s..], sentence_start, &mut k);
-    }
-    marks
+        let len = rest[start..].find(|c: char| !is_word_char(c)).unwrap_or(rest.len() - start);
+        let word = &rest[start..start + len];
+        rest = &rest[start + len..];
+        let begins = std::mem::replace(&mut sentence_start, false);
+        Some((word, begins))
+    })
+}
+
+/// Whether word `k` of `text` (words as [`crate::shingle::word_hashes`] splits
+/// them; `text` not lowercased) names or counts something: it holds a digit, is
+/// a single letter other than the article "a", a roman numeral (ii to xxxix),
+/// an acronym or a capitalised word that does not begin a sentence, or one of
+/// a few negations and antonyms. False past the last word.
+pub fn names_something(text: &str, k: usize) -> bool {
+    words_in_context(text).nth(k).is_some_and(|(word, begins)| is_identifying(word, begins))
 }
 
 #[cfg(test)]
@@ -99,8 +90,7 @@ mod tests {
 
     fn marked(text: &str) -> Vec<&str> {
         let words: Vec<&str> = text.split(|c: char| !is_word_char(c)).filter(|w| !w.is_empty()).collect();
-        let marks = identifying_words(text);
-        words.into_iter().enumerate().filter(|(k, _)| marks >> k & 1 == 1).map(|(_, w)| w).collect()
+        words.into_iter().enumerate().filter(|&(k, _)| names_something(text, k)).map(|(_, w)| w).collect()
     }
 
     #[test]
@@ -136,10 +126,13 @@ mod tests {
     }
 
     #[test]
-    fn words_past_the_mask_are_not_marked() {
-        let text = format!("{} 7", "w ".repeat(MAX_MARKED_WORDS));
-        assert_eq!(identifying_words(&text), u128::MAX);
-        let text = format!("{} 7", "x ".repeat(MAX_MARKED_WORDS).replace('x', "word"));
-        assert_eq!(identifying_words(&text), 0);
+    fn words_are_split_and_counted_as_the_hashes_are() {
+        let text = "Él naît—à Paris_2, l'été; IV.\nOK";
+        let mut hashes = Vec::new();
+        crate::shingle::word_hashes(text, &mut hashes);
+        assert_eq!(words_in_context(text).count(), hashes.len());
+        // single letters (à, l) and the acronym after a line break count too
+        assert_eq!(marked(text), ["à", "Paris_2", "l", "IV", "OK"]);
+        assert!(!names_something(text, hashes.len()));
     }
 }
