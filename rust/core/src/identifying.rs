@@ -5,7 +5,8 @@
 //! tells them apart: "hepatitis C" / "hepatitis B", "type 2" / "type 1",
 //! "mucolipidosis III" / "II", "PHA2" / "CIPA", "autosomal recessive" /
 //! "dominant". [`names_something`] tells whether one word of a text is such
-//! a word, so that [`crate::edits`] can refuse an edit that touches one. Case
+//! a word, so that [`crate::edits`] can refuse an edit that swaps one for
+//! another, or adds or drops one. Case
 //! is read here, on the text as written: the word hashes the edits compare are
 //! lowercased. It is asked only about the word edited in a pair already found
 //! one word apart, so it costs nothing on the texts that have no such partner.
