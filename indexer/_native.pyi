@@ -13,7 +13,7 @@ __all__ = [
     "CorruptFileError", "DataError", "DataIOError", "InvalidInputError", "LshIndex", "Tokenizer",
     "TokenizerError", "build_sft_examples", "chunk", "cluster_signatures", "content_hashes",
     "decontaminate", "exact_dedup", "lsh_params", "minhash_signatures", "near_dedup", "normalize", "num_threads",
-    "pack_conversations", "pack_examples",
+    "one_edit_pairs", "pack_conversations", "pack_examples", "signatures_and_edit_mask",
 ]
 
 _Texts = Iterable[str | bytes]
@@ -62,6 +62,24 @@ def minhash_signatures(
 ) -> npt.NDArray[np.uint32]:
     """MinHash signatures, shape (len(texts), num_perm)."""
 
+def signatures_and_edit_mask(
+    texts: _Texts,
+    *,
+    num_perm: int = 128,
+    seed: int = 1,
+    shingle: str = "word",
+    shingle_size: int = 5,
+    strip_boilerplate: bool = False,
+    edit_min_words: int = 10,
+) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.bool_]]:
+    """MinHash signatures, and a mask of the texts of `edit_min_words` to 99
+    words (those the one-word-edit test takes; none when 0)."""
+
+def one_edit_pairs(
+    texts: _Texts, *, edit_min_words: int = 10, strip_boilerplate: bool = False
+) -> npt.NDArray[np.uint32]:
+    """`(k, 2)` pairs `(i, j)`, `i < j`, of texts one word edit apart as `near_dedup` judges them."""
+
 def cluster_signatures(
     signatures: npt.NDArray[np.uint32],
     *,
@@ -69,9 +87,11 @@ def cluster_signatures(
     keep: str = "first",
     lengths: Sequence[int] | None = None,
     false_negative_weight: float = 0.9,
+    pairs: npt.NDArray[np.uint32] | None = None,
 ) -> dict[str, Any]:
-    """LSH clustering of signature rows: `cluster_of`, `keep`, `num_dup_clusters`,
-    `candidate_pairs`, `verified_pairs`, `bands`, `rows`."""
+    """LSH clustering of signature rows, also joining the `(k, 2)` row `pairs`:
+    `cluster_of`, `keep`, `num_dup_clusters`, `candidate_pairs`,
+    `verified_pairs`, `edit_pairs`, `bands`, `rows`."""
 
 def near_dedup(
     texts: _Texts,

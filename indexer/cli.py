@@ -37,6 +37,16 @@ def _threshold(value: str) -> float:
     return t
 
 
+def _non_negative(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {number}")
+    return number
+
+
 def _print_summary(title: str, rows: list[tuple[str, object]]) -> None:
     width = max(len(k) for k, _ in rows)
     print(title)
@@ -49,7 +59,7 @@ def cmd_dedup(args: argparse.Namespace) -> int:
 
     settings = DedupSettings(
         text_field=args.field, threshold=args.threshold, num_perm=args.num_perm,
-        shingle=args.shingle, shingle_size=args.shingle_size, keep=args.keep,
+        shingle=args.shingle, shingle_size=args.shingle_size, keep=args.keep, edit_min_words=args.edit_min_words,
     )
     s = dedup_jsonl(args.input, args.output, settings, clusters_path=args.clusters, progress=not args.quiet)
     if args.json:
@@ -62,6 +72,7 @@ def cmd_dedup(args: argparse.Namespace) -> int:
         ("exact duplicates", s.exact_duplicates),
         ("near-dup clusters", s.near_dup_clusters),
         ("near duplicates", s.near_duplicates),
+        ("  of them one word edit apart", f"{s.edit_pairs} pairs"),
         ("kept", s.kept),
         ("LSH bands x rows", f"{s.bands} x {s.rows} (threshold {args.threshold})"),
         ("time", f"{s.seconds:.2f} s"),
@@ -233,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--shingle", choices=["word", "char"], default="word")
     d.add_argument("--shingle-size", type=int, default=5, help="words or characters per shingle (default 5)")
     d.add_argument("--keep", choices=["first", "longest"], default="first", help="representative kept per cluster")
+    d.add_argument("--edit-min-words", type=_non_negative, default=native.EDIT_MIN_WORDS,
+                   help="also join texts of N to 99 words one word edit apart, unless the word names or counts "
+                        "something, as native.near_dedup does (default %(default)s; 0: off)")
     d.add_argument("--clusters", type=Path, help="write one JSON line per removed record (line, duplicate_of_line, kind)")
     d.add_argument("--json", action="store_true", help="print the summary as JSON")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -42,9 +42,10 @@ KeepPolicy = Literal["first", "longest"]
 __all__ = [
     "ChatFormat", "CorruptFileError", "DataError", "DataIOError", "ExactDedupResult",
     "InvalidInputError", "LshIndex", "NearDedupResult", "Overlap", "PackedBatch",
-    "EDIT_MIN_WORDS", "Tokenizer", "TokenizerError", "chunk", "cluster_signatures", "content_hashes",
+    "EDIT_MAX_WORDS", "EDIT_MIN_WORDS", "Tokenizer", "TokenizerError", "chunk", "cluster_signatures", "content_hashes",
     "decontaminate", "exact_dedup", "lsh_params", "minhash_signatures", "near_dedup",
-    "normalize", "num_threads", "pack_conversations", "pack_examples", "build_sft_examples",
+    "normalize", "num_threads", "one_edit_pairs", "pack_conversations", "pack_examples", "build_sft_examples",
+    "signatures_and_edit_mask",
 ]
 
 
@@ -151,12 +152,17 @@ def cluster_signatures(
     keep: KeepPolicy = "first",
     lengths: Sequence[int] | None = None,
     false_negative_weight: float = FALSE_NEGATIVE_WEIGHT,
+    pairs: npt.ArrayLike | None = None,
 ) -> NearDedupResult:
     """Near-duplicate clusters of signature rows: LSH banding, candidate
-    verification by estimated Jaccard >= ``threshold``, union-find."""
+    verification by estimated Jaccard >= ``threshold``, union-find. ``pairs``
+    (``(k, 2)`` row indices, as :func:`one_edit_pairs` gives) are joined too,
+    before the kept row of each cluster is chosen; ``edit_pairs`` counts them."""
+    if pairs is not None:
+        pairs = np.ascontiguousarray(pairs, dtype=np.uint32).reshape(-1, 2)
     out = _native.cluster_signatures(
         signatures, threshold=threshold, keep=keep, lengths=None if lengths is None else list(lengths),
-        false_negative_weight=false_negative_weight,
+        false_negative_weight=false_negative_weight, pairs=pairs,
     )
     return NearDedupResult(**out)
 
@@ -164,6 +170,41 @@ def cluster_signatures(
 EDIT_MIN_WORDS = 10
 """Shortest text (in words) that ``near_dedup`` joins to another one word edit
 apart. One word is 10% of a 10-word text; in shorter ones it is more of a change."""
+
+EDIT_MAX_WORDS = 99
+"""Longest text (in words) the one-word-edit test takes; longer ones are left
+to shingle Jaccard, where one word is at most 1% of the text."""
+
+
+def signatures_and_edit_mask(
+    texts: Texts,
+    *,
+    num_perm: int = 128,
+    seed: int = 1,
+    shingle: ShingleKind = "word",
+    shingle_size: int = 5,
+    strip_boilerplate: bool = False,
+    edit_min_words: int = EDIT_MIN_WORDS,
+) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.bool_]]:
+    """:func:`minhash_signatures`, and which texts the one-word-edit test of
+    :func:`near_dedup` takes (``edit_min_words`` to ``EDIT_MAX_WORDS`` words;
+    none when 0), read in the same pass. For callers that cluster in batches
+    and keep only those texts for :func:`one_edit_pairs`."""
+    _counts(num_perm=num_perm, seed=seed, shingle_size=shingle_size, edit_min_words=edit_min_words)
+    return _native.signatures_and_edit_mask(
+        texts, num_perm=num_perm, seed=seed, shingle=shingle, shingle_size=shingle_size,
+        strip_boilerplate=strip_boilerplate, edit_min_words=edit_min_words,
+    )
+
+
+def one_edit_pairs(
+    texts: Texts, *, edit_min_words: int = EDIT_MIN_WORDS, strip_boilerplate: bool = False
+) -> npt.NDArray[np.uint32]:
+    """Pairs ``(i, j)``, ``i < j``, of the texts :func:`near_dedup` joins as one
+    word edit apart, shape ``(k, 2)``; pass them (as row indices) to
+    :func:`cluster_signatures`. Texts outside the word range take no part."""
+    _counts(edit_min_words=edit_min_words)
+    return _native.one_edit_pairs(texts, edit_min_words=edit_min_words, strip_boilerplate=strip_boilerplate)
 
 
 def near_dedup(

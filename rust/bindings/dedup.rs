@@ -5,12 +5,11 @@ use crate::errors::{invalid, IntoPyResult};
 use crate::runtime::{detach, detach_core};
 use datacore::decontam::{find_overlaps, DecontamOptions};
 use datacore::edits;
-use datacore::identifying;
 use datacore::fingerprint::{FingerprintConfig, Fingerprinter};
 use datacore::lsh::{self, KeepPolicy, LshParams};
 use datacore::normalize::NormalizeOptions;
 use datacore::shingle::Shingles;
-use numpy::{IntoPyArray, PyArray2, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::path::PathBuf;
@@ -60,10 +59,77 @@ pub fn minhash_signatures<'py>(
     flat.into_pyarray(py).reshape([batch.len(), num_perm])
 }
 
-/// Clusters signature rows; returns a dict with `cluster_of`, `keep`,
-/// `num_dup_clusters`, `candidate_pairs`, `verified_pairs`, `bands`, `rows`.
+/// As `minhash_signatures`, with a mask of the texts the one-word-edit test
+/// takes (`edit_min_words` to `edits::MAX_WORDS - 1` words; none when 0),
+/// from the same pass over the texts.
 #[pyfunction]
-#[pyo3(signature = (signatures, *, threshold=0.8, keep="first", lengths=None, false_negative_weight=0.9))]
+#[pyo3(signature = (texts, *, num_perm=128, seed=1, shingle="word", shingle_size=5, strip_boilerplate=false, edit_min_words=10))]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+pub fn signatures_and_edit_mask<'py>(
+    py: Python<'py>,
+    texts: &Bound<'py, PyAny>,
+    num_perm: usize,
+    seed: u64,
+    shingle: &str,
+    shingle_size: usize,
+    strip_boilerplate: bool,
+    edit_min_words: usize,
+) -> PyResult<(Bound<'py, PyArray2<u32>>, Bound<'py, PyArray1<bool>>)> {
+    let config = fingerprint_config(num_perm, seed, shingle, shingle_size, strip_boilerplate)?;
+    let fingerprinter = Fingerprinter::new(config).py_err()?;
+    let batch = TextBatch::extract(texts, "texts")?;
+    let strs = batch.strs();
+    let (flat, mask) = detach(py, || {
+        let (sigs, words) = fingerprinter.signatures_and_words(&strs, edits::word_range(edit_min_words));
+        (sigs, words.iter().map(|w| !w.is_empty()).collect::<Vec<bool>>())
+    })?;
+    Ok((flat.into_pyarray(py).reshape([batch.len(), num_perm])?, mask.into_pyarray(py)))
+}
+
+/// Pairs `(i, j)`, `i < j`, of the texts one word edit apart (as `near_dedup`
+/// judges them), as a `(k, 2)` uint32 array; texts outside the word range
+/// take no part.
+#[pyfunction]
+#[pyo3(signature = (texts, *, edit_min_words=10, strip_boilerplate=false))]
+pub fn one_edit_pairs<'py>(
+    py: Python<'py>,
+    texts: &Bound<'py, PyAny>,
+    edit_min_words: usize,
+    strip_boilerplate: bool,
+) -> PyResult<Bound<'py, PyArray2<u32>>> {
+    let config = FingerprintConfig { normalize: NormalizeOptions { lowercase: false, strip_boilerplate }, ..FingerprintConfig::default() };
+    let fingerprinter = Fingerprinter::new(config).py_err()?;
+    let batch = TextBatch::extract(texts, "texts")?;
+    let strs = batch.strs();
+    let flat = detach(py, || {
+        let words = fingerprinter.words(&strs, edits::word_range(edit_min_words));
+        let pairs = fingerprinter.one_edit_pairs(&strs, &words);
+        pairs.iter().flat_map(|&p| [(p >> 32) as u32, p as u32]).collect::<Vec<u32>>()
+    })?;
+    let k = flat.len() / 2;
+    flat.into_pyarray(py).reshape([k, 2])
+}
+
+/// Pairs `(i, j)` from a `(k, 2)` integer array, packed `min << 32 | max`.
+fn packed_pairs(pairs: &Bound<'_, PyAny>) -> PyResult<Vec<u64>> {
+    let array: PyReadonlyArray2<u32> = pairs.extract().map_err(|_| {
+        invalid(format!("pairs must be a (k, 2) numpy uint32 array, got {}", type_name(pairs)))
+    })?;
+    if array.shape()[1] != 2 {
+        return Err(invalid(format!("pairs must have 2 columns, got {}", array.shape()[1])));
+    }
+    let array = array.as_array();
+    Ok(array.rows().into_iter().map(|r| {
+        let (a, b) = (r[0].min(r[1]), r[0].max(r[1]));
+        (u64::from(a) << 32) | u64::from(b)
+    }).collect())
+}
+
+/// Clusters signature rows, also joining the rows `pairs` names; returns a
+/// dict with `cluster_of`, `keep`, `num_dup_clusters`, `candidate_pairs`,
+/// `verified_pairs`, `edit_pairs`, `bands`, `rows`.
+#[pyfunction]
+#[pyo3(signature = (signatures, *, threshold=0.8, keep="first", lengths=None, false_negative_weight=0.9, pairs=None))]
 pub fn cluster_signatures<'py>(
     py: Python<'py>,
     signatures: &Bound<'py, PyAny>,
@@ -71,7 +137,9 @@ pub fn cluster_signatures<'py>(
     keep: &str,
     lengths: Option<Vec<usize>>,
     false_negative_weight: f64,
+    pairs: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyDict>> {
+    let pairs = pairs.map(packed_pairs).transpose()?.unwrap_or_default();
     let policy = keep_policy(keep)?;
     let array: PyReadonlyArray2<u32> = signatures.extract().map_err(|_| {
         invalid(format!("signatures must be a 2-D numpy uint32 array, got {}", type_name(signatures)))
@@ -91,7 +159,8 @@ pub fn cluster_signatures<'py>(
             &owned
         }
     };
-    let clusters = detach_core(py, || lsh::cluster_signatures(flat, num_perm, params, policy, &lengths))?;
+    let clusters =
+        detach_core(py, || lsh::cluster_signatures_joining(flat, num_perm, params, policy, &lengths, &pairs))?;
     clusters_dict(py, clusters, params)
 }
 
@@ -137,13 +206,10 @@ pub fn near_dedup<'py>(
     let params = LshParams::weighted(threshold, num_perm, false_negative_weight).py_err()?;
     let batch = TextBatch::extract(texts, "texts")?;
     let strs = batch.strs();
-    // an empty range when turned off, so no word lists are kept
-    let words_for = if edit_min_words == 0 { 0..0 } else { edit_min_words.max(2)..edits::MAX_WORDS };
     let clusters = detach_core(py, || {
-        let (sigs, words) = fingerprinter.signatures_and_words(&strs, words_for);
-        // the word edited is judged on its text as written, for the few pairs one word apart
-        let names = |i: usize, k: usize| identifying::names_something(&fingerprinter.cased_text(strs[i]), k);
-        let pairs = edits::one_edit_pairs(&words, names);
+        // an empty range when turned off, so no word lists are kept
+        let (sigs, words) = fingerprinter.signatures_and_words(&strs, edits::word_range(edit_min_words));
+        let pairs = fingerprinter.one_edit_pairs(&strs, &words);
         drop(words);
         lsh::cluster_signatures_joining(&sigs, num_perm, params, policy, &lengths, &pairs)
     })?;

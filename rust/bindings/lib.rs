@@ -24,6 +24,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(text::exact_dedup, m)?)?;
     m.add_function(wrap_pyfunction!(dedup::lsh_params, m)?)?;
     m.add_function(wrap_pyfunction!(dedup::minhash_signatures, m)?)?;
+    m.add_function(wrap_pyfunction!(dedup::signatures_and_edit_mask, m)?)?;
+    m.add_function(wrap_pyfunction!(dedup::one_edit_pairs, m)?)?;
     m.add_function(wrap_pyfunction!(dedup::cluster_signatures, m)?)?;
     m.add_function(wrap_pyfunction!(dedup::near_dedup, m)?)?;
     m.add_function(wrap_pyfunction!(dedup::decontaminate, m)?)?;

@@ -118,6 +118,45 @@ def test_dedup_bad_setting_is_reported_not_a_traceback(venv_bin, cli_env, dedup_
     assert "Traceback" not in r.stderr
 
 
+HEPATITIS_C = "If you have chronic hepatitis C you should do things to take care of yourself including eating a healthy diet"
+INHERITED = "This condition is inherited in an autosomal dominant pattern which means one copy of the altered gene is sufficient"
+EDIT_TEXTS = [
+    INHERITED,
+    HEPATITIS_C,
+    INHERITED.replace("altered", "altred"),  # a typo: removed
+    HEPATITIS_C.replace("hepatitis C", "hepatitis B"),  # another virus: kept
+    INHERITED.replace("is inherited", "is typically inherited"),  # a hedge: removed
+]
+
+
+@pytest.mark.parametrize("edit_min_words", [None, "0"])
+def test_dedup_joins_one_word_edits_as_near_dedup_does(venv_bin, cli_env, tmp_path, edit_min_words) -> None:
+    src, out, clusters = tmp_path / "in.jsonl", tmp_path / "out.jsonl", tmp_path / "removed.jsonl"
+    lines = [json.dumps({"id": i, "text": t}) for i, t in enumerate(EDIT_TEXTS)]
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    flag = [] if edit_min_words is None else ["--edit-min-words", edit_min_words]
+    r = run(venv_bin, cli_env, "dedup", src, "-o", out, "--clusters", clusters, "--json", "-q", *flag)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    kept = [line in out.read_text(encoding="utf-8").splitlines() for line in lines]
+    removed = sorted((d["line"], d["duplicate_of_line"]) for d in map(json.loads, clusters.read_text().splitlines()))
+    if edit_min_words is None:
+        assert kept == [True, True, False, True, False]
+        assert (summary["near_dup_clusters"], summary["near_duplicates"], summary["edit_pairs"]) == (1, 2, 2)
+        assert removed == [(3, 1), (5, 1)]
+        expected = native.near_dedup(EDIT_TEXTS)
+    else:
+        assert all(kept) and summary["near_duplicates"] == 0 and removed == []
+        expected = native.near_dedup(EDIT_TEXTS, edit_min_words=0)
+    assert kept == expected.keep.tolist()
+    assert summary["near_dup_clusters"] == expected.num_dup_clusters
+
+
+def test_dedup_bad_edit_min_words(venv_bin, cli_env, dedup_input) -> None:
+    r = run(venv_bin, cli_env, "dedup", dedup_input, "--edit-min-words", "-1", "-q")
+    assert r.returncode == 2 and "must be 0 or more" in r.stderr
+
+
 PASSAGE = ("the mitochondria is the powerhouse of the cell and it produces most of the chemical energy "
            "needed to power the biochemical reactions of the cell")
 

@@ -382,3 +382,31 @@ def test_a_word_that_names_or_counts_keeps_documents_apart() -> None:
 def test_edit_min_words_is_validated(bad: object) -> None:
     with pytest.raises(native.InvalidInputError, match="edit_min_words"):
         native.near_dedup(["a b c"], edit_min_words=bad)  # type: ignore[arg-type]
+
+
+def test_batched_edit_pairs_give_what_near_dedup_gives() -> None:
+    """The streaming path of `indexer dedup`: signatures and the short-text mask
+    per batch, one-edit pairs of the short texts only, joined by cluster_signatures."""
+    texts = [HEPATITIS_C, TYPE_2, INHERITED, SPENCDI,
+             HEPATITIS_C.replace("hepatitis C", "hepatitis B"), TYPE_2.replace("type 2", "type 1"),
+             INHERITED.replace("is inherited", "is typically inherited"), SPENCDI.replace("appears", "apears"),
+             " ".join(plain_words(random.Random(3), 120)), "too short to edit"]
+    for edit_min_words in (native.EDIT_MIN_WORDS, 0):
+        sigs, short = native.signatures_and_edit_mask(texts, edit_min_words=edit_min_words)
+        assert short.tolist() == [edit_min_words > 0] * 8 + [False, False]
+        rows = np.flatnonzero(short)
+        pairs = rows[native.one_edit_pairs([texts[i] for i in rows], edit_min_words=edit_min_words)]
+        batched = native.cluster_signatures(sigs, pairs=pairs)
+        whole = native.near_dedup(texts, edit_min_words=edit_min_words)
+        assert batched.cluster_of.tolist() == whole.cluster_of.tolist()
+        assert batched.edit_pairs == whole.edit_pairs == (2 if edit_min_words else 0)
+        assert (sigs == native.minhash_signatures(texts)).all()
+
+
+def test_cluster_signatures_pairs_are_checked() -> None:
+    sigs = native.minhash_signatures(["one two three", "four five six"])
+    assert native.cluster_signatures(sigs, pairs=[[1, 0]]).cluster_of.tolist() == [0, 0]
+    with pytest.raises(native.InvalidInputError, match="beyond the 2 signatures"):
+        native.cluster_signatures(sigs, pairs=[[0, 2]])
+    with pytest.raises(native.InvalidInputError, match="beyond the 2 signatures"):
+        native.cluster_signatures(sigs, pairs=[[0, 1], [0, 2]])

@@ -26,6 +26,12 @@ use crate::shingle::combine_hashes;
 /// MinHash LSH finds (recall 0.998 in BENCHMARKS.md).
 pub const MAX_WORDS: usize = 100;
 
+/// The word counts a text needs for the test, given its shortest
+/// (`min_words`; 0 turns the test off, and one word is no sequence to edit).
+pub fn word_range(min_words: usize) -> std::ops::Range<usize> {
+    if min_words == 0 { 0..0 } else { min_words.max(2)..MAX_WORDS }
+}
+
 /// Buckets up to this size are compared all-pairs (at most ~130k checks each,
 /// each stopping at the second difference); larger ones, which only crafted
 /// input produces, are linked member-to-first and member-to-predecessor to

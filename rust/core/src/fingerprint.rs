@@ -1,6 +1,8 @@
 //! Text → MinHash signature, with the settings that must match between the
 //! documents of one collection (so they are stored with a persisted index).
 
+use crate::edits;
+use crate::identifying::names_something;
 use crate::minhash::MinHasher;
 use crate::normalize::{nfkc, normalize, NormalizeOptions};
 use crate::shingle::{shingle_hashes, word_hashes, Shingles};
@@ -61,6 +63,17 @@ impl Fingerprinter {
         }
     }
 
+    /// `text` as shingles and words are read from it. Shingles fold case and
+    /// spacing themselves, so only boilerplate stripping needs the full
+    /// normalizer; NFKC alone is much cheaper.
+    fn clean<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        if self.config.normalize.strip_boilerplate {
+            Cow::Owned(normalize(text, self.config.normalize))
+        } else {
+            nfkc(text)
+        }
+    }
+
     /// The signature of `text` into `out`; with `words` set, also its word
     /// hashes when their count is in `words_for` (`words` must be empty).
     fn signature_with(
@@ -71,13 +84,7 @@ impl Fingerprinter {
         scratch: &mut Vec<u64>,
         words: Option<(&mut Vec<u64>, &Range<usize>)>,
     ) {
-        // Shingles fold case and spacing themselves, so only boilerplate
-        // stripping needs the full normalizer; NFKC alone is much cheaper.
-        let clean: Cow<'_, str> = if self.config.normalize.strip_boilerplate {
-            Cow::Owned(normalize(text, self.config.normalize))
-        } else {
-            nfkc(text)
-        };
+        let clean = self.clean(text);
         shingle_hashes(&clean, self.config.shingles, shingles, scratch);
         self.hasher.signature_into(shingles, out);
         if let Some((words, words_for)) = words {
@@ -130,6 +137,27 @@ impl Fingerprinter {
             );
         (out, words)
     }
+
+    /// The word hashes of each text whose word count is in `words_for`, an
+    /// empty list for the others: the words of [`Self::signatures_and_words`]
+    /// without the signatures.
+    pub fn words(&self, texts: &[&str], words_for: Range<usize>) -> Vec<Vec<u64>> {
+        texts
+            .par_iter()
+            .map(|text| {
+                let mut words = Vec::new();
+                word_hashes(&self.clean(text), &mut words);
+                if words_for.contains(&words.len()) { words } else { Vec::new() }
+            })
+            .collect()
+    }
+
+    /// [`edits::one_edit_pairs`] of `texts`, whose words `words` are (from
+    /// [`Self::signatures_and_words`] or [`Self::words`]); the word edited is
+    /// judged on its text as written, for the few pairs one word apart.
+    pub fn one_edit_pairs(&self, texts: &[&str], words: &[Vec<u64>]) -> Vec<u64> {
+        edits::one_edit_pairs(words, |i, k| names_something(&self.cased_text(texts[i]), k))
+    }
 }
 
 #[cfg(test)]
@@ -169,6 +197,17 @@ mod tests {
             assert_eq!(words[0], expected);
             assert!(words[1].is_empty() && words[2].is_empty() && words[3].is_empty());
             assert_eq!(f.cased_text(texts[0]), texts[0]);
+            assert_eq!(f.words(&texts, 3..7), words);
         }
+    }
+
+    #[test]
+    fn one_edit_pairs_read_the_edited_word_as_written() {
+        let f = Fingerprinter::new(FingerprintConfig::default()).unwrap();
+        let base = "If you have chronic hepatitis C, you should take care of yourself, including a healthy diet.";
+        let texts = [base, &base.replace("healthy", "helthy"), &base.replace("hepatitis C", "hepatitis B")];
+        let words = f.words(&texts, edits::word_range(10));
+        assert_eq!(f.one_edit_pairs(&texts, &words), [1]); // (0, 1) only
+        assert!(f.words(&texts, edits::word_range(0)).iter().all(Vec::is_empty));
     }
 }
