@@ -5,7 +5,7 @@
 
 Reads the raw answers of an ``assistant eval`` run (``answers.jsonl``), retrieves each
 question's passages again exactly as the run did (the unanswerable split without its
-gold documents), and judges every answer twice:
+gold documents), and judges every answer three ways:
 
 - **ours**: :func:`assistant.grounding.check.finalize` as the service runs it (claims
   verified by the overlap verifier with MiniLM, system-made citations, unsupported
@@ -15,7 +15,10 @@ gold documents), and judges every answer twice:
   best ``0.1 × token similarity + 0.9 × vector similarity``, the threshold starting at
   0.63 and multiplied by 0.8 until some sentence gets a citation or it falls to 0.3; the
   answer is shown whole, cited or not. Token similarity here is the share of the
-  sentence's content words in the passage (RAGFlow weights its own tokenizer's terms).
+  sentence's content words in the passage (RAGFlow weights its own tokenizer's terms);
+- **ours, fp32 vectors**: our check with the embedder in fp32 throughout, as before the
+  claim check compared bf16 vectors (``Embedder.embed_to_compare``): the speed-up and
+  whether it changes any decision, on the same answers.
 
 Per set and system: coverage (answers shown on the answerable split), shown accuracy,
 citation precision (shown answers citing a gold document), hallucination (answers shown
@@ -83,6 +86,8 @@ def judge_set(name: str, records: list[dict[str, Any]], settings: dict[str, Any]
     with Index.open(set_index(name, beir, cache_dir() / "eval-index")) as index:
         embed = index.embedder.embed_to_compare  # what the service compares claims with
         verifier = OverlapVerifier(embed)
+        # the check as it was before bf16 comparison vectors: fp32, the stored vectors' precision
+        fp32 = OverlapVerifier(index.embedder.embed)
         for record in records:
             item = by_id[record["id"]]
             unanswerable = record["split"] == "unanswerable"
@@ -92,12 +97,19 @@ def judge_set(name: str, records: list[dict[str, Any]], settings: dict[str, Any]
                             mode=settings.get("answer_mode", "generative"), question=item.question, embed=embed)
             ours_ms = (time.perf_counter() - started) * 1000
             started = time.perf_counter()
+            before = finalize(record["answer"], passages, fp32, min_score=settings["min_score"],
+                              mode=settings.get("answer_mode", "generative"), question=item.question,
+                              embed=index.embedder.embed)
+            before_ms = (time.perf_counter() - started) * 1000
+            started = time.perf_counter()
             cited = ragflow_citations(record["answer"], passages, embed)
             ragflow_ms = (time.perf_counter() - started) * 1000
             ragflow_shown = bool(record["answer"].strip()) and not is_refusal(record["answer"])
             by_number = {p.number: p for p in passages}
             for system, shown, text, numbers, ms in (
                     ("ours", ours.grounded, ours.answer, [int(c["number"]) for c in ours.citations], ours_ms),
+                    ("ours, fp32 vectors", before.grounded, before.answer,
+                     [int(c["number"]) for c in before.citations], before_ms),
                     ("ragflow", ragflow_shown, record["answer"], cited, ragflow_ms)):
                 row = rows.setdefault(system, {"shown": [], "accuracy": [], "cites_gold": [], "hallucinated": [],
                                                "ms": []})
