@@ -1,6 +1,8 @@
 """Typed facade over the compiled data core (``indexer._native``).
 
-This is the only module that imports the extension. Every function takes a
+This is the only module that imports the extension, which is why it is one job
+in one module however many native functions it types: splitting it would give
+the extension a second importer. Every function takes a
 batch, releases the GIL once and runs on the extension's thread pool
 (``INDEXER_NUM_THREADS``, default: all cores). Texts may be ``str`` or UTF-8
 ``bytes``; bad input raises an exception under :class:`DataError` (a
