@@ -63,7 +63,8 @@ Quality
 - one-word edits of short texts: recall on the copies of 10-100 words per edit kind,
   and for sub1 by the kind of word edited: an ordinary word, or one that names or
   counts something (a number, a single letter, a roman numeral, capitals, a negation
-  or listed antonym), which ``near_dedup`` refuses to join on one edit alone.
+  or listed antonym); ``near_dedup`` refuses a substitution only when both the word
+  replaced and the word put in are such words.
 - real MedQuAD: on the distinct answers, the removals of the default that
   ``edit_min_words=0`` does not make, each with its ``focus`` against its
   representative's and the words that differ.
@@ -850,7 +851,7 @@ def main() -> None:
         "**One-word edits of short texts** (recall on copies whose text has 10–100 words; `ours_before` is "
         "shingle Jaccard alone, `edit_min_words=0`)", t_short,
         "**sub1 copies of 10–100 words by the word substituted** (recall; a number, single letter, roman "
-        "numeral, capitals or listed word names or counts something, and one edit to it is not joined; "
+        "numeral, capitals or listed word names or counts something; a swap of one such word for another is not joined; "
         "'in base': the base's word replaced was one, 'put in': the random vocabulary word put in its place is)",
         t_short_words,
         "**Real MedQuAD: what one-word edits add** (distinct answers, default settings against "

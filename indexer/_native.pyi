@@ -108,10 +108,11 @@ def near_dedup(
     edit_min_words: int = 10,
 ) -> dict[str, Any]:
     """Raw texts to clusters in one call: MinHash LSH as `cluster_signatures`, and
-    texts of `edit_min_words` to 99 words joined when one word edit apart and
-    that word names or counts nothing (a number, a single letter, a roman
-    numeral, capitals, a negation or a listed antonym: read on the text as
-    written); 0 turns that off. The `cluster_signatures` dict plus `edit_pairs`."""
+    texts of `edit_min_words` to 99 words joined when one word edit apart,
+    unless the edit swaps one word that names or counts something (a number, a
+    single letter, a roman numeral, capitals, a negation or a listed antonym:
+    read on the text as written) for another, or adds or drops one; 0 turns
+    that off. The `cluster_signatures` dict plus `edit_pairs`."""
 
 def decontaminate(
     train: _Texts, eval: _Texts, *, ngram: int = 13, min_words: int = 8

@@ -245,8 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--shingle-size", type=int, default=5, help="words or characters per shingle (default 5)")
     d.add_argument("--keep", choices=["first", "longest"], default="first", help="representative kept per cluster")
     d.add_argument("--edit-min-words", type=_non_negative, default=native.EDIT_MIN_WORDS,
-                   help="also join texts of N to 99 words one word edit apart, unless the word names or counts "
-                        "something, as native.near_dedup does (default %(default)s; 0: off)")
+                   help="also join texts of N to 99 words one word edit apart, unless the edit swaps, adds or "
+                        "drops a word that names or counts something, as native.near_dedup does "
+                        "(default %(default)s; 0: off)")
     d.add_argument("--clusters", type=Path, help="write one JSON line per removed record (line, duplicate_of_line, kind)")
     d.add_argument("--json", action="store_true", help="print the summary as JSON")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -228,12 +228,13 @@ def near_dedup(
     ``threshold`` (MinHash LSH, as :func:`cluster_signatures`), or when both
     have ``edit_min_words`` to 99 words and one word substitution, insertion or
     deletion turns one into the other (checked exactly on the lowercased
-    words), unless that word names or counts something: it holds a digit, is a
-    single letter (not the article "a") or a roman numeral, is an acronym or a
+    words), unless the edit swaps one word that names or counts something for
+    another, or adds or drops one. Such a word holds a digit, is a single
+    letter (not the article "a") or a roman numeral, is an acronym or a
     capitalised word inside a sentence (judged on the text as written), or is
     a negation or one of a few antonyms (dominant/recessive, acute/chronic …).
-    "Hepatitis C" / "hepatitis B" or "type 2" / "type 1" stay apart; a typo or a
-    hedge ("typically", "very") joins. Shingle Jaccard misses those edits: one
+    "Hepatitis C" / "hepatitis B" or "type 2" / "type 1" stay apart; a typo, a
+    hedge ("typically", "very") or an ordinary word swapped for a name joins. Shingle Jaccard misses those edits: one
     word changes up to ``shingle_size`` shingles, too many of a short text's.
     ``edit_min_words=0`` turns the second test off."""
     _counts(num_perm=num_perm, seed=seed, shingle_size=shingle_size, edit_min_words=edit_min_words)

@@ -179,8 +179,9 @@ fn clusters_dict<'py>(py: Python<'py>, clusters: lsh::Clusters, params: LshParam
 
 /// Raw texts to clusters in one call: MinHash LSH as `cluster_signatures`, and
 /// texts of `edit_min_words` to `edits::MAX_WORDS - 1` words joined when they
-/// are one word edit apart and that word names or counts nothing
-/// (`identifying::names_something`; `edit_min_words=0` turns the test off). Returns the
+/// are one word edit apart, unless the edit swaps one word that names or
+/// counts something (`identifying::names_something`) for another, or adds or
+/// drops one (`edit_min_words=0` turns the test off). Returns the
 /// `cluster_signatures` dict with `edit_pairs` set; `lengths` as there.
 #[pyfunction]
 #[pyo3(signature = (texts, *, threshold=0.8, num_perm=128, seed=1, shingle="word", shingle_size=5, keep="first", lengths=None, strip_boilerplate=false, false_negative_weight=0.9, edit_min_words=10))]

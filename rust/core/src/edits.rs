@@ -143,9 +143,10 @@ fn pair_key(a: u32, b: u32) -> u64 {
 }
 
 /// Pairs `(i, j)`, as `i << 32 | j` with `i < j`, sorted and distinct, of the
-/// documents whose word sequences are at most one edit apart, where the word
-/// edited names or counts nothing: `names(i, k)` says whether word `k` of
-/// document `i` does, asked only about a pair already one word apart.
+/// documents whose word sequences are at most one edit apart, where the edit
+/// does not swap one word that names or counts something for another, nor add
+/// or drop one: `names(i, k)` says whether word `k` of document `i` names or
+/// counts something, asked only about a pair already one word apart.
 /// `docs[i]` holds document `i`'s word hashes; an empty one takes no part (the
 /// caller empties the texts it leaves to shingle Jaccard).
 pub fn one_edit_pairs(docs: &[Vec<u64>], names: impl Fn(usize, usize) -> bool + Sync) -> Vec<u64> {

@@ -10,7 +10,7 @@
 //! - [`shingle`], [`minhash`], [`fingerprint`]: text → shingles → MinHash signature.
 //! - [`lsh`]: banded LSH clustering of signatures and a persistent incremental index.
 //! - [`edits`]: short texts one word apart, which shingle Jaccard misses, unless
-//!   the word edited names or counts something ([`identifying`]).
+//!   the edit swaps, adds or drops a word that names or counts something ([`identifying`]).
 //! - [`decontam`]: n-gram overlap between tuning examples and evaluation items.
 //! - [`chunk`]: token-budget passages with character offsets.
 //! - [`tokenize`], [`pack`]: chat-formatted SFT examples and best-fit-decreasing packing.
