@@ -177,7 +177,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
                               ("batch_size", args.batch_size),
                               ("grad_accum", args.grad_accum), ("quantize", args.quantize)) if v is not None}
     prefer = {k: v for k, v in (("method", args.prefer_method), ("beta", args.beta), ("lr", args.prefer_lr),
-                                ("epochs", args.prefer_epochs), ("max_steps", args.prefer_max_steps)) if v is not None}
+                                ("epochs", args.prefer_epochs), ("max_steps", args.prefer_max_steps),
+                                ("sft_weight", args.sft_weight)) if v is not None}
     work = args.work or settings.data_dir / "jobs" / time.strftime("cli-%Y%m%d-%H%M%S")
     try:
         spec = RetuneSpec(pairs=str(args.pairs), index_dir=str(settings.index_dir),
@@ -472,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     tune.add_argument("--prefer-method", choices=("auto", "dpo", "kto"))
     tune.add_argument("--beta", type=float, help="prefer: how far the policy may move from its parent (default 0.1)")
     tune.add_argument("--prefer-lr", type=float)
+    tune.add_argument("--sft-weight", type=float, help="prefer, DPO: weight of a supervised term on the chosen "
+                      "answers (default 0: plain DPO)")
     tune.add_argument("--prefer-epochs", type=float)
     tune.add_argument("--prefer-max-steps", type=int)
     tune.add_argument("--eval-set", type=Path, help="held-out items for the gate (default: 10%% of the pairs)")

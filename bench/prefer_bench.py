@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--sft-weight", type=float, default=0.0, help="supervised term on the chosen answers")
+    parser.add_argument("--no-reinforce", action="store_true", help="no pairs that keep supported answers")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench" / "out" / "prefer.json")
     args = parser.parse_args(argv)
     work = args.work
@@ -48,8 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         pairs=str(work / "pairs.jsonl"), index_dir=str(work / "index"), registry_dir=str(work / "registry"),
         work_dir=str(work / f"prefer-{args.contexts}"), model=DEFAULT_MODEL, stages=("prefer",), parent=args.parent,
         eval_set=str(work / "covidqa_heldout.jsonl"), eval_limit=args.eval_limit, activate=False,
-        synthetic={"max_contexts": args.contexts, "unanswerable_share": 0.5},
+        synthetic={"max_contexts": args.contexts, "unanswerable_share": 0.5, "reinforce_supported": not args.no_reinforce},
         prefer={"method": "dpo", "lr": args.lr, "beta": args.beta, "epochs": args.epochs, "batch_size": 4,
+                "sft_weight": args.sft_weight,
                 "grad_accum": 2, "save_every": 20})
     started, cpu = time.perf_counter(), time.process_time()
     result = run(spec, activate_here=False)

@@ -39,6 +39,9 @@ class PreferSettings:
     method: str = field(default="auto", metadata={
         "help": "dpo (pairs), kto (pairs and thumbs), or auto (kto when there are thumbs, else dpo)"})
     beta: float = field(default=0.1, metadata={"help": "how far the policy may move from the reference; higher = less"})
+    sft_weight: float = field(default=0.0, metadata={
+        "help": "DPO: weight of a supervised term on the chosen answers beside the preference loss (TRL's "
+                "loss_type sigmoid+sft); 0 = plain DPO"})
     lr: float = field(default=2e-5, metadata={"help": "peak learning rate"})
     epochs: float = field(default=1.0, metadata={"help": "passes over the preference data"})
     max_steps: int = field(default=0, metadata={"help": "optimizer steps in all; 0 = from epochs"})
@@ -69,6 +72,8 @@ class PreferSettings:
         for name in ("batch_size", "grad_accum", "max_prompt_tokens", "max_answer_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.sft_weight <= 10.0:
+            raise ValueError(f"sft_weight must be in [0, 10], got {self.sft_weight}")
         for name in ("max_steps", "save_every", "desirable_weight", "undesirable_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
@@ -190,7 +195,13 @@ def train_preferences(settings: PreferSettings, *, model: str, parent: Path, dat
     if method == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        trainer: Any = DPOTrainer(model=policy, ref_model=None, args=DPOConfig(**common), train_dataset=dataset,
+        # Plain DPO can lower the chosen answers' likelihood as long as the rejected ones fall
+        # faster; on pairs that mostly prefer the refusal that taught the 135M example adapter to
+        # refuse everything. The supervised term keeps the chosen answers likely.
+        losses = ({"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, settings.sft_weight]}
+                  if settings.sft_weight else {})
+        trainer: Any = DPOTrainer(model=policy, ref_model=None, args=DPOConfig(**common, **losses),
+                                  train_dataset=dataset,
                                   processing_class=tokenizer, callbacks=[Progress()])
     else:
         from trl import KTOConfig, KTOTrainer

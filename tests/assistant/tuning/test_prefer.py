@@ -81,6 +81,23 @@ def test_dpo_moves_the_adapter_toward_the_chosen_answers(tiny_model_dir: Path, t
     assert summary["reward_accuracy"] is not None and summary["reward_margin"] > 0
 
 
+def test_an_sft_term_keeps_the_chosen_answers_likely(tiny_model_dir: Path, tiny_adapter_dir: Path,
+                                                     tmp_path: Path) -> None:
+    parent = tiny_adapter_dir / "demo"
+    summary = train_preferences(PreferSettings(**QUICK | {"sft_weight": 1.0}), model=str(tiny_model_dir),
+                                parent=parent, data=refusal_pairs(), out=tmp_path / "prefer-sft")
+    assert summary["method"] == "dpo" and summary["step"] == 12
+    tuned = tmp_path / "prefer-sft" / "adapter"
+    assert margin(tiny_model_dir, tuned) > margin(tiny_model_dir, parent) + 1.0
+    train_preferences(PreferSettings(**QUICK), model=str(tiny_model_dir), parent=parent, data=refusal_pairs(),
+                      out=tmp_path / "prefer-plain")
+    chosen = {name: completion_logprob(tiny_model_dir, adapter, serving_prompt(QUESTIONS[0]), ABSTAIN_ANSWER)
+              for name, adapter in (("parent", parent), ("plain", tmp_path / "prefer-plain" / "adapter"),
+                                    ("sft", tuned))}
+    # the chosen answer itself became more likely, and more so than under plain DPO
+    assert chosen["sft"] > chosen["parent"] and chosen["sft"] > chosen["plain"], chosen
+
+
 def test_a_rerun_resumes_from_the_last_checkpoint(tiny_model_dir: Path, tiny_adapter_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "prefer"
     train_preferences(PreferSettings(**QUICK | {"max_steps": 6}), model=str(tiny_model_dir),
@@ -150,6 +167,8 @@ def test_rows_copied_from_an_eval_set_are_dropped() -> None:
 def test_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="beta must be"):
         PreferSettings(beta=0)
+    with pytest.raises(ValueError, match="sft_weight"):
+        PreferSettings(sft_weight=-1)
     with pytest.raises(ValueError, match="method must be"):
         PreferSettings(method="ppo")
     with pytest.raises(ValueError, match="needs chosen/rejected pairs"):

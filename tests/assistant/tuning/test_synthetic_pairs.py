@@ -44,11 +44,16 @@ def test_each_wrong_answer_becomes_a_pair(citing_model: Path) -> None:
     embedder = Embedder(BUNDLED_MODEL, device="cpu")
     data, counts = synthesize_pairs(generator, None, contexts, OverlapVerifier(embedder.embed), embed=embedder.embed,
                                     settings=SyntheticSettings(max_new_tokens=16))
-    assert counts["contexts"] == 4 and counts["unanswerable"] == 2 and counts["pairs"] == 2
+    assert counts["contexts"] == 4 and counts["unanswerable"] == 2 and counts["pairs"] == 3
     assert counts["gold_in_a_distractor"] == 1 and counts["supported_answerable"] == 1
-    assert counts["unsupported_answerable"] == 1
-    refusal, gold = data.pairs
+    assert counts["unsupported_answerable"] == 1 and counts["reinforced"] == 1
+    kept, refusal, gold = data.pairs
+    # the supported answer is kept against refusing, so the pairs do not all pull towards refusals
+    assert kept.rejected == ABSTAIN_ANSWER and kept.chosen.lower().startswith("pangolins")
     assert refusal.chosen == ABSTAIN_ANSWER and refusal.rejected.lower().startswith("pangolins")  # its own words
     assert gold.chosen == "Inside ash plumes [1]." and "pangolins" in gold.rejected.lower()
+    plain, counts = synthesize_pairs(generator, None, contexts, OverlapVerifier(embedder.embed), embed=embedder.embed,
+                                     settings=SyntheticSettings(max_new_tokens=16, reinforce_supported=False))
+    assert counts["pairs"] == 2 and counts["reinforced"] == 0 and plain.pairs[0].chosen == ABSTAIN_ANSWER
     assert all(p.source == "synthetic" and p.prompt[-1][1].endswith(f"Question: {QUESTION}") for p in data.pairs)
     assert "[1] (geo/volcano.txt)" in refusal.prompt[-1][1]  # the passages the model saw
