@@ -3,7 +3,7 @@
     indexer dedup INPUT.jsonl --field text --threshold 0.8 -o OUT.jsonl
     indexer decontam TRAIN.jsonl EVAL.jsonl --train-field answer --eval-field question
     indexer pack QA.jsonl --tokenizer MODEL_DIR --seq-len 1024 -o packed.npz
-    indexer ingest PATH... --index DIR [--tags a b]
+    indexer ingest PATH... --index DIR [--tags a b] [--chunk-titles] [--title-field question]
     indexer search "query" --index DIR -k 10 [--mode hybrid] [--filter source=docs/*] [--json]
     indexer delete DOC_ID --index DIR
     indexer stats --index DIR
@@ -165,16 +165,29 @@ def cmd_pack(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_index(directory: Path, *, create: bool):
-    from indexer.index import Index
+def _open_index(directory: Path, *, create: bool, chunk_titles: bool = False):
+    """The index at ``directory``, as built; ``chunk_titles`` asks for an index
+    with chunk titles (a new one is made so, an existing one must have been)."""
+    import dataclasses
 
-    return Index.open(directory, create=create)
+    from indexer.chunk_titles import mismatch_message
+    from indexer.index import DB_NAME, Index, IndexMismatchError
+    from indexer.settings import IndexSettings
+
+    settings = None  # an existing index keeps the settings it was built with
+    if chunk_titles and not (directory / DB_NAME).exists():
+        settings = dataclasses.replace(IndexSettings.from_env(), chunk_titles=True)
+    index = Index.open(directory, settings, create=create)
+    if chunk_titles and not index.settings.chunk_titles:
+        index.close()
+        raise IndexMismatchError(mismatch_message(directory, built_with=False))
+    return index
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    with _open_index(args.index, create=True) as index:
-        report = index.ingest(args.paths, tags=args.tags, progress=not args.quiet,
-                              text_field=args.text_field, id_field=args.id_field, root=args.root)
+    with _open_index(args.index, create=True, chunk_titles=args.chunk_titles) as index:
+        report = index.ingest(args.paths, tags=args.tags, progress=not args.quiet, text_field=args.text_field,
+                              id_field=args.id_field, root=args.root, title_field=args.title_field)
         stats = index.stats()
     if args.json:
         print(json.dumps({**report.__dict__, "chunks_per_s": report.chunks_per_s, "index": stats}, default=str))
@@ -280,6 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--tags", nargs="*", default=[], help="tags for every ingested document")
     i.add_argument("--text-field", default="text", help="text field of JSON/JSONL/CSV records")
     i.add_argument("--id-field", default="id", help="id field of JSON/JSONL/CSV records")
+    i.add_argument("--title-field", default=None,
+                   help="field of JSON/JSONL/CSV records used as their title (records without it keep "
+                        "their own 'title' field, if any)")
+    i.add_argument("--chunk-titles", action="store_true",
+                   help="create the index with chunk titles: every chunk is embedded and keyword-indexed under "
+                        "its document's title (INDEXER_CHUNK_TITLES=1); only when the index is created")
     i.add_argument("--root", type=Path, default=None,
                    help="name documents relative to this folder (default: each folder given, or a file's parent)")
     i.add_argument("--json", action="store_true", help="print the report as JSON")

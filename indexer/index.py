@@ -40,7 +40,7 @@ from indexer.mirrors import Mirrors
 from indexer.records import Hit, IngestReport
 from indexer.rerank import Reranker
 from indexer.search import SearchFilter, SearchMode, reciprocal_rank_fusion, score_fusion
-from indexer.settings import IndexSettings
+from indexer.settings import IndexSettings, settings_of_existing
 from indexer.writer import IndexWriter, WriterLock
 
 # the records, errors and writer are importable from here too, beside the Index
@@ -85,7 +85,7 @@ class Index:
         try:
             meta = store.get_meta(conn)
             if "embedding_model" in meta:
-                settings = _settings_of_existing(path, meta, settings)
+                settings = settings_of_existing(path, meta, settings)
                 dim = int(meta["dim"])
                 if not doc_ids.is_migrated(meta):
                     _migrate_doc_ids(path, conn)
@@ -166,11 +166,11 @@ class Index:
 
     def ingest(self, paths: Sequence[str | os.PathLike[str]], *, tags: Sequence[str] = (), progress: bool = False,
                text_field: str = "text", id_field: str = "id", allowed_roots: Sequence[str | os.PathLike[str]] | None = None,
-               root: str | os.PathLike[str] | None = None, on_commit=None) -> IngestReport:
-        """Loads files and folders (see :mod:`indexer.loaders`; documents are named
-        relative to ``root``, else to the folder given or a given file's parent)
-        and ingests them; the real roots are recorded in the index's metadata."""
-        items = load_paths(paths, text_field=text_field, id_field=id_field, root=root,
+               root: str | os.PathLike[str] | None = None, title_field: str | None = None, on_commit=None) -> IngestReport:
+        """Loads files and folders (see :mod:`indexer.loaders`, also for ``title_field``; documents are
+        named relative to ``root``, else to the folder given or a given file's parent) and ingests
+        them; the real roots are recorded in the index's metadata."""
+        items = load_paths(paths, text_field=text_field, id_field=id_field, root=root, title_field=title_field,
                            max_file_bytes=self.settings.max_document_bytes, allowed_roots=allowed_roots)
         with self.writer() as writer:
             writer.record_roots(document_roots(paths, root))
@@ -311,6 +311,7 @@ class Index:
             "generation": store.generation(conn), "vectors": self._mirrors.vectors.size, "dimension": self.dim,
             "embedding_model": self.settings.embedding_model, "vector_index": self.settings.vector_index,
             "chunk_tokens": self.settings.chunk_tokens, "chunk_overlap": self.settings.chunk_overlap,
+            "chunk_titles": self.settings.chunk_titles,
             "disk_bytes": size, "document_roots": doc_ids.recorded_roots(store.get_meta(conn)),
         }
 
@@ -326,21 +327,3 @@ def _migrate_doc_ids(path: Path, conn: sqlite3.Connection) -> None:
     if renamed:
         log.info("index at %s: %d document ids made relative to their ingested root", path, renamed)
 
-
-def _settings_of_existing(path: Path, meta: dict[str, str], requested: IndexSettings | None) -> IndexSettings:
-    # the build settings come from the index; the others (fusion, batch sizes ...) from the environment
-    built = dataclasses.replace(
-        IndexSettings.from_env(), embedding_model=meta["embedding_model"], chunk_tokens=int(meta["chunk_tokens"]),
-        chunk_overlap=int(meta["chunk_overlap"]), vector_index=meta["vector_index"],  # type: ignore[arg-type]
-    )
-    if requested is None:
-        return built
-    for key in IndexSettings.BUILD_KEYS:
-        want, have = str(getattr(requested, key)), meta[key]
-        if want != have:
-            flag = "--" + key.replace("_", "-")
-            raise IndexMismatchError(
-                f"the index at {path} was built with {key} = {have}, not {want}; "
-                f"re-ingest into a new index, or pass {flag} {have}"
-            )
-    return requested

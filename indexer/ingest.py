@@ -1,6 +1,7 @@
 """The ingestion pipeline: load → normalize (Rust) → exact and near-duplicate
 check against what is indexed (Rust LSH) → chunk by tokens of the embedding
-model (Rust) → embed in batches → store, one SQLite transaction per batch.
+model (Rust) → embed in batches (each chunk under its document's title when
+``chunk_titles`` is on) → store, one SQLite transaction per batch.
 
 A document is acknowledged (``on_commit``) once its batch has committed; a
 crash before that leaves the index as it was after the previous batch.
@@ -20,6 +21,7 @@ from typing import Protocol
 from tqdm import tqdm
 
 from indexer import native, store
+from indexer.chunk_titles import document_title, text_to_index
 from indexer.loaders import Document, LoadProblem
 from indexer.records import IngestReport
 from indexer.writer import IndexWriter
@@ -141,15 +143,16 @@ def _ingest_batch(writer: IndexWriter, docs: list[Document], tags: Sequence[str]
             else:
                 writer.lsh.remove([a.doc.doc_id])
                 report.skipped.append((a.doc.source, "no indexable text"))
-        pieces = [a.text[s:e] for a, doc_spans in ready for s, e in doc_spans]
+        titles = [document_title(a.doc.metadata) if writer.settings.chunk_titles else None for a, _ in ready]
+        pieces = [text_to_index(title, a.text[s:e]) for (a, doc_spans), title in zip(ready, titles) for s, e in doc_spans]
         vectors = embedder.embed(pieces)
         new_docs, offset = [], 0
-        for a, doc_spans in ready:
+        for (a, doc_spans), title in zip(ready, titles):
             n = len(doc_spans)
             new_docs.append(store.NewDocument(
                 doc_id=a.doc.doc_id, source=a.doc.source, content_hash=a.content_hash, text=a.text,
                 metadata=dict(a.doc.metadata), tags=_tags_of(a.doc, tags), spans=doc_spans,
-                vectors=vectors[offset : offset + n],
+                vectors=vectors[offset : offset + n], title=title,
             ))
             offset += n
         writer.commit(new_docs, replacing={a.doc.doc_id for a, _ in ready if a.replaces})

@@ -57,7 +57,8 @@ class Document:
     source: str
     """The file's path relative to its root; ``path#n`` for the n-th record (line, list item or data row)."""
     metadata: dict[str, MetaValue]
-    """``title`` (whole files), ``pages`` (PDF), record fields, and always ``format``."""
+    """``title`` (whole files; records: the title field's value when given), ``pages`` (PDF),
+    record fields, and always ``format``."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,7 @@ class _Options:
     id_field: str
     max_file_bytes: int
     roots: tuple[str, ...] | None
+    title_field: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ def load_paths(
     max_file_bytes: int = 50_000_000,
     allowed_roots: Sequence[str | os.PathLike[str]] | None = None,
     root: str | os.PathLike[str] | None = None,
+    title_field: str | None = None,
 ) -> Iterator[Item]:
     """Loads every path (a folder is walked recursively, entries sorted by name,
     hidden files and folders skipped), yielding documents and problems in order;
@@ -111,18 +114,25 @@ def load_paths(
     With ``allowed_roots``, a path whose real location (symlinks and ``..``
     resolved) is outside all of them is refused unopened, including files found
     while walking. Symlinked folders inside a walked folder are not followed.
+
+    With ``title_field``, a JSON/JSONL/CSV record's value of that field (a
+    non-empty string or a number) becomes its ``title`` metadata, the title an
+    index with ``chunk_titles`` indexes every chunk under; a record without it
+    keeps its own ``title`` field, if any.
     """
     if isinstance(paths, (str, bytes, os.PathLike)):
         raise TypeError("paths must be a list of paths, not a single path; wrap it: load_paths([path])")
     for name, value in (("text_field", text_field), ("id_field", id_field)):
         if not isinstance(value, str) or not value:
             raise TypeError(f"{name} must be a non-empty string, got {value!r}")
+    if title_field is not None and (not isinstance(title_field, str) or not title_field):
+        raise TypeError(f"title_field must be a non-empty string or None, got {title_field!r}")
     if isinstance(max_file_bytes, bool) or not isinstance(max_file_bytes, int) or max_file_bytes <= 0:
         raise ValueError(f"max_file_bytes must be a positive integer, got {max_file_bytes!r}")
     roots = None if allowed_roots is None else tuple(os.path.realpath(r) for r in allowed_roots)
     paths = list(paths)
     bases = _bases(paths, root)  # raises now, not on first iteration
-    return _load_all(paths, bases, _Options(text_field, id_field, max_file_bytes, roots))
+    return _load_all(paths, bases, _Options(text_field, id_field, max_file_bytes, roots, title_field))
 
 
 def document_roots(paths: Iterable[str | os.PathLike[str]], root: str | os.PathLike[str] | None = None) -> list[str]:
@@ -387,8 +397,18 @@ def _record(record: dict, n: int, name: _Name, suffix: str, opts: _Options, wher
             meta[key] = value
         elif isinstance(value, list) and all(isinstance(v, str) for v in value):
             meta[key] = ",".join(value)
+    title = _field_title(record.get(opts.title_field)) if opts.title_field else None
+    if title:
+        meta["title"] = title
     meta["format"] = suffix[1:]
     return Document(str(raw_id) if has_id else f"{name.doc}#{n}", text, f"{name.doc}#{n}", meta)
+
+
+def _field_title(value: object) -> str | None:
+    """A record's title field as a title: strings and numbers, on one line, capped."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None
+    return " ".join(str(value).split())[:TITLE_CHARS].rstrip() or None
 
 
 def _load_jsonl(data: bytes, name: _Name, suffix: str, opts: _Options) -> Iterator[Item]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from indexer.chunk_titles import text_to_index
 from indexer.records import Hit
 from indexer.search import SearchFilter, fts_query
 
@@ -74,6 +75,8 @@ class NewDocument:
     tags: list[str]
     spans: list[tuple[int, int]]
     vectors: np.ndarray
+    title: str | None = None
+    """Keyword-indexed with every chunk, as its vectors were embedded (``chunk_titles``); None: each chunk alone."""
 
 
 def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
@@ -170,7 +173,8 @@ def insert_document(conn: sqlite3.Connection, doc: NewDocument, gen: int) -> lis
             (doc.doc_id, ord_, start, end, vec.astype(np.float32).tobytes(), gen),
         )
         chunk_id = int(cur.lastrowid or 0)
-        conn.execute("INSERT INTO chunks_fts(rowid, text) VALUES (?, ?)", (chunk_id, doc.text[start:end]))
+        conn.execute("INSERT INTO chunks_fts(rowid, text) VALUES (?, ?)",
+                     (chunk_id, text_to_index(doc.title, doc.text[start:end])))
         ids.append(chunk_id)
     return ids
 
