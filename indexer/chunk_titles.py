@@ -8,7 +8,13 @@ lets both the vector and the BM25 ranking see that name. Only the indexed text
 changes: the stored document, chunk offsets and search hits stay the chunk alone.
 
 Ingestion (the vectors) and the store (the FTS5 row) both call
-:func:`text_to_index`, so the two rankings index the same text.
+:func:`text_to_index`, so the two rankings index the same text. The reranker,
+when set, still scores the chunk alone.
+
+The title's tokens come on top of ``chunk_tokens``: the bundled MiniLM reads 256
+tokens, so beside the default 200-token chunks a title of about 50 tokens fits;
+a longer one pushes the chunk's last words out of its vector (not out of its
+keyword row).
 """
 
 from __future__ import annotations

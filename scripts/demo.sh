@@ -40,7 +40,10 @@ $bin/indexer pack "$out/medquad.dedup.jsonl" --tokenizer "$(dirname "$tok")" \
 echo; echo "== 5. a document index: ingest 200 deduplicated answers, then a hybrid (dense + BM25) search"
 rm -rf "$out/index"
 head -n 200 "$out/medquad.dedup.jsonl" > "$out/sample.jsonl"
-$bin/indexer ingest "$out/sample.jsonl" --index "$out/index" --tags medquad -q 2> "$out/ingest.log"
+# each chunk is indexed under its record's question, so an answer that says "AMD" is found by a
+# question that names "age-related macular degeneration"
+$bin/indexer ingest "$out/sample.jsonl" --index "$out/index" --tags medquad --chunk-titles --title-field question -q \
+    2> "$out/ingest.log"
 echo "  (skipped records and warnings: $out/ingest.log)"
 $bin/indexer search "How is age-related macular degeneration treated?" --index "$out/index" -k 3
 
