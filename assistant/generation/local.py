@@ -17,6 +17,7 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from assistant.generation.base import GenerationResult, GenerationSettings, TokenCallback, UnknownAdapterError, env_name
@@ -169,9 +170,16 @@ class LocalGenerator:
                     f"serve it with {env_name('model')} set to that model, or retrain it on this one"
                 )
             if isinstance(self.model, PeftModel):
-                self.model.load_adapter(str(path), adapter_name=name)
+                try:
+                    self.model.load_adapter(str(path), adapter_name=name)
+                except BaseException:
+                    # peft adds the adapter's layers before it reads the weights: a file it
+                    # cannot read would leave an adapter of that name half made
+                    if name in self.model.peft_config:
+                        self.model.delete_adapter(name)
+                    raise
             else:
-                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name).eval()
+                self.model = _wrap_with_first_adapter(self.model, path, name)
             self._loaded.add(name)
 
     def set_active_adapter(self, name: str | None) -> None:
@@ -333,3 +341,22 @@ class LocalGenerator:
         )
 
 
+def _wrap_with_first_adapter(model: Any, path: Path, name: str) -> Any:
+    """``model`` wrapped with the adapter at ``path``; on failure the model is left as it was.
+
+    peft's ``PeftModel.from_pretrained`` puts LoRA layers into the base model in place
+    before it reads the weights, so an unreadable weights file would leave the base
+    model answering through a freshly initialised adapter. Here the weights are read
+    first, and the layers are taken out again if they do not fit."""
+    from peft import PeftConfig, PeftModel, set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+
+    config = PeftConfig.from_pretrained(str(path))
+    weights = load_peft_weights(str(path), device="cpu")  # an unreadable file fails here, before any change
+    wrapped = PeftModel(model, config, adapter_name=name)
+    try:
+        set_peft_model_state_dict(wrapped, weights, adapter_name=name)
+    except BaseException:
+        wrapped.unload()
+        raise
+    return wrapped.eval()
