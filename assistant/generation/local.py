@@ -17,9 +17,9 @@ import logging
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
+from assistant.generation.adapter_weights import attach_adapter
 from assistant.generation.base import GenerationResult, GenerationSettings, TokenCallback, UnknownAdapterError, env_name
 from assistant.generation.model_files import DEFAULT_MODEL, resolve_model_dir
 
@@ -159,8 +159,6 @@ class LocalGenerator:
             if name not in available:  # also keeps request-supplied names inside the registry
                 where = self.settings.adapters_dir or f"nowhere ({env_name('adapters_dir')} is unset)"
                 raise UnknownAdapterError(f"no adapter {name!r} in {where}; available: {available or 'none'}")
-            from peft import PeftModel
-
             path = self.settings.adapters_dir / name  # type: ignore[operator]
             config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
             base = _last_component(config.get("base_model_name_or_path"))
@@ -169,17 +167,7 @@ class LocalGenerator:
                     f"adapter {name!r} was trained on {config['base_model_name_or_path']!r}, not {self.model_name!r}; "
                     f"serve it with {env_name('model')} set to that model, or retrain it on this one"
                 )
-            if isinstance(self.model, PeftModel):
-                try:
-                    self.model.load_adapter(str(path), adapter_name=name)
-                except BaseException:
-                    # peft adds the adapter's layers before it reads the weights: a file it
-                    # cannot read would leave an adapter of that name half made
-                    if name in self.model.peft_config:
-                        self.model.delete_adapter(name)
-                    raise
-            else:
-                self.model = _wrap_with_first_adapter(self.model, path, name)
+            self.model = attach_adapter(self.model, path, name)
             self._loaded.add(name)
 
     def set_active_adapter(self, name: str | None) -> None:
@@ -339,24 +327,3 @@ class LocalGenerator:
             finish_reason="length" if stop is None else "stop",
             mean_logprob=sum(generated) / len(generated) if generated else None,
         )
-
-
-def _wrap_with_first_adapter(model: Any, path: Path, name: str) -> Any:
-    """``model`` wrapped with the adapter at ``path``; on failure the model is left as it was.
-
-    peft's ``PeftModel.from_pretrained`` puts LoRA layers into the base model in place
-    before it reads the weights, so an unreadable weights file would leave the base
-    model answering through a freshly initialised adapter. Here the weights are read
-    first, and the layers are taken out again if they do not fit."""
-    from peft import PeftConfig, PeftModel, set_peft_model_state_dict
-    from peft.utils import load_peft_weights
-
-    config = PeftConfig.from_pretrained(str(path))
-    weights = load_peft_weights(str(path), device="cpu")  # an unreadable file fails here, before any change
-    wrapped = PeftModel(model, config, adapter_name=name)
-    try:
-        set_peft_model_state_dict(wrapped, weights, adapter_name=name)
-    except BaseException:
-        wrapped.unload()
-        raise
-    return wrapped.eval()
