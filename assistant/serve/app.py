@@ -36,6 +36,7 @@ from assistant.generation.queue import GenerationQueue
 from assistant.serve import routes_answers, routes_documents, routes_feedback, routes_tuning
 from assistant.serve.auth import require_metrics_key
 from assistant.serve.errors import error_response
+from assistant.serve.index_writes import IndexWrites
 from assistant.serve.limits import reject_deep_json
 from assistant.serve.metrics import RequestMetricsMiddleware, ServiceMetrics
 from assistant.serve.rate_limit import RateLimiter
@@ -44,8 +45,9 @@ from assistant.serve.settings import ServiceSettings
 from indexer.index import Index
 
 STATIC_DIR = Path(__file__).parent / "static"
-INJECTED = ("settings", "metrics", *(f.name for f in dataclasses.fields(Resources) if f.name != "owned"))
-"""What handlers may ask for by parameter name: the settings, the metrics and every resource."""
+INJECTED = ("settings", "metrics", "index_writes", *(f.name for f in dataclasses.fields(Resources) if f.name != "owned"))
+"""What handlers may ask for by parameter name: the settings, the metrics, the index's
+write thread and every resource."""
 
 
 @get("/healthz")
@@ -57,7 +59,8 @@ async def healthz() -> dict[str, str]:
 async def readyz(state: State) -> Response:
     index, answerer = state.get("index"), state.get("answerer")
     ready = index is not None and answerer is not None
-    return Response({"ready": ready, "index": index is not None, "model": answerer is not None},
+    return Response({"ready": ready, "index": index is not None, "model": answerer is not None,
+                     "index_writes_backlog": state["index_writes"].backlog},
                     status_code=200 if ready else 503)
 
 
@@ -87,13 +90,15 @@ def create_app(settings: ServiceSettings, *, index: Index | None = None, generat
         try:
             yield
         finally:
+            await asyncio.to_thread(app.state["index_writes"].close)  # before the index closes under it
             await asyncio.to_thread(resources.close)
 
     routes: list[Any] = [*routes_answers.ROUTES, *routes_documents.ROUTES, *routes_feedback.ROUTES,
                          *routes_tuning.ROUTES, healthz, readyz, metrics]
     if STATIC_DIR.is_dir():
         routes.append(create_static_files_router(path="/", directories=[STATIC_DIR], html_mode=True))
-    state = State({"settings": settings, "metrics": ServiceMetrics(), "limiter": RateLimiter(settings.rate_per_minute),
+    state = State({"settings": settings, "metrics": ServiceMetrics(), "index_writes": IndexWrites(),
+                   "limiter": RateLimiter(settings.rate_per_minute),
                    "auth_failures": RateLimiter(settings.auth_failures_per_minute)})
     return Litestar(
         route_handlers=routes, state=state, lifespan=[lifespan],

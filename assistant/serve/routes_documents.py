@@ -15,6 +15,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.params import FromPath, FromQuery
 
 from assistant.serve.auth import require_role
+from assistant.serve.index_writes import IndexWrites
 from assistant.serve.limits import check_page, check_question, check_top_k
 from assistant.serve.settings import ServiceSettings
 from assistant.serve.uploads import documents_from_json, ingest_uploads
@@ -52,7 +53,8 @@ async def search(settings: NamedDependency[ServiceSettings], index: NamedDepende
 
 
 @post("/v1/documents", guards=[require_role], opt=EDITOR, status_code=201)
-async def add_documents(request: Request, settings: NamedDependency[ServiceSettings], index: NamedDependency[Index]) -> dict[str, Any]:
+async def add_documents(request: Request, settings: NamedDependency[ServiceSettings], index: NamedDependency[Index],
+                        index_writes: NamedDependency[IndexWrites]) -> dict[str, Any]:
     """Add documents: JSON ``{"documents": [{"id", "text", "source", "metadata", "tags"}]}`` or
     ``{"id", "text", ...}``, or multipart file upload(s) in the field ``file``."""
     content_type = request.headers.get("content-type", "")
@@ -63,14 +65,14 @@ async def add_documents(request: Request, settings: NamedDependency[ServiceSetti
             raise ValidationException(detail="multipart body has no file")
         tags = [str(v) for k, v in form.multi_items() if k == "tags" and not isinstance(v, UploadFile)]
         uploads = [(f.filename or "upload", await f.read()) for f in files]
-        report = await asyncio.to_thread(ingest_uploads, index, settings.upload_dir, uploads, tags)
+        report = await index_writes.run(ingest_uploads, index, settings.upload_dir, uploads, tags)
     else:
         try:
             payload = await request.json()
         except Exception:
             raise ValidationException(detail="body is not valid JSON") from None
         docs = documents_from_json(payload, DocumentBody)
-        report = await asyncio.to_thread(index.ingest_documents, docs)
+        report = await index_writes.run(index.ingest_documents, docs)
     return {"added": report.added, "updated": report.updated, "unchanged": report.unchanged,
             "exact_duplicates": report.exact_duplicates, "near_duplicates": report.near_duplicates,
             "chunks": report.chunks, "skipped": [{"source": s, "reason": r} for s, r in report.skipped]}
@@ -84,9 +86,10 @@ async def list_documents(index: NamedDependency[Index], limit: FromQuery[int] = 
 
 
 @delete("/v1/documents/{doc_id:path}", guards=[require_role], opt=EDITOR, status_code=200)
-async def delete_document(doc_id: FromPath[str], index: NamedDependency[Index]) -> dict[str, Any]:
+async def delete_document(doc_id: FromPath[str], index: NamedDependency[Index],
+                          index_writes: NamedDependency[IndexWrites]) -> dict[str, Any]:
     doc_id = doc_id.lstrip("/")
-    if not await asyncio.to_thread(index.delete, doc_id):
+    if not await index_writes.run(index.delete, doc_id):
         raise HTTPException(status_code=404, detail=f"no document {doc_id!r}")
     return {"deleted": doc_id}
 
