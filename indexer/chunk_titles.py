@@ -23,14 +23,16 @@ from collections.abc import Mapping
 from pathlib import Path
 
 
+def one_line_title(value: object) -> str | None:
+    """A string or number as a title on one line; None for anything else or blank."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None
+    return " ".join(str(value).split()) or None
+
+
 def document_title(metadata: Mapping[str, object]) -> str | None:
     """The document's ``title`` metadata on one line, or None when it has none."""
-    title = metadata.get("title")
-    if isinstance(title, (int, float)) and not isinstance(title, bool):
-        title = str(title)
-    if not isinstance(title, str):
-        return None
-    return " ".join(title.split()) or None
+    return one_line_title(metadata.get("title"))
 
 
 def text_to_index(title: str | None, chunk: str) -> str:

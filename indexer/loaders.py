@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
 
+from indexer.chunk_titles import one_line_title
 from indexer.loaders_html import declared_charset, html_to_text
 
 MetaValue = str | int | float | bool | None
@@ -406,9 +407,8 @@ def _record(record: dict, n: int, name: _Name, suffix: str, opts: _Options, wher
 
 def _field_title(value: object) -> str | None:
     """A record's title field as a title: strings and numbers, on one line, capped."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        return None
-    return " ".join(str(value).split())[:TITLE_CHARS].rstrip() or None
+    title = one_line_title(value)
+    return title[:TITLE_CHARS].rstrip() if title else None
 
 
 def _load_jsonl(data: bytes, name: _Name, suffix: str, opts: _Options) -> Iterator[Item]:
