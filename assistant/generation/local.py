@@ -21,6 +21,7 @@ from typing import Any
 
 from assistant.generation.adapter_weights import attach_adapter
 from assistant.generation.base import GenerationResult, GenerationSettings, TokenCallback, UnknownAdapterError, env_name
+from assistant.generation.decoding import Decoding, StopPredicate
 from assistant.generation.model_files import DEFAULT_MODEL, resolve_model_dir
 
 log = logging.getLogger(__name__)
@@ -31,64 +32,6 @@ _BUNDLED_ALIASES = ("smollm2", "smollm2-135m-instruct")
 
 def _last_component(name: str | None) -> str:
     return (name or "").replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].lower()
-
-
-class BatchStreamer:
-    """A transformers streamer (``put``/``end``) for a batch: hands each row's newly
-    decoded text to that row's callback and goes quiet for a row after its EOS.
-
-    Each step decodes the row's whole completion and emits what grew, so the
-    pieces join to exactly the final text for decoders that only append
-    (byte-level BPE, SentencePiece); a trailing U+FFFD (a character split across
-    tokens) is held back until it completes.
-    """
-
-    def __init__(self, tokenizer: Any, eos_ids: set[int], callbacks: Sequence[TokenCallback | None]) -> None:
-        self.tokenizer = tokenizer
-        self.eos_ids = eos_ids
-        self.callbacks = list(callbacks)
-        self.ids: list[list[int]] = [[] for _ in self.callbacks]
-        self.finished = [False] * len(self.callbacks)
-        self.sent = [0] * len(self.callbacks)
-        self._seen_prompt = False
-
-    def put(self, value: Any) -> None:
-        if not self._seen_prompt:  # generate() first hands over the prompt ids
-            self._seen_prompt = True
-            return
-        for row, token in enumerate(value.reshape(-1).tolist()):
-            if self.finished[row]:
-                continue  # finished rows are padded from here on
-            if token in self.eos_ids:
-                self.finished[row] = True
-                self._emit(row, final=True)
-            else:
-                self.ids[row].append(token)
-                self._emit(row, final=False)
-
-    def end(self) -> None:
-        for row, done in enumerate(self.finished):
-            if not done:
-                self._emit(row, final=True)
-
-    def _emit(self, row: int, *, final: bool) -> None:
-        callback = self.callbacks[row]
-        if callback is None:
-            return
-        text = self.tokenizer.decode(self.ids[row], skip_special_tokens=True)
-        if not final and text.endswith("\ufffd"):
-            return
-        piece = text[self.sent[row] :]
-        if not piece:
-            return
-        self.sent[row] = len(text)
-        try:
-            callback(piece)
-        except Exception:
-            # A failing consumer (say, a closed connection) must not stop the
-            # other rows of the batch; its row keeps generating unseen.
-            log.warning("token callback for batch row %d failed; dropping it", row, exc_info=True)
-            self.callbacks[row] = None
 
 
 class LocalGenerator:
@@ -201,40 +144,33 @@ class LocalGenerator:
         ``adapter`` (None: the active adapter). ``on_token[i]`` gets row i's text
         as it is generated. Prompts are complete model inputs (see chat_prompt),
         so no special tokens are added."""
-        import torch
-
-        if on_token is not None and len(on_token) != len(prompts):
-            raise ValueError(f"on_token has {len(on_token)} entries for {len(prompts)} prompts")
-        limit = self.settings.max_new_tokens if max_new_tokens is None else max_new_tokens
-        if limit < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {limit}")
         if not prompts:
             return []
-        with self._lock:
-            self.generate_calls += 1
-            batch = self.tokenizer(
-                prompts, return_tensors="pt", padding=True, add_special_tokens=False, return_token_type_ids=False
-            ).to(self.model.device)
-            streamer = None
-            if on_token is not None and any(c is not None for c in on_token):
-                streamer = BatchStreamer(self.tokenizer, self.eos_ids, on_token)
-            with self._using(self.active_adapter if adapter is None else adapter), torch.inference_mode():
-                output = self.model.generate(
-                    **batch,
-                    max_new_tokens=limit,
-                    do_sample=False,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                    eos_token_id=sorted(self.eos_ids),
-                    streamer=streamer,
-                    output_scores=True,
-                    return_dict_in_generate=True,
-                )
-        new = output.sequences[:, batch["input_ids"].shape[1] :]
-        # greedy with no logits processors: the scores are the model's logits at each step
-        logprobs = torch.stack([torch.log_softmax(step.float(), dim=-1).gather(1, new[:, t : t + 1])[:, 0]
-                                for t, step in enumerate(output.scores)], dim=1).tolist()
-        prompt_lengths = batch["attention_mask"].sum(dim=1).tolist()
-        return [self._result(ids, int(n), row) for ids, n, row in zip(new.tolist(), prompt_lengths, logprobs)]
+        return self.begin(prompts, max_new_tokens=max_new_tokens, adapter=adapter, on_token=on_token).run()
+
+    def begin(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int | Sequence[int | None] | None = None,
+        adapter: str | None = None,
+        on_token: Sequence[TokenCallback | None] | None = None,
+        stop: Sequence[StopPredicate | None] | None = None,
+    ) -> Decoding:
+        """A batch to decode a slice at a time (see :mod:`assistant.generation.decoding`);
+        ``max_new_tokens`` one limit or one per row (None: the setting), ``stop[i]()``
+        true ends row i early."""
+        for name, per_row in (("on_token", on_token), ("stop", stop)):
+            if per_row is not None and len(per_row) != len(prompts):
+                raise ValueError(f"{name} has {len(per_row)} entries for {len(prompts)} prompts")
+        if max_new_tokens is None or isinstance(max_new_tokens, int):
+            max_new_tokens = [max_new_tokens] * len(prompts)
+        limits = [self.settings.max_new_tokens if n is None else n for n in max_new_tokens]
+        if len(limits) != len(prompts) or any(n < 1 for n in limits):
+            raise ValueError(f"max_new_tokens must be at least 1 for each of {len(prompts)} prompts, got {limits}")
+        if not prompts:
+            raise ValueError("a batch needs at least one prompt")
+        return Decoding(self, prompts, limits, adapter, on_token, stop)
 
     def continuation_nll(self, prompts: list[str], continuations: list[str], *, adapter: str | None = None,
                          batch_size: int = 8) -> tuple[float, int]:
@@ -315,15 +251,3 @@ class LocalGenerator:
     def _transformer(self) -> Any:
         """The transformers model under peft's wrapper (LoRA layers stay injected in it)."""
         return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-
-    def _result(self, ids: list[int], prompt_tokens: int, logprobs: list[float]) -> GenerationResult:
-        stop = next((i for i, token in enumerate(ids) if token in self.eos_ids), None)
-        kept = ids if stop is None else ids[:stop]
-        generated = logprobs[: len(ids) if stop is None else stop + 1]  # past the stop is padding
-        return GenerationResult(
-            text=self.tokenizer.decode(kept, skip_special_tokens=True),
-            prompt_tokens=prompt_tokens,
-            completion_tokens=len(ids) if stop is None else stop + 1,
-            finish_reason="length" if stop is None else "stop",
-            mean_logprob=sum(generated) / len(generated) if generated else None,
-        )

@@ -1,19 +1,26 @@
 """The generation queue: a bounded queue in front of one backend whose worker thread
-micro-batches requests (see :class:`GenerationQueue` for why).
+micro-batches requests and decodes the batches in turns (see :class:`GenerationQueue`).
 
     with GenerationQueue(generator, max_batch_size=8, queue_size=32) as queue:
-        print(queue.submit(prompt).result().text)
+        future = queue.submit(prompt, deadline_s=60)
+        print(future.result().text)
+        queue.cancel(future)          # the client left: its row stops at the next token
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from assistant.generation.base import GenerationResult, TextGenerator, TokenCallback
+
+log = logging.getLogger(__name__)
 
 
 class QueueFullError(RuntimeError):
@@ -24,38 +31,103 @@ class QueueFullError(RuntimeError):
         self.retry_after = retry_after
 
 
+class WaitTooLongError(RuntimeError):
+    """The answer would not be ready within the request's deadline: refused now, or
+    dropped when its deadline passed before it started. ``retry_after`` in whole seconds."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class GenerationCancelled(RuntimeError):
+    """The request was cancelled (its client left, or the service is stopping)."""
+
+
+class _Batch(Protocol):
+    done: bool
+    last_steps: int
+
+    def advance(self, max_tokens: int) -> list[tuple[int, GenerationResult]]: ...
+
+
 @dataclass
 class _Request:
     prompt: str
     max_new_tokens: int | None
     adapter: str | None
     on_token: TokenCallback | None
+    deadline: float | None
+    """``time.monotonic()`` by which the answer is due; None: no deadline."""
+    cancelled: threading.Event = field(default_factory=threading.Event)
     future: Future = field(default_factory=Future)
+
+    def expired(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+    def should_stop(self) -> bool:
+        return self.cancelled.is_set() or self.expired()
+
+
+class _WholeBatch:
+    """A backend without slices (a remote server): the batch decodes in one call."""
+
+    def __init__(self, generator: TextGenerator, batch: list[_Request]) -> None:
+        self.generator, self.batch, self.done, self.last_steps = generator, batch, False, 0
+
+    def advance(self, max_tokens: int) -> list[tuple[int, GenerationResult]]:
+        self.done = True
+        callbacks = [r.on_token for r in self.batch]
+        results = self.generator.generate([r.prompt for r in self.batch], max_new_tokens=self.batch[0].max_new_tokens,
+                                          adapter=self.batch[0].adapter, on_token=callbacks if any(callbacks) else None)
+        self.last_steps = max((r.completion_tokens for r in results), default=0)
+        return list(enumerate(results))
 
 
 class GenerationQueue:
-    """A bounded queue with one worker thread that micro-batches.
+    """A bounded queue with one worker thread that micro-batches and takes turns.
 
-    Why: a decoding step costs about the same for one sequence as for eight
-    (it is bound by reading the weights), so with several clients, generating
-    their requests together multiplies throughput at little cost in latency.
-    The worker takes the oldest request plus up to ``max_batch_size - 1`` more
-    with the same adapter and length limit, waiting at most ``max_wait_s`` for
-    them to arrive, and runs one ``generate`` call. Others keep their place.
+    Why batches: a decoding step costs about the same for one sequence as for eight
+    (it is bound by reading the weights), so with several clients, generating their
+    requests together multiplies throughput at little cost in latency. The worker
+    takes the oldest request plus up to ``max_batch_size - 1`` more with the same
+    adapter, waiting at most ``max_wait_s`` for them to arrive.
+
+    Why turns: up to ``max_active`` batches decode at once, ``slice_tokens`` tokens a
+    turn each, and a new batch starts at the next turn, so an 8-token answer waits
+    for at most one slice of each running batch, not for a 512-token one to end.
+    Each row ends on its own: at its end-of-sequence token, its token limit, its
+    deadline (the text so far, ``finish_reason`` "deadline") or its cancellation.
+
+    Admission: with ``deadline_s``, a request whose expected wait (measured seconds
+    per decoding step times the steps ahead of it) passes its deadline is refused
+    with :class:`WaitTooLongError` rather than queued to time out.
     """
 
-    def __init__(self, generator: TextGenerator, max_batch_size: int = 8, queue_size: int = 32, *, max_wait_s: float = 0.005) -> None:
-        if max_batch_size < 1 or queue_size < 1 or max_wait_s < 0:
-            raise ValueError("max_batch_size and queue_size must be at least 1 and max_wait_s not negative")
+    def __init__(self, generator: TextGenerator, max_batch_size: int = 8, queue_size: int = 32, *,
+                 max_wait_s: float = 0.005, slice_tokens: int = 32, max_active: int = 4) -> None:
+        if min(max_batch_size, queue_size, slice_tokens, max_active) < 1 or max_wait_s < 0:
+            raise ValueError("max_batch_size, queue_size, slice_tokens and max_active must be at least 1 "
+                             "and max_wait_s not negative")
         self.generator = generator
         self.max_batch_size = max_batch_size
         self.queue_size = queue_size
         self.max_wait_s = max_wait_s
+        self.slice_tokens = slice_tokens
+        self.max_active = max_active
+        self.sliced = hasattr(generator, "begin")
         self.requests_total = 0
         self.tokens_total = 0
         self.batches_total = 0
+        self.refused_total = 0
+        self.cancelled_total = 0
         self.generation_seconds_total = 0.0
+        self.step_seconds: float | None = None
+        """Seconds per decoding step of one batch, a running mean (None before the first)."""
         self._pending: deque[_Request] = deque()
+        self._active: deque[tuple[_Batch, list[_Request]]] = deque()
+        self._by_future: dict[Future, _Request] = {}
+        self._batches_running = 0
         self._cond = threading.Condition()
         self._closed = False
         self._worker = threading.Thread(target=self._run, name="generation-queue", daemon=True)
@@ -65,82 +137,192 @@ class GenerationQueue:
     def depth(self) -> int:
         return len(self._pending)
 
-    def submit(
-        self, prompt: str, *, max_new_tokens: int | None = None, adapter: str | None = None, on_token: TokenCallback | None = None
-    ) -> Future[GenerationResult]:
-        request = _Request(prompt, max_new_tokens, adapter, on_token)
+    @property
+    def active(self) -> int:
+        """Batches decoding now (taking their turn or waiting for it)."""
+        return self._batches_running
+
+    def submit(self, prompt: str, *, max_new_tokens: int | None = None, adapter: str | None = None,
+               on_token: TokenCallback | None = None, deadline_s: float | None = None) -> Future[GenerationResult]:
+        """Queue a prompt; ``deadline_s``: the answer is due this many seconds from now."""
+        deadline = None if deadline_s is None else time.monotonic() + deadline_s
+        request = _Request(prompt, max_new_tokens, adapter, on_token, deadline)
         with self._cond:
             if self._closed:
                 raise RuntimeError("the generation queue is closed")
             if len(self._pending) >= self.queue_size:
-                raise QueueFullError(len(self._pending), self.retry_after())
+                self.refused_total += 1
+                raise QueueFullError(len(self._pending), self._retry_after_locked())
+            if deadline_s is not None:
+                expected = self._expected_seconds_locked(self._tokens_of(request))
+                if expected > deadline_s:
+                    self.refused_total += 1
+                    raise WaitTooLongError(f"the answer would take about {expected:.0f} s, past the request's "
+                                           f"deadline of {deadline_s:.0f} s; retry later or ask for fewer tokens",
+                                           self._retry_after_locked())
             self._pending.append(request)
+            self._by_future[request.future] = request
             self._cond.notify()
+        request.future.add_done_callback(self._forget)
         return request.future
 
+    def cancel(self, future: Future) -> None:
+        """The client no longer wants this answer: a waiting request is dropped, a
+        decoding row stops at its next token."""
+        with self._cond:
+            request = self._by_future.get(future)
+            if request is None:
+                return
+            request.cancelled.set()
+            if request in self._pending:
+                self._pending.remove(request)
+                self.cancelled_total += 1
+        future.cancel()
+
     def retry_after(self) -> int:
-        """Seconds until the waiting requests are likely served: batches ahead
-        times the mean batch time so far (1 s before the first batch)."""
-        per_batch = self.generation_seconds_total / self.batches_total if self.batches_total else 1.0
-        batches_ahead = -(-len(self._pending) // self.max_batch_size)
-        return max(1, round(per_batch * batches_ahead))
+        with self._cond:
+            return self._retry_after_locked()
+
+    def expected_seconds(self, max_new_tokens: int | None = None) -> float:
+        """How long a request submitted now would likely take to answer."""
+        with self._cond:
+            return self._expected_seconds_locked(self._tokens_of(_Request("", max_new_tokens, None, None, None)))
+
+    def _tokens_of(self, request: _Request) -> int:
+        return request.max_new_tokens or self.generator.settings.max_new_tokens
+
+    def _expected_seconds_locked(self, tokens: int) -> float:
+        # each turn every running batch, and each batch formed from those waiting, decodes
+        # one slice; a request of ``tokens`` tokens needs ceil(tokens / slice) turns
+        if self.step_seconds is None:
+            return 0.0
+        batches = self._batches_running + math.ceil(len(self._pending) / self.max_batch_size) + 1
+        if not self.sliced:  # whole batches, one after another
+            return self.step_seconds * tokens * batches
+        turns = math.ceil(tokens / self.slice_tokens)
+        return self.step_seconds * self.slice_tokens * min(batches, self.max_active + 1) * turns
+
+    def _retry_after_locked(self) -> int:
+        """Seconds until the waiting requests are likely served (1 s before any measurement)."""
+        if self.step_seconds is None:
+            return 1
+        return max(1, round(self._expected_seconds_locked(self.generator.settings.max_new_tokens)))
+
+    def _forget(self, future: Future) -> None:
+        with self._cond:
+            self._by_future.pop(future, None)
+
+    # -- the worker ----------------------------------------------------------
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._pending and not self._closed:
+                while not self._pending and not self._active and not self._closed:
                     self._cond.wait()
-                if self._closed:
+                if self._closed and not self._active:
                     return
-                deadline = time.monotonic() + self.max_wait_s
-                while len(self._pending) < self.max_batch_size and (left := deadline - time.monotonic()) > 0:
-                    self._cond.wait(left)
-                batch = self._take_batch()
-            self._run_batch(batch)
+                batch: list[_Request] = []
+                if self._pending and len(self._active) < self.max_active:
+                    if not self._active:  # idle: let a batch fill for a moment
+                        deadline = time.monotonic() + self.max_wait_s
+                        while len(self._pending) < self.max_batch_size and (left := deadline - time.monotonic()) > 0:
+                            self._cond.wait(left)
+                    batch = self._take_batch()
+            if batch:
+                self._start(batch)
+            else:
+                self._turn()
 
     def _take_batch(self) -> list[_Request]:
-        key = (self._pending[0].adapter, self._pending[0].max_new_tokens)
+        first = self._pending[0]
+        key = (first.adapter, None if self.sliced else first.max_new_tokens)
         batch: list[_Request] = []
         rest: deque[_Request] = deque()
         for request in self._pending:
-            if len(batch) < self.max_batch_size and (request.adapter, request.max_new_tokens) == key:
+            if len(batch) < self.max_batch_size and (request.adapter, None if self.sliced else request.max_new_tokens) == key:
                 batch.append(request)
             else:
                 rest.append(request)
         self._pending = rest
         return batch
 
-    def _run_batch(self, batch: list[_Request]) -> None:
-        live = [r for r in batch if r.future.set_running_or_notify_cancel()]
+    def _start(self, batch: list[_Request]) -> None:
+        live = []
+        for request in batch:
+            if not request.future.set_running_or_notify_cancel():
+                continue
+            if request.expired():  # waited past its deadline: say so rather than answer late
+                request.future.set_exception(WaitTooLongError(
+                    "the request's deadline passed before generation could start; retry later", self.retry_after()))
+            else:
+                live.append(request)
         if not live:
             return
-        first = live[0]
-        callbacks = [r.on_token for r in live]
-        start = time.perf_counter()
         try:
-            results = self.generator.generate(
-                [r.prompt for r in live],
-                max_new_tokens=first.max_new_tokens,
-                adapter=first.adapter,
-                on_token=callbacks if any(callbacks) else None,
-            )
+            if self.sliced:
+                decoding: _Batch = self.generator.begin(  # type: ignore[attr-defined]
+                    [r.prompt for r in live], max_new_tokens=[r.max_new_tokens for r in live], adapter=live[0].adapter,
+                    on_token=[r.on_token for r in live] if any(r.on_token for r in live) else None,
+                    stop=[r.should_stop for r in live])
+            else:
+                decoding = _WholeBatch(self.generator, live)
         except Exception as exc:  # belongs to the callers: each future raises it
             for request in live:
                 request.future.set_exception(exc)
             return
-        finally:
-            elapsed = time.perf_counter() - start
-            with self._cond:
-                self.batches_total += 1
-                self.generation_seconds_total += elapsed
         with self._cond:
-            self.requests_total += len(live)
-            self.tokens_total += sum(r.completion_tokens for r in results)
-        for request, result in zip(live, results):
+            self.batches_total += 1
+            self._batches_running += 1
+        self._advance(decoding, live)
+
+    def _turn(self) -> None:
+        with self._cond:
+            if not self._active:
+                return
+            decoding, requests = self._active.popleft()
+        self._advance(decoding, requests)
+
+    def _advance(self, decoding: _Batch, requests: list[_Request]) -> None:
+        started = time.perf_counter()
+        try:
+            finished = decoding.advance(self.slice_tokens)
+        except Exception as exc:
+            with self._cond:
+                self._batches_running -= 1
+            for request in requests:
+                if not request.future.done():
+                    request.future.set_exception(exc)
+            return
+        elapsed = time.perf_counter() - started
+        with self._cond:
+            self.generation_seconds_total += elapsed
+            self.requests_total += len(finished)
+            self.tokens_total += sum(r.completion_tokens for _, r in finished)
+            measured = elapsed / max(1, decoding.last_steps)
+            self.step_seconds = measured if self.step_seconds is None else 0.8 * self.step_seconds + 0.2 * measured
+            if decoding.done:
+                self._batches_running -= 1
+            else:
+                self._active.append((decoding, requests))
+        for row, result in finished:
+            self._deliver(requests[row], result)
+
+    def _deliver(self, request: _Request, result: GenerationResult) -> None:
+        if result.finish_reason == "stopped":
+            if request.cancelled.is_set():
+                with self._cond:
+                    self.cancelled_total += 1
+                request.future.set_exception(GenerationCancelled("the request was cancelled"))
+                return
+            result = GenerationResult(result.text, result.prompt_tokens, result.completion_tokens, "deadline",
+                                      result.mean_logprob)
+        if not request.future.done():
             request.future.set_result(result)
 
-    def close(self, timeout: float | None = None) -> None:
-        """Stop taking requests, fail those still waiting, let the running batch finish."""
+    def close(self, timeout: float | None = None, *, grace_s: float | None = None) -> None:
+        """Stop taking requests and fail those still waiting; running answers get
+        ``grace_s`` seconds to end (None: as long as they take), then stop at their
+        next token (cancelled)."""
         with self._cond:
             self._closed = True
             waiting, self._pending = list(self._pending), deque()
@@ -148,7 +330,20 @@ class GenerationQueue:
         for request in waiting:
             if request.future.set_running_or_notify_cancel():
                 request.future.set_exception(RuntimeError("the generation queue was closed before this request ran"))
-        self._worker.join(timeout)
+        self._worker.join(timeout if grace_s is None else grace_s)
+        if grace_s is not None and self._worker.is_alive():
+            with self._cond:  # every request not yet answered is running now
+                running = list(self._by_future.values())
+            log.warning("stopping %d answers still generating after %.0f s", len(running), grace_s)
+            for request in running:
+                request.cancelled.set()
+            self._worker.join(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        with self._cond:
+            return {"waiting": len(self._pending), "active_batches": self._batches_running,
+                    "refused_total": self.refused_total, "cancelled_total": self.cancelled_total,
+                    "step_seconds": self.step_seconds}
 
     def __enter__(self) -> GenerationQueue:
         return self

@@ -57,8 +57,11 @@ class Answerer:
     def __init__(self, index: Index, generator: TextGenerator, queue: GenerationQueue, *, min_score: float,
                  records: AnswerLog | None = None, verifier: Verifier | None = None,
                  gates: Mapping[str | None, Gate] | None = None,
-                 choice_heads: Mapping[str | None, ChoiceHead] | None = None):
+                 choice_heads: Mapping[str | None, ChoiceHead] | None = None, deadline_s: float | None = None):
         self.index, self.generator, self.queue = index, generator, queue
+        # an answer not ready this many seconds after it was asked for is cut short (or
+        # refused up front when the queue's pace says it cannot make it); None: no deadline
+        self.deadline_s = deadline_s
         self.min_score = min_score
         # calibrated answerability per answering adapter (None: the base model); an adapter
         # with no calibrator is held to the check and min_score alone
@@ -125,14 +128,22 @@ class Answerer:
         abstained = await asyncio.to_thread(self._result, req, "", passages, timings, adapter)
         return passages, retrieved, timings, adapter, abstained
 
+    def _deadline_left(self, started: float) -> float | None:
+        """Seconds left of the answer's deadline (retrieval took some)."""
+        return None if self.deadline_s is None else self.deadline_s - (time.perf_counter() - started)
+
     async def ask(self, req: AskRequest) -> dict[str, Any]:
         started = time.perf_counter()
         passages, retrieved, timings, adapter, abstained = await self._retrieve(req)
         if abstained is not None:
             return abstained
         future = self.queue.submit(self.prompt(req.question, passages), max_new_tokens=req.max_new_tokens,
-                                   adapter=req.adapter)
-        result = await asyncio.wrap_future(future)
+                                   adapter=req.adapter, deadline_s=self._deadline_left(started))
+        try:
+            result = await asyncio.wrap_future(future)
+        except asyncio.CancelledError:  # the client left: stop generating for it
+            self.queue.cancel(future)
+            raise
         done = time.perf_counter()
         timings.update(_generation_timings(result, done - retrieved), total_ms=(done - started) * 1000)
         return await asyncio.to_thread(self._result, req, result.text, passages, timings, adapter, result.mean_logprob)
@@ -153,14 +164,18 @@ class Answerer:
             loop.call_soon_threadsafe(pieces.put_nowait, text)
 
         future = self.queue.submit(self.prompt(req.question, passages), max_new_tokens=req.max_new_tokens,
-                                   adapter=req.adapter, on_token=on_token)
+                                   adapter=req.adapter, on_token=on_token, deadline_s=self._deadline_left(started))
         future.add_done_callback(lambda _: loop.call_soon_threadsafe(pieces.put_nowait, None))
         first_token: float | None = None
-        while (piece := await pieces.get()) is not None:
-            if first_token is None:
-                first_token = time.perf_counter()
-            yield {"event": "token", "text": piece}
-        result = await asyncio.wrap_future(future)
+        try:
+            while (piece := await pieces.get()) is not None:
+                if first_token is None:
+                    first_token = time.perf_counter()
+                yield {"event": "token", "text": piece}
+            result = await asyncio.wrap_future(future)
+        finally:  # the stream was closed early (the client left): stop generating for it
+            if not future.done():
+                self.queue.cancel(future)
         done = time.perf_counter()
         timings.update(_generation_timings(result, done - retrieved), total_ms=(done - started) * 1000)
         if first_token is not None:

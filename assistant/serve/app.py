@@ -57,10 +57,11 @@ async def healthz() -> dict[str, str]:
 
 @get("/readyz")
 async def readyz(state: State) -> Response:
-    index, answerer = state.get("index"), state.get("answerer")
+    index, answerer, queue = state.get("index"), state.get("answerer"), state.get("queue")
     ready = index is not None and answerer is not None
     return Response({"ready": ready, "index": index is not None, "model": answerer is not None,
-                     "index_writes_backlog": state["index_writes"].backlog},
+                     "index_writes_backlog": state["index_writes"].backlog,
+                     "generation": queue.stats() if queue is not None else None},
                     status_code=200 if ready else 503)
 
 

@@ -14,7 +14,7 @@ from litestar.exceptions import ValidationException
 from assistant.generation.queue import GenerationQueue
 from assistant.grounding.choices import check_choices
 from assistant.grounding import extract
-from assistant.serve.errors import TooManyRequests
+from assistant.serve.errors import TooManyRequests, Unavailable
 from assistant.serve.settings import ServiceSettings
 from indexer.search import SearchFilter
 
@@ -130,7 +130,13 @@ def parse_filters(body_filters: dict[str, Any] | None) -> SearchFilter:
     return SearchFilter(**values)
 
 
-def refuse_when_queue_full(queue: GenerationQueue) -> None:
-    """429 before a stream starts (once the status line is sent it is too late)."""
+def refuse_when_queue_full(queue: GenerationQueue, settings: ServiceSettings, max_new_tokens: int | None) -> None:
+    """429 when the queue is full, 503 when its pace says the answer would miss the
+    deadline: before a stream starts (once the status line is sent it is too late)."""
     if queue.depth >= queue.queue_size:
         raise TooManyRequests("the generation queue is full; retry later", queue.retry_after())
+    expected = queue.expected_seconds(max_new_tokens)
+    if expected > settings.answer_deadline_s:
+        raise Unavailable(f"the answer would take about {expected:.0f} s, past the deadline of "
+                          f"{settings.answer_deadline_s:.0f} s (ASSISTANT_ANSWER_DEADLINE); retry later "
+                          "or ask for fewer tokens", queue.retry_after())

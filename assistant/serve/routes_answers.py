@@ -6,14 +6,15 @@ Handlers check the request and hand it to the grounding package's
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any
 
-from litestar import Response, post
+from litestar import Request, Response, post
 from litestar.di import NamedDependency
-from litestar.exceptions import ValidationException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.params import JSONBody
 from litestar.response import ServerSentEvent
 
@@ -70,19 +71,44 @@ class ChatBody:
 
 
 @post("/v1/ask", guards=[require_role], opt=READER, status_code=200)
-async def ask(data: JSONBody[AskBody], settings: NamedDependency[ServiceSettings], answerer: NamedDependency[Answerer], queue: NamedDependency[GenerationQueue],
+async def ask(request: Request, data: JSONBody[AskBody], settings: NamedDependency[ServiceSettings], answerer: NamedDependency[Answerer], queue: NamedDependency[GenerationQueue],
               metrics: NamedDependency[ServiceMetrics]) -> Response:
     """Answer a question from the indexed documents, with citations; ``stream: true`` for SSE."""
     req = AskRequest(question=check_question(settings, data.question), top_k=check_top_k(settings, data.top_k),
                      adapter=data.adapter, filters=parse_filters(data.filters),
                      max_new_tokens=check_max_tokens(settings, data.max_new_tokens),
                      answer_mode=check_answer_mode(settings, data.answer_mode), choices=parse_choices(data.choices))
-    refuse_when_queue_full(queue)
+    refuse_when_queue_full(queue, settings, req.max_new_tokens)
     if data.stream:
         return ServerSentEvent(_sse(metrics, answerer.ask_stream(req)))
-    result = await answerer.ask(req)
+    result = await unless_client_leaves(request, answerer.ask(req))
     metrics.observe_answer(result)
     return Response(result)
+
+
+async def unless_client_leaves(request: Request, answering: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    """The answer, unless the client disconnects first: then answering is cancelled (the
+    queue stops its row at the next token) instead of generating for nobody. A stream
+    needs no watcher: its generator is closed when a write to the gone client fails."""
+    answer = asyncio.ensure_future(answering)
+
+    async def client_left() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass  # the body was read already; the next message is the disconnect
+
+    watcher = asyncio.ensure_future(client_left())
+    try:
+        await asyncio.wait({answer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the server is stopping this request
+        answer.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if not answer.done():
+        answer.cancel()
+        await asyncio.gather(answer, return_exceptions=True)
+        raise HTTPException(status_code=499, detail="the client closed the request")
+    return answer.result()
 
 
 async def _sse(metrics: ServiceMetrics, events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, str]]:
@@ -97,7 +123,7 @@ async def _sse(metrics: ServiceMetrics, events: AsyncIterator[dict[str, Any]]) -
 
 
 @post("/v1/chat/completions", guards=[require_role], opt=READER, status_code=200)
-async def chat_completions(data: JSONBody[ChatBody], settings: NamedDependency[ServiceSettings], answerer: NamedDependency[Answerer],
+async def chat_completions(request: Request, data: JSONBody[ChatBody], settings: NamedDependency[ServiceSettings], answerer: NamedDependency[Answerer],
                            queue: NamedDependency[GenerationQueue], metrics: NamedDependency[ServiceMetrics]) -> Response:
     """OpenAI-compatible chat: the last user message is answered from the documents."""
     users = [n for n, m in enumerate(data.messages) if m.get("role") == "user"]
@@ -108,10 +134,10 @@ async def chat_completions(data: JSONBody[ChatBody], settings: NamedDependency[S
                      top_k=check_top_k(settings, data.top_k), adapter=data.adapter,
                      max_new_tokens=check_max_tokens(settings, data.max_tokens, "max_tokens"),
                      answer_mode=check_answer_mode(settings, data.answer_mode), choices=parse_choices(data.choices))
-    refuse_when_queue_full(queue)
+    refuse_when_queue_full(queue, settings, req.max_new_tokens)
     if data.stream:
         return ServerSentEvent(chat_stream(answerer.ask_stream(req), metrics.observe_answer))
-    result = await answerer.ask(req)
+    result = await unless_client_leaves(request, answerer.ask(req))
     metrics.observe_answer(result)
     return Response(chat_response(result))
 

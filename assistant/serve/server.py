@@ -62,6 +62,9 @@ class HeadDeadlineProtocol(H11Protocol):
 def server_config(app: Any, settings: ServiceSettings, **overrides: Any) -> uvicorn.Config:
     """uvicorn's settings for the service: its host and port, h11 with the head deadline."""
     protocol = type("HeadDeadlineProtocol", (HeadDeadlineProtocol,), {"header_timeout_s": settings.header_timeout_s})
+    # a stop waits for open requests this long, then the lifespan's close gives running
+    # answers the same grace before it stops them
     options: dict[str, Any] = {"host": settings.host, "port": settings.port, "http": protocol,
-                               "log_level": "warning", **overrides}
+                               "log_level": "warning", "timeout_graceful_shutdown": settings.shutdown_grace_s,
+                               **overrides}
     return uvicorn.Config(app, **options)

@@ -16,6 +16,9 @@
     ASSISTANT_AUTH_FAILURES_PER_MINUTE  wrong keys a client address may send per minute before 429 (default 10)
     ASSISTANT_HEADER_TIMEOUT    seconds a connection may take to send a request's headers (default 10)
     ASSISTANT_METRICS_PUBLIC    1: /metrics without a key; 0 (default): a reader key
+    ASSISTANT_ANSWER_DEADLINE   seconds an answer may take; refused up front (503) when the queue cannot make it,
+                                cut short when it runs late (default 120)
+    ASSISTANT_SHUTDOWN_GRACE    seconds running answers get to finish when the service stops (default 10)
 """
 
 from __future__ import annotations
@@ -65,6 +68,12 @@ class ServiceSettings:
         "env": "ASSISTANT_HEADER_TIMEOUT", "help": "seconds a connection may take to send a request's headers"})
     metrics_public: bool = field(default=False, metadata={
         "env": "ASSISTANT_METRICS_PUBLIC", "help": "serve /metrics without a key"})
+    answer_deadline_s: float = field(default=120.0, metadata={
+        "env": "ASSISTANT_ANSWER_DEADLINE",
+        "help": "seconds an answer may take: refused (503, Retry-After) when the queue's pace says it cannot "
+                "make it, cut short when it runs late"})
+    shutdown_grace_s: float = field(default=10.0, metadata={
+        "env": "ASSISTANT_SHUTDOWN_GRACE", "help": "seconds running answers get to finish when the service stops"})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "index_dir", Path(self.index_dir))
@@ -78,13 +87,15 @@ class ServiceSettings:
         if not 1 <= self.top_k <= self.max_top_k:
             raise ValueError(f"top_k must be in 1..max_top_k ({self.max_top_k}), got {self.top_k}")
         for name in ("max_question_chars", "max_body_bytes", "rate_per_minute", "max_new_tokens_limit",
-                     "max_feedback_chars", "auth_failures_per_minute", "header_timeout_s"):
+                     "max_feedback_chars", "auth_failures_per_minute", "header_timeout_s", "answer_deadline_s"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         try:
             check_answer_mode(self.answer_mode)
         except ValueError as exc:
             raise ValueError(f"{exc}; set ASSISTANT_ANSWER_MODE") from None
+        if self.shutdown_grace_s < 0:
+            raise ValueError(f"shutdown_grace_s must not be negative, got {self.shutdown_grace_s}")
         if not 0.0 <= self.min_score <= 1.0:
             raise ValueError(f"min_score must be in [0, 1], got {self.min_score}")
         if not 0.0 <= self.max_hallucination <= 1.0:

@@ -1,0 +1,257 @@
+"""Decoding one left-padded batch a slice of tokens at a time, its keys and values kept
+between slices, so the generation queue can run other batches in between.
+
+    decoding = generator.begin(prompts, max_new_tokens=[8, 256], stop=[gone_0, gone_1])
+    while not decoding.done:
+        for row, result in decoding.advance(32):   # rows that finished in this slice
+            deliver(row, result)
+
+Why slices: one ``generate`` call runs until its longest row ends, so an 8-token answer
+asked for while a 256-token batch decodes used to wait for all 256 tokens. Between slices
+the queue starts newer batches; a row that ends (its end-of-sequence token, its own token
+limit, or its ``stop`` predicate turning true: a client that left, a passed deadline) is
+handed back at once and dropped from the batch, keys and values included.
+
+torch and transformers are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from assistant.generation.base import GenerationResult, TokenCallback
+
+log = logging.getLogger(__name__)
+
+StopPredicate = Callable[[], bool]
+
+
+def _cache_argument(model: Any, cache: Any) -> dict[str, Any]:
+    """The keys and values of earlier slices, under the name the model's forward takes
+    (transformers 5 renamed ``past_key_values`` to ``cache``; the old name warns until removed)."""
+    if cache is None:
+        return {}
+    import inspect
+
+    return {"cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values": cache}
+
+
+class BatchStreamer:
+    """A transformers streamer (``put``/``end``) for a batch: hands each row's newly
+    decoded text to that row's callback and goes quiet for a row after its EOS.
+
+    Each step decodes the row's whole completion and emits what grew, so the
+    pieces join to exactly the final text for decoders that only append
+    (byte-level BPE, SentencePiece); a trailing U+FFFD (a character split across
+    tokens) is held back until it completes.
+    """
+
+    def __init__(self, tokenizer: Any, eos_ids: set[int], callbacks: Sequence[TokenCallback | None]) -> None:
+        self.tokenizer = tokenizer
+        self.eos_ids = eos_ids
+        self.callbacks = list(callbacks)
+        self.ids: list[list[int]] = [[] for _ in self.callbacks]
+        self.finished = [False] * len(self.callbacks)
+        self.sent = [0] * len(self.callbacks)
+        self.caps: list[int | None] = [None] * len(self.callbacks)
+        self._seen_prompt = False
+
+    def put(self, value: Any) -> None:
+        if not self._seen_prompt:  # generate() first hands over the prompt ids
+            self._seen_prompt = True
+            return
+        for row, token in enumerate(value.reshape(-1).tolist()):
+            if self.finished[row]:
+                continue  # finished rows are padded from here on
+            if token in self.eos_ids:
+                self.finished[row] = True
+                self._emit(row, final=True)
+            else:
+                self.ids[row].append(token)
+                last = len(self.ids[row]) == self.caps[row]
+                self.finished[row] = last
+                self._emit(row, final=last)
+
+    def end(self) -> None:
+        """The end of one ``generate`` call, which may be a slice: rows that ended were
+        flushed then (an EOS, or :meth:`stop_row`); the others go on in the next slice."""
+
+    def next_slice(self, keep: Sequence[int]) -> None:
+        """Before the next ``generate`` call: only the rows ``keep`` go on (in that order)."""
+        self.callbacks = [self.callbacks[i] for i in keep]
+        self.ids = [self.ids[i] for i in keep]
+        self.finished = [self.finished[i] for i in keep]
+        self.sent = [self.sent[i] for i in keep]
+        self.caps = [self.caps[i] for i in keep]
+        self._seen_prompt = False
+
+    def stop_row(self, row: int, tokens: int) -> None:
+        """The row ends without an EOS (its limit, or stopped) once it holds ``tokens``
+        tokens: what follows is padding. (transformers asks its stopping criteria about
+        a step before it hands the step's tokens to the streamer.)"""
+        if self.finished[row]:
+            return
+        self.caps[row] = tokens
+        if len(self.ids[row]) >= tokens:
+            self.finished[row] = True
+            self._emit(row, final=True)
+
+    def _emit(self, row: int, *, final: bool) -> None:
+        callback = self.callbacks[row]
+        if callback is None:
+            return
+        text = self.tokenizer.decode(self.ids[row], skip_special_tokens=True)
+        if not final and text.endswith("\ufffd"):
+            return
+        piece = text[self.sent[row] :]
+        if not piece:
+            return
+        self.sent[row] = len(text)
+        try:
+            callback(piece)
+        except Exception:
+            # A failing consumer (say, a closed connection) must not stop the
+            # other rows of the batch; its row keeps generating unseen.
+            log.warning("token callback for batch row %d failed; dropping it", row, exc_info=True)
+            self.callbacks[row] = None
+
+
+class _RowLimits:
+    """A per-row stopping criterion: a row ends at its own token limit or when its stop
+    predicate turns true; the step it ended at is kept, since after it the row is padding."""
+
+    def __init__(self, counts: list[int], limits: list[int], stops: list[StopPredicate | None],
+                 streamer: BatchStreamer | None, start_width: int) -> None:
+        self.counts, self.limits, self.stops = counts, limits, stops
+        self.streamer, self.start_width = streamer, start_width
+        self.ended_at: list[int | None] = [None] * len(counts)  # tokens of this slice the row kept
+        self.stopped = [False] * len(counts)
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        steps = input_ids.shape[1] - self.start_width
+        done = []
+        for row, (count, limit, stop) in enumerate(zip(self.counts, self.limits, self.stops)):
+            if self.ended_at[row] is None:
+                stopped = stop is not None and stop()
+                if count + steps >= limit or stopped:
+                    self.ended_at[row], self.stopped[row] = steps, stopped
+                    if self.streamer is not None:
+                        self.streamer.stop_row(row, count + steps)
+            done.append(self.ended_at[row] is not None)
+        return torch.tensor(done, device=input_ids.device)
+
+
+class Decoding:
+    """One batch of a :class:`~assistant.generation.local.LocalGenerator`, decoded by
+    :meth:`advance` a slice at a time. ``max_new_tokens`` and ``stop`` are per row."""
+
+    def __init__(self, generator: Any, prompts: Sequence[str], max_new_tokens: Sequence[int], adapter: str | None,
+                 on_token: Sequence[TokenCallback | None] | None, stop: Sequence[StopPredicate | None] | None) -> None:
+        self.generator = generator
+        self.adapter = adapter
+        tokenizer = generator.tokenizer
+        batch = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False,
+                          return_token_type_ids=False).to(generator.model.device)
+        self.input_ids, self.attention_mask = batch["input_ids"], batch["attention_mask"]
+        self.cache: Any = None
+        self.last_steps = 0
+        """Decoding steps the last :meth:`advance` took (the queue's measure of speed)."""
+        self.rows = list(range(len(prompts)))  # the original index of each row still decoding
+        self.prompt_tokens = batch["attention_mask"].sum(dim=1).tolist()
+        self.limits = list(max_new_tokens)
+        self.stops = list(stop) if stop is not None else [None] * len(prompts)
+        self.tokens: list[list[int]] = [[] for _ in prompts]
+        self.logprobs: list[list[float]] = [[] for _ in prompts]
+        self.streamer = None
+        if on_token is not None and any(c is not None for c in on_token):
+            self.streamer = BatchStreamer(tokenizer, generator.eos_ids, on_token)
+
+    @property
+    def done(self) -> bool:
+        return not self.rows
+
+    def advance(self, max_tokens: int) -> list[tuple[int, GenerationResult]]:
+        """Decodes at most ``max_tokens`` more tokens; returns ``(row, result)`` for each row
+        that ended in this slice (``row`` indexes the prompts given to ``begin``)."""
+        import torch
+
+        if self.done:
+            return []
+        gen = self.generator
+        counts = [len(self.tokens[r]) for r in self.rows]
+        limits = [self.limits[r] for r in self.rows]
+        width = self.input_ids.shape[1]
+        criterion = _RowLimits(counts, limits, [self.stops[r] for r in self.rows], self.streamer, width)
+        steps = min(max_tokens, max(limit - count for count, limit in zip(counts, limits)))
+        with gen._lock:
+            gen.generate_calls += 1
+            with gen._using(gen.active_adapter if self.adapter is None else self.adapter), torch.inference_mode():
+                output = gen.model.generate(
+                    input_ids=self.input_ids, attention_mask=self.attention_mask, **_cache_argument(gen._transformer(), self.cache),
+                    max_new_tokens=steps, do_sample=False, pad_token_id=gen.tokenizer.pad_token_id,
+                    eos_token_id=sorted(gen.eos_ids), streamer=self.streamer, stopping_criteria=[criterion],
+                    output_scores=True, return_dict_in_generate=True, use_cache=True,
+                )
+        new = output.sequences[:, width:]
+        self.last_steps = new.shape[1]
+        # greedy with no logits processors: the scores are the model's logits at each step
+        logprobs = torch.stack([torch.log_softmax(step.float(), dim=-1).gather(1, new[:, t : t + 1])[:, 0]
+                                for t, step in enumerate(output.scores)], dim=1).tolist()
+        finished, keep = [], []
+        for j, (row, ids) in enumerate(zip(self.rows, new.tolist())):
+            ended_at = criterion.ended_at[j]
+            ids = ids if ended_at is None else ids[:ended_at]
+            eos = next((i for i, token in enumerate(ids) if token in gen.eos_ids), None)
+            kept = ids if eos is None else ids[: eos + 1]
+            self.tokens[row] += kept
+            self.logprobs[row] += logprobs[j][: len(kept)]
+            if eos is not None:
+                finished.append((row, self._result(row, "stop")))
+            elif ended_at is not None:
+                finished.append((row, self._result(row, "stopped" if criterion.stopped[j] else "length")))
+            else:
+                keep.append(j)
+        self._carry_on(keep, output)
+        return finished
+
+    def run(self) -> list[GenerationResult]:
+        """Decodes to the end in one slice; the results in prompt order."""
+        results: dict[int, GenerationResult] = {}
+        while not self.done:
+            results.update(self.advance(max(self.limits)))
+        return [results[row] for row in range(len(self.limits))]
+
+    def _carry_on(self, keep: list[int], output: Any) -> None:
+        import torch
+
+        if not keep:
+            self.rows, self.cache = [], None
+            return
+        new_width = output.sequences.shape[1] - self.input_ids.shape[1]
+        mask = torch.cat([self.attention_mask, self.attention_mask.new_ones((len(self.rows), new_width))], dim=1)
+        cache = output.cache if hasattr(output, "cache") else output.past_key_values
+        if len(keep) < len(self.rows):
+            index = torch.tensor(keep, device=output.sequences.device)
+            self.input_ids, mask = output.sequences[index], mask[index]
+            cache.batch_select_indices(index)
+        else:
+            self.input_ids = output.sequences
+        self.attention_mask, self.cache = mask, cache
+        self.rows = [self.rows[j] for j in keep]
+        if self.streamer is not None:
+            self.streamer.next_slice(keep)
+
+    def _result(self, row: int, finish_reason: str) -> GenerationResult:
+        tokens, logprobs = self.tokens[row], self.logprobs[row]
+        eos = bool(tokens) and tokens[-1] in self.generator.eos_ids
+        return GenerationResult(
+            text=self.generator.tokenizer.decode(tokens[:-1] if eos else tokens, skip_special_tokens=True),
+            prompt_tokens=int(self.prompt_tokens[row]),
+            completion_tokens=len(tokens),
+            finish_reason=finish_reason,
+            mean_logprob=sum(logprobs) / len(logprobs) if logprobs else None,
+        )

@@ -1,0 +1,134 @@
+"""Decoding in slices and the queue's turns: a batch resumed from its keys and values
+gives the tokens of one uninterrupted call, rows end on their own (limit, stop), a short
+answer is not held behind a long one, cancellation and deadlines stop a row at its next
+token, admission refuses what would miss its deadline, and closing is bounded."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import CancelledError
+from pathlib import Path
+
+import pytest
+
+from assistant.generation.base import GenerationResult, GenerationSettings
+from assistant.generation.local import LocalGenerator
+from assistant.generation.queue import GenerationCancelled, GenerationQueue, WaitTooLongError
+
+pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+
+QUESTIONS = ["What is asthma?", "How is influenza treated? Rest, fluids and sometimes antiviral drugs.", "Hi"]
+LONG = 120
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_model_dir: Path) -> LocalGenerator:
+    gen = LocalGenerator(GenerationSettings(model=str(tiny_model_dir), device="cpu", max_new_tokens=12))
+    gen.eos_ids = set()  # random weights: never end early, so every limit is reached and lengths are known
+    return gen
+
+
+@pytest.fixture(scope="module")
+def prompts(generator: LocalGenerator) -> list[str]:
+    return [generator.chat_prompt([{"role": "user", "content": q}]) for q in QUESTIONS]
+
+
+def _same(a: GenerationResult, b: GenerationResult) -> bool:
+    return (a.text, a.prompt_tokens, a.completion_tokens) == (b.text, b.prompt_tokens, b.completion_tokens)
+
+
+def test_slices_resume_where_they_stopped(generator: LocalGenerator, prompts: list[str]) -> None:
+    whole = generator.generate(prompts, max_new_tokens=20)
+    pieces: list[list[str]] = [[] for _ in prompts]
+    decoding = generator.begin(prompts, max_new_tokens=20, on_token=[p.append for p in pieces])
+    results: dict[int, GenerationResult] = {}
+    slices = 0
+    while not decoding.done:
+        results.update(decoding.advance(3))
+        slices += 1
+    assert slices == 7  # 3+3+3+3+3+3+2
+    for row, expected in enumerate(whole):
+        assert _same(results[row], expected) and results[row].finish_reason == "length"
+        assert results[row].mean_logprob == pytest.approx(expected.mean_logprob, abs=1e-4)
+        assert "".join(pieces[row]) == expected.text
+
+
+def test_rows_end_at_their_own_limit_or_stop(generator: LocalGenerator, prompts: list[str]) -> None:
+    alone = [generator.generate([p], max_new_tokens=n)[0] for p, n in zip(prompts, (4, 16, 9))]
+    stop_now = threading.Event()
+    decoding = generator.begin(prompts, max_new_tokens=[4, 16, 9], stop=[None, None, stop_now.is_set])
+    first = dict(decoding.advance(5))
+    assert list(first) == [0] and _same(first[0], alone[0])  # row 0 handed back as soon as it ended
+    stop_now.set()
+    second = dict(decoding.advance(5))
+    assert list(second) == [2] and second[2].finish_reason == "stopped" and second[2].completion_tokens == 6
+    assert alone[2].text.startswith(second[2].text)
+    rest = dict(decoding.advance(100))
+    assert decoding.done and _same(rest[1], alone[1])
+
+
+def _slow(delay: float, started: threading.Event | None = None):
+    def on_token(piece: str) -> None:
+        if started is not None:
+            started.set()
+        time.sleep(delay)
+    return on_token
+
+
+def test_a_short_answer_overtakes_a_long_one(generator: LocalGenerator, prompts: list[str]) -> None:
+    started = threading.Event()
+    with GenerationQueue(generator, max_wait_s=0, slice_tokens=4) as queue:
+        long = queue.submit(prompts[0], max_new_tokens=LONG, on_token=_slow(0.02, started))
+        assert started.wait(30)
+        short = queue.submit(prompts[1], max_new_tokens=4)
+        assert short.result(timeout=30).completion_tokens == 4
+        assert not long.done()  # the short one did not wait for the long one's 120 tokens
+        assert long.result(timeout=60).completion_tokens == LONG
+        assert queue.batches_total == 2 and queue.step_seconds and queue.step_seconds > 0
+
+
+def test_cancel_stops_a_running_row_and_drops_a_waiting_one(generator: LocalGenerator, prompts: list[str]) -> None:
+    started = threading.Event()
+    with GenerationQueue(generator, max_wait_s=0, slice_tokens=4, max_active=1) as queue:
+        running = queue.submit(prompts[0], max_new_tokens=LONG, on_token=_slow(0.02, started))
+        assert started.wait(30)
+        waiting = queue.submit(prompts[1], max_new_tokens=LONG)
+        queue.cancel(waiting)
+        assert queue.depth == 0
+        with pytest.raises(CancelledError):
+            waiting.result(timeout=5)
+        began = time.monotonic()
+        queue.cancel(running)
+        with pytest.raises(GenerationCancelled):
+            running.result(timeout=30)
+        assert time.monotonic() - began < 0.02 * LONG / 2  # well before the 120 tokens
+        assert queue.cancelled_total == 2
+
+
+def test_deadlines_refuse_up_front_and_cut_a_late_answer(generator: LocalGenerator, prompts: list[str]) -> None:
+    with GenerationQueue(generator, max_wait_s=0, slice_tokens=4) as queue:
+        began = time.monotonic()
+        late = queue.submit(prompts[0], max_new_tokens=LONG, on_token=_slow(0.02), deadline_s=0.5).result(timeout=30)
+        assert late.finish_reason == "deadline" and 0 < late.completion_tokens < LONG
+        assert time.monotonic() - began < 2.0
+        # now the queue knows its speed: 120 slow tokens cannot be ready in 10 ms
+        assert queue.step_seconds is not None
+        with pytest.raises(WaitTooLongError, match="past the request's deadline") as refused:
+            queue.submit(prompts[0], max_new_tokens=LONG, deadline_s=0.01)
+        assert refused.value.retry_after >= 1 and queue.refused_total == 1
+        assert queue.submit(prompts[1], max_new_tokens=4, deadline_s=30).result(timeout=30).completion_tokens == 4
+
+
+def test_close_stops_running_answers_after_the_grace(generator: LocalGenerator, prompts: list[str]) -> None:
+    started = threading.Event()
+    queue = GenerationQueue(generator, max_wait_s=0, slice_tokens=4)
+    running = queue.submit(prompts[0], max_new_tokens=LONG, on_token=_slow(0.05, started))
+    assert started.wait(30)
+    began = time.monotonic()
+    queue.close(timeout=30, grace_s=0.2)
+    assert time.monotonic() - began < 2.0  # 120 tokens at 50 ms would take 6 s
+    with pytest.raises(GenerationCancelled):
+        running.result(timeout=1)
+    with pytest.raises(RuntimeError, match="closed"):
+        queue.submit(prompts[0])
