@@ -5,7 +5,7 @@
 Routes (the generated OpenAPI schema is at ``/schema``), one module per resource:
 answers (:mod:`.routes_answers`: ``POST /v1/ask``, ``POST /v1/chat/completions``),
 documents (:mod:`.routes_documents`: ``GET /v1/search``, ``POST|GET /v1/documents``,
-``DELETE /v1/documents/{doc_id}``), feedback (:mod:`.routes_feedback`), adapters and
+``GET /v1/ingest/{job_id}``, ``DELETE /v1/documents/{doc_id}``), feedback (:mod:`.routes_feedback`), adapters and
 tuning jobs (:mod:`.routes_tuning`), and here ``GET /healthz | /readyz | /metrics``
 (``/metrics`` wants a reader key unless ``ASSISTANT_METRICS_PUBLIC`` is set).
 
@@ -37,6 +37,7 @@ from assistant.serve import routes_answers, routes_documents, routes_feedback, r
 from assistant.serve.auth import require_metrics_key
 from assistant.serve.errors import error_response
 from assistant.serve.index_writes import IndexWrites
+from assistant.serve.ingest_jobs import IngestJobs
 from assistant.serve.limits import reject_deep_json
 from assistant.serve.metrics import RequestMetricsMiddleware, ServiceMetrics
 from assistant.serve.rate_limit import RateLimiter
@@ -45,7 +46,7 @@ from assistant.serve.settings import ServiceSettings
 from indexer.index import Index
 
 STATIC_DIR = Path(__file__).parent / "static"
-INJECTED = ("settings", "metrics", "index_writes", *(f.name for f in dataclasses.fields(Resources) if f.name != "owned"))
+INJECTED = ("settings", "metrics", "index_writes", "ingest_jobs", *(f.name for f in dataclasses.fields(Resources) if f.name != "owned"))
 """What handlers may ask for by parameter name: the settings, the metrics, the index's
 write thread and every resource."""
 
@@ -61,6 +62,7 @@ async def readyz(state: State) -> Response:
     ready = index is not None and answerer is not None
     return Response({"ready": ready, "index": index is not None, "model": answerer is not None,
                      "index_writes_backlog": state["index_writes"].backlog,
+                     "ingest_jobs_backlog": state["ingest_jobs"].backlog if "ingest_jobs" in state else None,
                      "generation": queue.stats() if queue is not None else None},
                     status_code=200 if ready else 503)
 
@@ -88,6 +90,10 @@ def create_app(settings: ServiceSettings, *, index: Index | None = None, generat
         # loading the model and warming the embedder take seconds: off the event loop
         resources = await asyncio.to_thread(Resources.open, settings, index=index, generator=generator, queue=queue)
         app.state.update({f.name: getattr(resources, f.name) for f in dataclasses.fields(Resources)})
+        assert settings.data_dir is not None
+        jobs = IngestJobs(settings.data_dir / "ingest", resources.index, settings.upload_dir, app.state["index_writes"])
+        app.state["ingest_jobs"] = jobs
+        jobs.resume()  # accepted before the last stop (or crash), not yet indexed
         try:
             yield
         finally:

@@ -16,10 +16,9 @@ queue among themselves and the shared pool stays free for readers.
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -37,16 +36,23 @@ class IndexWrites:
         with self._lock:
             return self._pending
 
-    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
+        """Queues a write; the future is done when it has run."""
         with self._lock:
             self._pending += 1
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
-        finally:
-            with self._lock:
-                self._pending -= 1
+        future = self._executor.submit(fn, *args, **kwargs)
+        future.add_done_callback(self._finished)
+        return future
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
+
+    def _finished(self, _: Future) -> None:
+        with self._lock:
+            self._pending -= 1
 
     def close(self) -> None:
         """Finishes the running write; writes not yet started are dropped (their clients
-        were never told they succeeded)."""
+        were never told they succeeded, or, for accepted ingest jobs, the jobs stay on
+        disk and run at the next start)."""
         self._executor.shutdown(wait=True, cancel_futures=True)

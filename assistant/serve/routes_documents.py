@@ -1,5 +1,6 @@
 """Documents: ``GET /v1/search`` over the index, ``POST /v1/documents`` (JSON or
-multipart upload), ``GET /v1/documents`` and ``DELETE /v1/documents/{doc_id}``."""
+multipart upload, accepted as an ingest job), ``GET /v1/ingest/{job_id}``,
+``GET /v1/documents`` and ``DELETE /v1/documents/{doc_id}``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from litestar import Request, delete, get, post
+from litestar import Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.datastructures import UploadFile
 from litestar.exceptions import HTTPException, ValidationException
@@ -18,7 +19,8 @@ from assistant.serve.auth import require_role
 from assistant.serve.index_writes import IndexWrites
 from assistant.serve.limits import check_page, check_question, check_top_k
 from assistant.serve.settings import ServiceSettings
-from assistant.serve.uploads import documents_from_json, ingest_uploads
+from assistant.serve.ingest_jobs import IngestJobs
+from assistant.serve.uploads import documents_from_json
 from indexer.index import Index
 from indexer.search import SearchFilter
 
@@ -52,11 +54,14 @@ async def search(settings: NamedDependency[ServiceSettings], index: NamedDepende
         for h in hits]}
 
 
-@post("/v1/documents", guards=[require_role], opt=EDITOR, status_code=201)
-async def add_documents(request: Request, settings: NamedDependency[ServiceSettings], index: NamedDependency[Index],
-                        index_writes: NamedDependency[IndexWrites]) -> dict[str, Any]:
+@post("/v1/documents", guards=[require_role], opt=EDITOR, status_code=202)
+async def add_documents(request: Request, ingest_jobs: NamedDependency[IngestJobs],
+                        wait: FromQuery[bool] = False) -> Response:
     """Add documents: JSON ``{"documents": [{"id", "text", "source", "metadata", "tags"}]}`` or
-    ``{"id", "text", ...}``, or multipart file upload(s) in the field ``file``."""
+    ``{"id", "text", ...}``, or multipart file upload(s) in the field ``file``.
+
+    202: written to disk and queued; ``status_url`` says when it is indexed (``GET
+    /v1/ingest/{job_id}``). ``?wait=true``: 201 with the ingest report once indexed."""
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         form = await request.form()
@@ -65,17 +70,34 @@ async def add_documents(request: Request, settings: NamedDependency[ServiceSetti
             raise ValidationException(detail="multipart body has no file")
         tags = [str(v) for k, v in form.multi_items() if k == "tags" and not isinstance(v, UploadFile)]
         uploads = [(f.filename or "upload", await f.read()) for f in files]
-        report = await index_writes.run(ingest_uploads, index, settings.upload_dir, uploads, tags)
+        job_id = await asyncio.to_thread(ingest_jobs.accept_files, uploads, tags)  # written and flushed to disk
+        size = {"files": len(uploads)}
     else:
         try:
             payload = await request.json()
         except Exception:
             raise ValidationException(detail="body is not valid JSON") from None
         docs = documents_from_json(payload, DocumentBody)
-        report = await index_writes.run(index.ingest_documents, docs)
-    return {"added": report.added, "updated": report.updated, "unchanged": report.unchanged,
-            "exact_duplicates": report.exact_duplicates, "near_duplicates": report.near_duplicates,
-            "chunks": report.chunks, "skipped": [{"source": s, "reason": r} for s, r in report.skipped]}
+        job_id = await asyncio.to_thread(ingest_jobs.accept_documents, docs)
+        size = {"documents": len(docs)}
+    if wait:
+        status = await ingest_jobs.wait(job_id)
+        if status["state"] == "failed":
+            return Response(status["error"], status_code=status["status_code"])
+        return Response({"job_id": job_id, **status["report"]}, status_code=201)
+    url = f"/v1/ingest/{job_id}"
+    return Response({"job_id": job_id, "state": "queued", "status_url": url, **size}, status_code=202,
+                    headers={"Location": url})
+
+
+@get("/v1/ingest/{job_id:str}", guards=[require_role], opt=EDITOR)
+async def ingest_status(job_id: FromPath[str], ingest_jobs: NamedDependency[IngestJobs]) -> dict[str, Any]:
+    """An accepted ingest: ``queued`` (with ``jobs_ahead``), ``running`` (``documents_indexed``),
+    ``done`` (the ingest ``report``) or ``failed`` (``error``)."""
+    status = ingest_jobs.status(job_id)
+    if status is None:
+        raise HTTPException(status_code=404, detail=f"no ingest job {job_id!r}")
+    return status
 
 
 @get("/v1/documents", guards=[require_role], opt=READER)
@@ -94,4 +116,4 @@ async def delete_document(doc_id: FromPath[str], index: NamedDependency[Index],
     return {"deleted": doc_id}
 
 
-ROUTES = [search, add_documents, list_documents, delete_document]
+ROUTES = [search, add_documents, ingest_status, list_documents, delete_document]

@@ -14,7 +14,7 @@ import dataclasses
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,8 @@ def save_upload(upload_dir: Path, filename: str, data: bytes) -> Path:
     return target
 
 
-def ingest_uploads(index: Any, upload_dir: Path, uploads: Sequence[tuple[str, bytes]], tags: Sequence[str] = ()):
+def ingest_uploads(index: Any, upload_dir: Path, uploads: Sequence[tuple[str, bytes]], tags: Sequence[str] = (),
+                   on_commit: Callable[[list[str]], None] | None = None):
     """Saves and ingests uploaded files; bad files are reported in the report's ``skipped``
     and deleted (a file that gave no document is not kept in the upload folder)."""
     problems: list[tuple[str, str]] = []
@@ -102,6 +103,6 @@ def ingest_uploads(index: Any, upload_dir: Path, uploads: Sequence[tuple[str, by
                 problems.append((item.source.replace(str(path), PUBLIC_PREFIX + path.name, 1), item.reason))
         if len(items) == loaded:
             path.unlink(missing_ok=True)
-    report = index.ingest_documents(items, tags=tags)
+    report = index.ingest_documents(items, tags=tags, on_commit=on_commit)
     report.skipped.extend(problems)
     return report

@@ -22,6 +22,8 @@ from assistant.serve.rate_limit import RateLimiter
 from assistant.serve.settings import ServiceSettings
 from server_harness import CITING, Service, start_service
 
+WAIT = {"wait": "true"}  # 201 and the ingest report, once the accepted job has run
+
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 QUESTION = "What do pangolins eat?"
 
@@ -95,7 +97,7 @@ def test_json_nesting_depth_is_bounded(service: Service) -> None:
     nested: object = "leaf"
     for _ in range(MAX_JSON_DEPTH - 3):  # inside {"metadata": {"x": ...}} of a document
         nested = [nested]
-    r = service.post("/v1/documents", "editor", json={"text": "Nested metadata is fine.", "metadata": {"x": nested}})
+    r = service.post("/v1/documents", "editor", params=WAIT, json={"text": "Nested metadata is fine.", "metadata": {"x": nested}})
     assert r.status_code == 201, r.text
 
 
@@ -196,7 +198,7 @@ def test_rejected_uploads_are_deleted(service: Service) -> None:
     files = [("file", ("tool.exe", b"MZ\x90\x00", "application/octet-stream")),
              ("file", ("empty.txt", b"", "text/plain")),
              ("file", ("kept.md", b"# Quokka\n\nQuokkas live on Rottnest Island.", "text/markdown"))]
-    r = service.post("/v1/documents", "editor", files=files)
+    r = service.post("/v1/documents", "editor", params=WAIT, files=files)
     assert r.status_code == 201 and r.json()["added"] == 1, r.text
     assert {s["source"] for s in r.json()["skipped"]} == {"upload/tool.exe", "upload/empty.txt"}
     names = {p.name for p in service.settings.upload_dir.iterdir()}

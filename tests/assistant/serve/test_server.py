@@ -18,6 +18,8 @@ from assistant.grounding.verify import SUPPORTED
 from assistant.serve.settings import ServiceSettings
 from server_harness import CITING, FABRICATED, Service, start_service
 
+WAIT = {"wait": "true"}  # 201 and the ingest report, once the accepted job has run
+
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 
 @pytest.fixture(scope="module")
@@ -130,7 +132,7 @@ def test_file_documents_reach_clients_by_relative_name_and_title(citing_model: P
                  {"text": ""}]
         files = [("file", ("faq.jsonl", "\n".join(map(json.dumps, lines)).encode(), "application/jsonl")),
                  ("file", ("blob.txt", b"\x00\x01" * 50, "text/plain"))]
-        r = service.post("/v1/documents", "editor", files=files)
+        r = service.post("/v1/documents", "editor", params=WAIT, files=files)
         assert r.status_code == 201 and str(tmp_path) not in r.text, r.text
         assert {(s["source"], s["reason"]) for s in r.json()["skipped"]} == {
             ("upload/faq.jsonl:3", "field 'text' is empty"), ("upload/blob.txt", "not valid UTF-8 text (binary file?)")}
@@ -199,11 +201,11 @@ def test_adapters_switch_without_a_restart(tiny_model_dir: Path, tiny_adapter_di
 
 
 def test_documents_upload_list_delete(service: Service) -> None:
-    r = service.post("/v1/documents", "editor", json={"id": "kiwi", "text": "Kiwi birds cannot fly and lay huge eggs.",
+    r = service.post("/v1/documents", "editor", params=WAIT, json={"id": "kiwi", "text": "Kiwi birds cannot fly and lay huge eggs.",
                                                        "source": "zoo/kiwi.txt", "tags": ["birds"]})
     assert r.status_code == 201 and r.json()["added"] == 1, r.text
     files = {"file": ("../../escape/notes.md", b"# Axolotl\n\nAxolotls regrow their limbs and gills.", "text/markdown")}
-    r = service.post("/v1/documents", "editor", files=files)
+    r = service.post("/v1/documents", "editor", params=WAIT, files=files)
     assert r.status_code == 201 and r.json()["added"] == 1, r.text
     upload_dir = service.settings.upload_dir
     assert (upload_dir / "notes.md").is_file()
@@ -221,11 +223,11 @@ def test_documents_upload_list_delete(service: Service) -> None:
 def test_bad_upload_is_reported_and_nothing_is_lost(service: Service) -> None:
     before = service.get("/v1/documents", "reader").json()["documents"]
     files = [("file", ("empty.txt", b"", "text/plain")), ("file", ("blob.txt", b"\x00\x01\x02" * 100, "text/plain"))]
-    r = service.post("/v1/documents", "editor", files=files)
+    r = service.post("/v1/documents", "editor", params=WAIT, files=files)
     assert r.status_code == 201
     assert {s["source"] for s in r.json()["skipped"]} == {"upload/empty.txt", "upload/blob.txt"}
     assert service.get("/v1/documents", "reader").json()["documents"] == before
-    r = service.post("/v1/documents", "editor", json={"text": ""})
+    r = service.post("/v1/documents", "editor", params=WAIT, json={"text": ""})
     assert r.status_code == 422 and "text" in r.json()["detail"]
 
 
@@ -270,7 +272,7 @@ def test_limits(service: Service) -> None:
     r = service.post("/v1/ask", "reader", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code in (400, 422)
     big = b"x" * (service.settings.max_body_bytes + 1)
-    r = service.post("/v1/documents", "editor", files={"file": ("big.txt", big, "text/plain")})
+    r = service.post("/v1/documents", "editor", params=WAIT, files={"file": ("big.txt", big, "text/plain")})
     assert r.status_code == 413
 
 
