@@ -12,7 +12,7 @@ Run::
 Benchmarks: ``near_dup`` (near-duplicate detection vs datasketch and rensa),
 ``tokenize_pack`` (chat SFT tokenizing + packing vs HF), ``text_ops`` (normalize,
 exact dedup, chunk vs Python), ``gil`` (GIL release), ``index_bench``,
-``service_bench``, ``tune_bench`` (a RAFT QLoRA run with SmolLM2 and its quality). Timings on a shared 2-core
+``service_bench``, ``serve_load`` (16 clients and uploads, before and after turns), ``tune_bench`` (a RAFT QLoRA run with SmolLM2 and its quality). Timings on a shared 2-core
 machine are noisy: run on an otherwise idle machine (the load average is in every
 table's environment line).
 """
@@ -28,7 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import BENCH_DIR, OUT_DIR, REPO_ROOT, env_info, env_markdown, parse_args  # noqa: E402
 
-BENCHMARKS = ["near_dup", "tokenize_pack", "text_ops", "gil", "index_bench", "service_bench", "tune_bench"]
+BENCHMARKS = ["near_dup", "tokenize_pack", "text_ops", "gil", "index_bench", "service_bench", "serve_load",
+              "tune_bench"]
 
 
 def main() -> None:

@@ -33,6 +33,8 @@ class GenerationSettings:
     max_new_tokens: int = _env("ASSISTANT_MAX_NEW_TOKENS", 256, "default completion length limit, in tokens")
     max_batch_size: int = _env("ASSISTANT_MAX_BATCH", 8, "most requests generated together in one batch")
     queue_size: int = _env("ASSISTANT_QUEUE_SIZE", 32, "most requests waiting; more are refused with a retry time")
+    slice_tokens: int = _env("ASSISTANT_SLICE_TOKENS", 16,
+                             "tokens a batch decodes per turn before others may run (0: each batch in one call)")
     backend: str = _env("ASSISTANT_BACKEND", "local", "local (transformers) | openai (an OpenAI-compatible server)")
     openai_base_url: str = _env("ASSISTANT_OPENAI_BASE_URL", "http://127.0.0.1:8000", "server root, with or without /v1")
     openai_api_key: str = _env("ASSISTANT_OPENAI_API_KEY", "", "bearer token for the server, if it wants one")
@@ -48,6 +50,8 @@ class GenerationSettings:
         for name in ("max_new_tokens", "max_batch_size", "queue_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}; set {env_name(name)}")
+        if self.slice_tokens < 0:
+            raise ValueError(f"slice_tokens must not be negative, got {self.slice_tokens}; set {env_name('slice_tokens')}")
         if not self.model:
             raise ValueError(f"no model named; set {env_name('model')} (default {DEFAULT_MODEL})")
         if self.backend == "openai" and not (self.openai_base_url and self.openai_model):

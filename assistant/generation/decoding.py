@@ -18,6 +18,7 @@ torch and transformers are imported inside the functions that need them.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -119,30 +120,40 @@ class BatchStreamer:
 
 
 class _RowLimits:
-    """A per-row stopping criterion: a row ends at its own token limit or when its stop
-    predicate turns true; the step it ended at is kept, since after it the row is padding."""
+    """A per-row stopping criterion: a row ends at its end-of-sequence token, its own token
+    limit or when its stop predicate turns true; the step it ended at is kept, since after
+    it the row is padding. The slice ends with the first row that ends."""
 
     def __init__(self, counts: list[int], limits: list[int], stops: list[StopPredicate | None],
-                 streamer: BatchStreamer | None, start_width: int) -> None:
-        self.counts, self.limits, self.stops = counts, limits, stops
+                 streamer: BatchStreamer | None, start_width: int, eos_ids: set[int]) -> None:
+        self.counts, self.limits, self.stops, self.eos_ids = counts, limits, stops, eos_ids
         self.streamer, self.start_width = streamer, start_width
         self.ended_at: list[int | None] = [None] * len(counts)  # tokens of this slice the row kept
         self.stopped = [False] * len(counts)
+        self.first_step_at: float | None = None  # when the first token of the slice was out
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
 
+        if self.first_step_at is None:
+            self.first_step_at = time.perf_counter()
         steps = input_ids.shape[1] - self.start_width
-        done = []
+        last = input_ids[:, -1].tolist()
+        ended_now = False
         for row, (count, limit, stop) in enumerate(zip(self.counts, self.limits, self.stops)):
-            if self.ended_at[row] is None:
-                stopped = stop is not None and stop()
-                if count + steps >= limit or stopped:
-                    self.ended_at[row], self.stopped[row] = steps, stopped
-                    if self.streamer is not None:
-                        self.streamer.stop_row(row, count + steps)
-            done.append(self.ended_at[row] is not None)
-        return torch.tensor(done, device=input_ids.device)
+            if self.ended_at[row] is not None:
+                continue
+            if last[row] in self.eos_ids:
+                self.ended_at[row], ended_now = steps, True
+                continue
+            stopped = stop is not None and stop()
+            if count + steps >= limit or stopped:
+                self.ended_at[row], self.stopped[row], ended_now = steps, stopped, True
+                if self.streamer is not None:
+                    self.streamer.stop_row(row, count + steps)
+        # a row that ends ends the slice: it is handed back now, not when the slice's longest row is
+        return torch.full((len(last),), ended_now, dtype=torch.bool, device=input_ids.device) | torch.tensor(
+            [e is not None for e in self.ended_at], device=input_ids.device)
 
 
 class Decoding:
@@ -160,6 +171,10 @@ class Decoding:
         self.cache: Any = None
         self.last_steps = 0
         """Decoding steps the last :meth:`advance` took (the queue's measure of speed)."""
+        self.last_prefill_tokens = 0
+        """Prompt tokens the last :meth:`advance` read (all of them in the first slice, then none)."""
+        self.last_first_step_seconds = 0.0
+        """Seconds the last :meth:`advance` took to its first token (the prompts read, in the first slice)."""
         self.rows = list(range(len(prompts)))  # the original index of each row still decoding
         self.prompt_tokens = batch["attention_mask"].sum(dim=1).tolist()
         self.limits = list(max_new_tokens)
@@ -174,6 +189,11 @@ class Decoding:
     def done(self) -> bool:
         return not self.rows
 
+    @property
+    def remaining(self) -> int:
+        """Tokens the batch may still decode (its longest row's limit left)."""
+        return max((self.limits[r] - len(self.tokens[r]) for r in self.rows), default=0)
+
     def advance(self, max_tokens: int) -> list[tuple[int, GenerationResult]]:
         """Decodes at most ``max_tokens`` more tokens; returns ``(row, result)`` for each row
         that ended in this slice (``row`` indexes the prompts given to ``begin``)."""
@@ -185,8 +205,9 @@ class Decoding:
         counts = [len(self.tokens[r]) for r in self.rows]
         limits = [self.limits[r] for r in self.rows]
         width = self.input_ids.shape[1]
-        criterion = _RowLimits(counts, limits, [self.stops[r] for r in self.rows], self.streamer, width)
+        criterion = _RowLimits(counts, limits, [self.stops[r] for r in self.rows], self.streamer, width, gen.eos_ids)
         steps = min(max_tokens, max(limit - count for count, limit in zip(counts, limits)))
+        started = time.perf_counter()
         with gen._lock:
             gen.generate_calls += 1
             with gen._using(gen.active_adapter if self.adapter is None else self.adapter), torch.inference_mode():
@@ -198,6 +219,8 @@ class Decoding:
                 )
         new = output.sequences[:, width:]
         self.last_steps = new.shape[1]
+        self.last_prefill_tokens = int(self.attention_mask.sum()) if self.cache is None else 0
+        self.last_first_step_seconds = (criterion.first_step_at or time.perf_counter()) - started
         # greedy with no logits processors: the scores are the model's logits at each step
         logprobs = torch.stack([torch.log_softmax(step.float(), dim=-1).gather(1, new[:, t : t + 1])[:, 0]
                                 for t, step in enumerate(output.scores)], dim=1).tolist()
@@ -225,22 +248,38 @@ class Decoding:
             results.update(self.advance(max(self.limits)))
         return [results[row] for row in range(len(self.limits))]
 
+    def drop_stopped(self) -> list[tuple[int, GenerationResult]]:
+        """Between slices: rows whose stop predicate is true (a client gone, a deadline
+        passed) end now, without waiting for the batch's next turn."""
+        ended = [j for j, row in enumerate(self.rows) if (stop := self.stops[row]) is not None and stop()]
+        if not ended:
+            return []
+        finished = [(self.rows[j], self._result(self.rows[j], "stopped")) for j in ended]
+        self._keep([j for j in range(len(self.rows)) if j not in ended])
+        return finished
+
     def _carry_on(self, keep: list[int], output: Any) -> None:
+        import torch
+
+        new_width = output.sequences.shape[1] - self.input_ids.shape[1]
+        self.attention_mask = torch.cat(
+            [self.attention_mask, self.attention_mask.new_ones((len(self.rows), new_width))], dim=1)
+        self.input_ids = output.sequences
+        self.cache = output.cache if hasattr(output, "cache") else output.past_key_values
+        self._keep(keep)
+
+    def _keep(self, keep: list[int]) -> None:
+        """Only the rows ``keep`` (positions in ``self.rows``) go on, keys and values included."""
         import torch
 
         if not keep:
             self.rows, self.cache = [], None
             return
-        new_width = output.sequences.shape[1] - self.input_ids.shape[1]
-        mask = torch.cat([self.attention_mask, self.attention_mask.new_ones((len(self.rows), new_width))], dim=1)
-        cache = output.cache if hasattr(output, "cache") else output.past_key_values
         if len(keep) < len(self.rows):
-            index = torch.tensor(keep, device=output.sequences.device)
-            self.input_ids, mask = output.sequences[index], mask[index]
-            cache.batch_select_indices(index)
-        else:
-            self.input_ids = output.sequences
-        self.attention_mask, self.cache = mask, cache
+            index = torch.tensor(keep, device=self.input_ids.device)
+            self.input_ids, self.attention_mask = self.input_ids[index], self.attention_mask[index]
+            if self.cache is not None:
+                self.cache.batch_select_indices(index)
         self.rows = [self.rows[j] for j in keep]
         if self.streamer is not None:
             self.streamer.next_slice(keep)

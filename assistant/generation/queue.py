@@ -47,8 +47,15 @@ class GenerationCancelled(RuntimeError):
 class _Batch(Protocol):
     done: bool
     last_steps: int
+    last_prefill_tokens: int
+    last_first_step_seconds: float
+
+    @property
+    def remaining(self) -> int: ...
 
     def advance(self, max_tokens: int) -> list[tuple[int, GenerationResult]]: ...
+
+    def drop_stopped(self) -> list[tuple[int, GenerationResult]]: ...
 
 
 @dataclass
@@ -61,6 +68,9 @@ class _Request:
     """``time.monotonic()`` by which the answer is due; None: no deadline."""
     cancelled: threading.Event = field(default_factory=threading.Event)
     future: Future = field(default_factory=Future)
+    submitted: float = field(default_factory=time.monotonic)
+    predicted: float = 0.0
+    """Seconds the queue expected this request to take when it came (0: no measure yet)."""
 
     def expired(self) -> bool:
         return self.deadline is not None and time.monotonic() > self.deadline
@@ -69,11 +79,24 @@ class _Request:
         return self.cancelled.is_set() or self.expired()
 
 
+def _due(requests: list[_Request]) -> float:
+    return min((r.deadline for r in requests if r.deadline is not None), default=math.inf)
+
+
 class _WholeBatch:
     """A backend without slices (a remote server): the batch decodes in one call."""
 
     def __init__(self, generator: TextGenerator, batch: list[_Request]) -> None:
         self.generator, self.batch, self.done, self.last_steps = generator, batch, False, 0
+        self.last_prefill_tokens = 0  # not told apart from decoding: the steps carry it all
+        self.last_first_step_seconds = 0.0
+
+    @property
+    def remaining(self) -> int:
+        return 0 if self.done else self.batch[0].max_new_tokens or self.generator.settings.max_new_tokens
+
+    def drop_stopped(self) -> list[tuple[int, GenerationResult]]:
+        return []  # a whole batch is never between slices
 
     def advance(self, max_tokens: int) -> list[tuple[int, GenerationResult]]:
         self.done = True
@@ -94,10 +117,13 @@ class GenerationQueue:
     adapter, waiting at most ``max_wait_s`` for them to arrive.
 
     Why turns: up to ``max_active`` batches decode at once, ``slice_tokens`` tokens a
-    turn each, and a new batch starts at the next turn, so an 8-token answer waits
-    for at most one slice of each running batch, not for a 512-token one to end.
-    Each row ends on its own: at its end-of-sequence token, its token limit, its
-    deadline (the text so far, ``finish_reason`` "deadline") or its cancellation.
+    turn. A new batch starts at the next turn, so an answer that fits in one slice
+    waits for the slice in progress, not for a 512-token answer to end; the batches
+    already running then go on earliest deadline first, so a later arrival does not
+    push an admitted answer past its deadline. A slice ends with the first row that
+    ends (its end-of-sequence token, its token limit, its deadline: the text so far,
+    ``finish_reason`` "deadline", or its cancellation), which is handed back at once.
+    ``slice_tokens=0`` decodes each batch in one call (a backend without slices does).
 
     Admission: with ``deadline_s``, a request whose expected wait (measured seconds
     per decoding step times the steps ahead of it) passes its deadline is refused
@@ -105,17 +131,17 @@ class GenerationQueue:
     """
 
     def __init__(self, generator: TextGenerator, max_batch_size: int = 8, queue_size: int = 32, *,
-                 max_wait_s: float = 0.005, slice_tokens: int = 32, max_active: int = 4) -> None:
-        if min(max_batch_size, queue_size, slice_tokens, max_active) < 1 or max_wait_s < 0:
-            raise ValueError("max_batch_size, queue_size, slice_tokens and max_active must be at least 1 "
-                             "and max_wait_s not negative")
+                 max_wait_s: float = 0.005, slice_tokens: int = 16, max_active: int = 4) -> None:
+        if min(max_batch_size, queue_size, max_active) < 1 or max_wait_s < 0 or slice_tokens < 0:
+            raise ValueError("max_batch_size, queue_size and max_active must be at least 1, "
+                             "max_wait_s and slice_tokens not negative")
         self.generator = generator
         self.max_batch_size = max_batch_size
         self.queue_size = queue_size
         self.max_wait_s = max_wait_s
         self.slice_tokens = slice_tokens
         self.max_active = max_active
-        self.sliced = hasattr(generator, "begin")
+        self.sliced = hasattr(generator, "begin") and slice_tokens > 0
         self.requests_total = 0
         self.tokens_total = 0
         self.batches_total = 0
@@ -124,10 +150,15 @@ class GenerationQueue:
         self.generation_seconds_total = 0.0
         self.step_seconds: float | None = None
         """Seconds per decoding step of one batch, a running mean (None before the first)."""
+        self.prefill_seconds_per_token = 0.0
+        """Seconds to read one prompt token (the first slice of a batch reads its prompts), a running mean."""
+        self.prompt_tokens_mean = 0.0
+        self.slowdown = 1.0
+        """Answers' time over the time predicted when they came, a running mean (see _learn_slowdown)."""
         self._pending: deque[_Request] = deque()
         self._active: deque[tuple[_Batch, list[_Request]]] = deque()
         self._by_future: dict[Future, _Request] = {}
-        self._batches_running = 0
+        self._running: list[_Batch] = []  # every batch decoding, the one taking its turn included
         self._cond = threading.Condition()
         self._closed = False
         self._worker = threading.Thread(target=self._run, name="generation-queue", daemon=True)
@@ -140,7 +171,7 @@ class GenerationQueue:
     @property
     def active(self) -> int:
         """Batches decoding now (taking their turn or waiting for it)."""
-        return self._batches_running
+        return len(self._running)
 
     def submit(self, prompt: str, *, max_new_tokens: int | None = None, adapter: str | None = None,
                on_token: TokenCallback | None = None, deadline_s: float | None = None) -> Future[GenerationResult]:
@@ -153,8 +184,9 @@ class GenerationQueue:
             if len(self._pending) >= self.queue_size:
                 self.refused_total += 1
                 raise QueueFullError(len(self._pending), self._retry_after_locked())
+            request.predicted = self._expected_seconds_locked(self._tokens_of(request), corrected=False)
             if deadline_s is not None:
-                expected = self._expected_seconds_locked(self._tokens_of(request))
+                expected = request.predicted * self.slowdown
                 if expected > deadline_s:
                     self.refused_total += 1
                     raise WaitTooLongError(f"the answer would take about {expected:.0f} s, past the request's "
@@ -188,19 +220,39 @@ class GenerationQueue:
         with self._cond:
             return self._expected_seconds_locked(self._tokens_of(_Request("", max_new_tokens, None, None, None)))
 
+    def _learn_slowdown(self, request: _Request, result: GenerationResult) -> None:
+        """How far answers ran past the prediction made when they came (called with the lock
+        held): batches started after them, retrieval, checks and ingests on the same cores
+        all slow them; admission multiplies its prediction by the running mean."""
+        if request.predicted < 0.5:
+            return
+        took = time.monotonic() - request.submitted
+        wanted = self._tokens_of(request)
+        if result.finish_reason == "deadline" and 0 < result.completion_tokens < wanted:
+            took *= wanted / result.completion_tokens  # cut short: what the whole answer would have taken
+        self.slowdown = min(5.0, max(0.5, 0.8 * self.slowdown + 0.2 * took / request.predicted))
+
     def _tokens_of(self, request: _Request) -> int:
         return request.max_new_tokens or self.generator.settings.max_new_tokens
 
-    def _expected_seconds_locked(self, tokens: int) -> float:
-        # each turn every running batch, and each batch formed from those waiting, decodes
-        # one slice; a request of ``tokens`` tokens needs ceil(tokens / slice) turns
+    def _expected_seconds_locked(self, tokens: int, *, corrected: bool = True) -> float:
+        """Reading the prompts waiting, this one included (a RAG prompt is hundreds of tokens:
+        on a CPU, reading a batch's prompts can take longer than its answer), the slice in
+        progress, the first slices of the batches waiting, then this request's own tokens;
+        a request longer than a slice also waits for the batches due before it."""
         if self.step_seconds is None:
             return 0.0
-        batches = self._batches_running + math.ceil(len(self._pending) / self.max_batch_size) + 1
+        factor = self.slowdown if corrected else 1.0
+        waiting = [self._tokens_of(r) for r in self._pending]
+        waiting_batches = [max(waiting[i:i + self.max_batch_size]) for i in range(0, len(waiting), self.max_batch_size)]
+        running = [b.remaining for b in self._running]
         if not self.sliced:  # whole batches, one after another
-            return self.step_seconds * tokens * batches
-        turns = math.ceil(tokens / self.slice_tokens)
-        return self.step_seconds * self.slice_tokens * min(batches, self.max_active + 1) * turns
+            return factor * self.step_seconds * (tokens + sum(running) + sum(waiting_batches))
+        reading = self.prefill_seconds_per_token * self.prompt_tokens_mean * (len(self._pending) + 1)
+        steps = (self.slice_tokens if running else 0) + sum(min(t, self.slice_tokens) for t in waiting_batches) + tokens
+        if tokens > self.slice_tokens:
+            steps += sum(running) + sum(max(0, t - self.slice_tokens) for t in waiting_batches)
+        return factor * (reading + self.step_seconds * steps)
 
     def _retry_after_locked(self) -> int:
         """Seconds until the waiting requests are likely served (1 s before any measurement)."""
@@ -222,16 +274,27 @@ class GenerationQueue:
                 if self._closed and not self._active:
                     return
                 batch: list[_Request] = []
-                if self._pending and len(self._active) < self.max_active:
+                if self._pending and len(self._active) < self.max_active and not self._urgent_locked():
                     if not self._active:  # idle: let a batch fill for a moment
                         deadline = time.monotonic() + self.max_wait_s
                         while len(self._pending) < self.max_batch_size and (left := deadline - time.monotonic()) > 0:
                             self._cond.wait(left)
                     batch = self._take_batch()
+            self._end_stopped_rows()
             if batch:
                 self._start(batch)
             else:
                 self._turn()
+
+    def _urgent_locked(self) -> bool:
+        """Whether a running batch is due before a new batch's prompts could be read and a
+        slice decoded: then it takes its turn first (reading a batch's prompts takes seconds
+        on a CPU, and a row cannot be cut at its deadline while they are read)."""
+        if not self._active or self.step_seconds is None:
+            return False
+        reading = self.prefill_seconds_per_token * self.prompt_tokens_mean * min(len(self._pending), self.max_batch_size)
+        horizon = time.monotonic() + self.slowdown * (reading + self.step_seconds * self.slice_tokens)
+        return any(_due(requests) < horizon for _, requests in self._active)
 
     def _take_batch(self) -> list[_Request]:
         first = self._pending[0]
@@ -272,14 +335,30 @@ class GenerationQueue:
             return
         with self._cond:
             self.batches_total += 1
-            self._batches_running += 1
+            self._running.append(decoding)
         self._advance(decoding, live)
+
+    def _end_stopped_rows(self) -> None:
+        """Rows of waiting batches whose client left or whose deadline passed end now: a
+        batch may wait several turns (a new batch reading its prompts takes seconds on a CPU)."""
+        with self._cond:
+            waiting = list(self._active)
+        for decoding, requests in waiting:
+            for row, result in decoding.drop_stopped():
+                self._deliver(requests[row], result)
+            if decoding.done:
+                with self._cond:
+                    self._active.remove((decoding, requests))
+                    self._running.remove(decoding)
 
     def _turn(self) -> None:
         with self._cond:
             if not self._active:
                 return
-            decoding, requests = self._active.popleft()
+            # the batch due first goes on (earliest deadline; without deadlines, the oldest)
+            due = min(range(len(self._active)), key=lambda i: (_due(self._active[i][1]), i))
+            decoding, requests = self._active[due]
+            del self._active[due]
         self._advance(decoding, requests)
 
     def _advance(self, decoding: _Batch, requests: list[_Request]) -> None:
@@ -288,7 +367,7 @@ class GenerationQueue:
             finished = decoding.advance(self.slice_tokens)
         except Exception as exc:
             with self._cond:
-                self._batches_running -= 1
+                self._running.remove(decoding)
             for request in requests:
                 if not request.future.done():
                     request.future.set_exception(exc)
@@ -298,14 +377,30 @@ class GenerationQueue:
             self.generation_seconds_total += elapsed
             self.requests_total += len(finished)
             self.tokens_total += sum(r.completion_tokens for _, r in finished)
-            measured = elapsed / max(1, decoding.last_steps)
-            self.step_seconds = measured if self.step_seconds is None else 0.8 * self.step_seconds + 0.2 * measured
+            self._measure(elapsed, decoding, len(requests))
             if decoding.done:
-                self._batches_running -= 1
+                self._running.remove(decoding)
             else:
                 self._active.append((decoding, requests))
         for row, result in finished:
             self._deliver(requests[row], result)
+
+    def _measure(self, elapsed: float, decoding: _Batch, rows: int) -> None:
+        """Running means of the pace (called with the lock held). A slice that read prompts
+        took ``last_first_step_seconds`` to its first token, nearly all of it reading them;
+        its other steps were decoding."""
+        def mean(old: float | None, new: float) -> float:
+            return new if old is None else 0.8 * old + 0.2 * new
+
+        steps, prefill_tokens = decoding.last_steps, decoding.last_prefill_tokens
+        reading = decoding.last_first_step_seconds if prefill_tokens else 0.0
+        if steps > (1 if prefill_tokens else 0):
+            self.step_seconds = mean(self.step_seconds, (elapsed - reading) / (steps - (1 if prefill_tokens else 0)))
+        elif self.step_seconds is None:  # one step that read prompts: a rough first guess
+            self.step_seconds = elapsed
+        if prefill_tokens:
+            self.prefill_seconds_per_token = mean(self.prefill_seconds_per_token or None, reading / prefill_tokens)
+            self.prompt_tokens_mean = mean(self.prompt_tokens_mean or None, prefill_tokens / max(1, rows))
 
     def _deliver(self, request: _Request, result: GenerationResult) -> None:
         if result.finish_reason == "stopped":
@@ -316,6 +411,8 @@ class GenerationQueue:
                 return
             result = GenerationResult(result.text, result.prompt_tokens, result.completion_tokens, "deadline",
                                       result.mean_logprob)
+        with self._cond:
+            self._learn_slowdown(request, result)
         if not request.future.done():
             request.future.set_result(result)
 
@@ -341,9 +438,10 @@ class GenerationQueue:
 
     def stats(self) -> dict[str, Any]:
         with self._cond:
-            return {"waiting": len(self._pending), "active_batches": self._batches_running,
+            return {"waiting": len(self._pending), "active_batches": len(self._running),
                     "refused_total": self.refused_total, "cancelled_total": self.cancelled_total,
-                    "step_seconds": self.step_seconds}
+                    "step_seconds": self.step_seconds, "prefill_seconds_per_token": self.prefill_seconds_per_token,
+                    "slowdown": self.slowdown}
 
     def __enter__(self) -> GenerationQueue:
         return self

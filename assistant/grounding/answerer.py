@@ -146,7 +146,8 @@ class Answerer:
             raise
         done = time.perf_counter()
         timings.update(_generation_timings(result, done - retrieved), total_ms=(done - started) * 1000)
-        return await asyncio.to_thread(self._result, req, result.text, passages, timings, adapter, result.mean_logprob)
+        out = await asyncio.to_thread(self._result, req, result.text, passages, timings, adapter, result.mean_logprob)
+        return out | {"finish_reason": result.finish_reason}
 
     async def ask_stream(self, req: AskRequest) -> AsyncIterator[dict[str, Any]]:
         """Events: ``{"event": "token", "text": ...}`` as the model writes, then
@@ -182,7 +183,7 @@ class Answerer:
             timings["first_token_ms"] = (first_token - started) * 1000
         final = await asyncio.to_thread(self._result, req, result.text, passages, timings, adapter,
                                         result.mean_logprob)
-        yield {"event": "answer", **final}
+        yield {"event": "answer", **final, "finish_reason": result.finish_reason}
 
 
 def _generation_timings(result: GenerationResult, seconds: float) -> dict[str, float]:

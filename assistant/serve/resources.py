@@ -112,7 +112,7 @@ class Resources:
                 log.error("could not load the active adapter %r (%s); serving the base model", registry.active(), exc)
         if queue is None:
             queue = GenerationQueue(generator, max_batch_size=gen_settings.max_batch_size,
-                                    queue_size=gen_settings.queue_size)
+                                    queue_size=gen_settings.queue_size, slice_tokens=gen_settings.slice_tokens)
             owned.append(_GracefulClose(queue, settings.shutdown_grace_s))
         index.search("warm up", k=1)  # loads the embedding model now, so /readyz means ready
         keys, records = KeyStore(settings.service_db), Records(settings.service_db)

@@ -59,10 +59,11 @@ def test_rows_end_at_their_own_limit_or_stop(generator: LocalGenerator, prompts:
     stop_now = threading.Event()
     decoding = generator.begin(prompts, max_new_tokens=[4, 16, 9], stop=[None, None, stop_now.is_set])
     first = dict(decoding.advance(5))
-    assert list(first) == [0] and _same(first[0], alone[0])  # row 0 handed back as soon as it ended
+    assert list(first) == [0] and _same(first[0], alone[0])
+    assert decoding.last_steps == 4  # the slice ended with row 0: handed back at once
     stop_now.set()
     second = dict(decoding.advance(5))
-    assert list(second) == [2] and second[2].finish_reason == "stopped" and second[2].completion_tokens == 6
+    assert list(second) == [2] and second[2].finish_reason == "stopped" and second[2].completion_tokens == 5
     assert alone[2].text.startswith(second[2].text)
     rest = dict(decoding.advance(100))
     assert decoding.done and _same(rest[1], alone[1])
@@ -132,3 +133,28 @@ def test_close_stops_running_answers_after_the_grace(generator: LocalGenerator, 
         running.result(timeout=1)
     with pytest.raises(RuntimeError, match="closed"):
         queue.submit(prompts[0])
+
+
+def test_running_batches_go_on_earliest_deadline_first(generator: LocalGenerator, prompts: list[str]) -> None:
+    started = threading.Event()
+    with GenerationQueue(generator, max_wait_s=0, slice_tokens=4) as queue:
+        early = queue.submit(prompts[0], max_new_tokens=60, on_token=_slow(0.02, started), deadline_s=60)
+        assert started.wait(30)
+        urgent = queue.submit(prompts[1], max_new_tokens=60, on_token=_slow(0.02), deadline_s=30)
+        assert urgent.result(timeout=30).completion_tokens == 60
+        # taking turns, the earlier batch (most of its tokens done) would have ended first
+        assert not early.done()
+        assert early.result(timeout=30).completion_tokens == 60
+
+
+def test_a_waiting_batch_drops_a_stopped_row_without_a_step(generator: LocalGenerator, prompts: list[str]) -> None:
+    gone = threading.Event()
+    decoding = generator.begin(prompts[:2], max_new_tokens=20, stop=[None, gone.is_set])
+    decoding.advance(5)
+    calls = generator.generate_calls
+    gone.set()
+    dropped = decoding.drop_stopped()
+    assert [(row, r.finish_reason, r.completion_tokens) for row, r in dropped] == [(1, "stopped", 5)]
+    assert generator.generate_calls == calls  # no model call
+    rest = dict(decoding.advance(100))
+    assert decoding.done and _same(rest[0], generator.generate(prompts[:1], max_new_tokens=20)[0])

@@ -36,7 +36,7 @@ def _service(tmp: Path, model: Path, **overrides) -> Iterator[Service]:
 
 @pytest.fixture(scope="module")
 def service(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    yield from _service(tmp_path_factory.mktemp("admission"), tiny_model_dir, answer_deadline_s=5.0)
+    yield from _service(tmp_path_factory.mktemp("admission"), tiny_model_dir, answer_deadline_s=3.0)
 
 
 def _ask(service: Service, tokens: int, **kw) -> httpx.Response:
@@ -71,7 +71,7 @@ def test_an_answer_that_would_miss_its_deadline_is_refused_at_once(service: Serv
         started = time.perf_counter()
         r = service.post("/v1/ask", "reader", json={"question": QUESTION, "max_new_tokens": 500, "stream": stream})
         assert r.status_code == 503, r.text
-        assert "past the deadline of 5 s" in r.json()["detail"] and int(r.headers["Retry-After"]) >= 1
+        assert "past the deadline of 3 s" in r.json()["detail"] and int(r.headers["Retry-After"]) >= 1
         assert time.perf_counter() - started < 1.0
     assert _ask(service, 8).status_code == 200  # within the deadline: answered
 
