@@ -177,9 +177,10 @@ class Index:
             return ingest.ingest_documents(self, items, tags=tags, progress=progress, on_commit=on_commit)
 
     def ingest_documents(self, docs: Iterable[Document | LoadProblem], *, tags: Sequence[str] = (),
-                         progress: bool = False, on_commit=None) -> IngestReport:
+                         progress: bool = False, on_commit=None, on_chunks=None) -> IngestReport:
         """Ingests documents (see :mod:`indexer.ingest`)."""
-        return ingest.ingest_documents(self, docs, tags=tags, progress=progress, on_commit=on_commit)
+        return ingest.ingest_documents(self, docs, tags=tags, progress=progress, on_commit=on_commit,
+                                       on_chunks=on_chunks)
 
     def delete(self, doc_id: str) -> bool:
         """Removes a document from SQLite, the keyword index, FAISS and the LSH index."""

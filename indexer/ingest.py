@@ -29,6 +29,10 @@ from indexer.writer import IndexWriter
 # Documents per transaction. Larger batches let the embedder sort more chunks by
 # length (less padding); smaller ones acknowledge sooner.
 BATCH_DOCS = 128
+# Chunks per embedding call: a large document (a 10 MB upload is ~13,000 chunks) is
+# embedded in groups, so its progress can be reported and the embedder's working memory
+# stays that of one group.
+EMBED_GROUP = 512
 
 
 @dataclass
@@ -46,9 +50,12 @@ class Writable(Protocol):
 
 
 def ingest_documents(index: Writable, items: Iterable[Document | LoadProblem], *, tags: Sequence[str] = (),
-                     progress: bool = False, on_commit: Callable[[list[str]], None] | None = None) -> IngestReport:
+                     progress: bool = False, on_commit: Callable[[list[str]], None] | None = None,
+                     on_chunks: Callable[[int], None] | None = None) -> IngestReport:
     """Stores ``items`` in batches, holding ``index.writer()`` for the whole run;
-    the report's time includes waiting for another process's write."""
+    the report's time includes waiting for another process's write. ``on_commit``
+    gets the ids of each committed batch, ``on_chunks`` the number of chunks
+    embedded after each group (before their batch commits)."""
     report = IngestReport()
     start = time.perf_counter()
     changed = False
@@ -61,12 +68,12 @@ def ingest_documents(index: Writable, items: Iterable[Document | LoadProblem], *
                     continue
                 batch.append(item)
                 if len(batch) >= BATCH_DOCS:
-                    changed |= _ingest_batch(writer, batch, tags, report, on_commit)
+                    changed |= _ingest_batch(writer, batch, tags, report, on_commit, on_chunks)
                     bar.update(len(batch))
                     bar.set_postfix(chunks=report.chunks, skipped=len(report.skipped))
                     batch = []
             if batch:
-                changed |= _ingest_batch(writer, batch, tags, report, on_commit)
+                changed |= _ingest_batch(writer, batch, tags, report, on_commit, on_chunks)
                 bar.update(len(batch))
         if changed:
             writer.save_snapshots()
@@ -127,8 +134,19 @@ def _tags_of(doc: Document, extra: Sequence[str]) -> list[str]:
     return sorted({t for t in [*own_tags, *extra] if t})
 
 
+def _embed_in_groups(embedder, pieces: list[str], on_chunks: Callable[[int], None] | None):
+    import numpy as np
+
+    groups = []
+    for start in range(0, len(pieces), EMBED_GROUP):
+        groups.append(embedder.embed(pieces[start:start + EMBED_GROUP]))
+        if on_chunks is not None:
+            on_chunks(len(groups[-1]))
+    return np.concatenate(groups) if groups else embedder.embed([])
+
+
 def _ingest_batch(writer: IndexWriter, docs: list[Document], tags: Sequence[str], report: IngestReport,
-                  on_commit: Callable[[list[str]], None] | None) -> bool:
+                  on_commit: Callable[[list[str]], None] | None, on_chunks: Callable[[int], None] | None) -> bool:
     try:
         accepted = _classify(writer, _normalize(docs, report), report)
         if not accepted:
@@ -145,7 +163,7 @@ def _ingest_batch(writer: IndexWriter, docs: list[Document], tags: Sequence[str]
                 report.skipped.append((a.doc.source, "no indexable text"))
         titles = [document_title(a.doc.metadata) if writer.settings.chunk_titles else None for a, _ in ready]
         pieces = [text_to_index(title, a.text[s:e]) for (a, doc_spans), title in zip(ready, titles) for s, e in doc_spans]
-        vectors = embedder.embed(pieces)
+        vectors = _embed_in_groups(embedder, pieces, on_chunks)
         new_docs, offset = [], 0
         for (a, doc_spans), title in zip(ready, titles):
             n = len(doc_spans)

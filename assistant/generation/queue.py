@@ -5,6 +5,10 @@ micro-batches requests and decodes the batches in turns (see :class:`GenerationQ
         future = queue.submit(prompt, deadline_s=60)
         print(future.result().text)
         queue.cancel(future)          # the client left: its row stops at the next token
+
+One job, scheduling requests onto the model (admission, batches, turns, cancellation,
+a bounded close), under one lock; how a batch decodes a slice is in :mod:`.decoding`
+and how long requests will take in :mod:`.pace`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from assistant.generation.base import GenerationResult, TextGenerator, TokenCallback
+from assistant.generation.pace import Pace
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +130,9 @@ class GenerationQueue:
     ``finish_reason`` "deadline", or its cancellation), which is handed back at once.
     ``slice_tokens=0`` decodes each batch in one call (a backend without slices does).
 
-    Admission: with ``deadline_s``, a request whose expected wait (measured seconds
-    per decoding step times the steps ahead of it) passes its deadline is refused
-    with :class:`WaitTooLongError` rather than queued to time out.
+    Admission: with ``deadline_s``, a request whose expected time (see
+    :class:`~assistant.generation.pace.Pace`) passes its deadline is refused with
+    :class:`WaitTooLongError` rather than queued to time out.
     """
 
     def __init__(self, generator: TextGenerator, max_batch_size: int = 8, queue_size: int = 32, *,
@@ -148,13 +153,7 @@ class GenerationQueue:
         self.refused_total = 0
         self.cancelled_total = 0
         self.generation_seconds_total = 0.0
-        self.step_seconds: float | None = None
-        """Seconds per decoding step of one batch, a running mean (None before the first)."""
-        self.prefill_seconds_per_token = 0.0
-        """Seconds to read one prompt token (the first slice of a batch reads its prompts), a running mean."""
-        self.prompt_tokens_mean = 0.0
-        self.slowdown = 1.0
-        """Answers' time over the time predicted when they came, a running mean (see _learn_slowdown)."""
+        self.pace = Pace(slice_tokens=slice_tokens if self.sliced else 0, max_batch_size=max_batch_size)
         self._pending: deque[_Request] = deque()
         self._active: deque[tuple[_Batch, list[_Request]]] = deque()
         self._by_future: dict[Future, _Request] = {}
@@ -186,7 +185,7 @@ class GenerationQueue:
                 raise QueueFullError(len(self._pending), self._retry_after_locked())
             request.predicted = self._expected_seconds_locked(self._tokens_of(request), corrected=False)
             if deadline_s is not None:
-                expected = request.predicted * self.slowdown
+                expected = request.predicted * self.pace.slowdown
                 if expected > deadline_s:
                     self.refused_total += 1
                     raise WaitTooLongError(f"the answer would take about {expected:.0f} s, past the request's "
@@ -221,42 +220,23 @@ class GenerationQueue:
             return self._expected_seconds_locked(self._tokens_of(_Request("", max_new_tokens, None, None, None)))
 
     def _learn_slowdown(self, request: _Request, result: GenerationResult) -> None:
-        """How far answers ran past the prediction made when they came (called with the lock
-        held): batches started after them, retrieval, checks and ingests on the same cores
-        all slow them; admission multiplies its prediction by the running mean."""
-        if request.predicted < 0.5:
-            return
+        """Called with the lock held, as each answer is delivered."""
         took = time.monotonic() - request.submitted
         wanted = self._tokens_of(request)
         if result.finish_reason == "deadline" and 0 < result.completion_tokens < wanted:
             took *= wanted / result.completion_tokens  # cut short: what the whole answer would have taken
-        self.slowdown = min(5.0, max(0.5, 0.8 * self.slowdown + 0.2 * took / request.predicted))
+        self.pace.learn(request.predicted, took)
 
     def _tokens_of(self, request: _Request) -> int:
         return request.max_new_tokens or self.generator.settings.max_new_tokens
 
     def _expected_seconds_locked(self, tokens: int, *, corrected: bool = True) -> float:
-        """Reading the prompts waiting, this one included (a RAG prompt is hundreds of tokens:
-        on a CPU, reading a batch's prompts can take longer than its answer), the slice in
-        progress, the first slices of the batches waiting, then this request's own tokens;
-        a request longer than a slice also waits for the batches due before it."""
-        if self.step_seconds is None:
-            return 0.0
-        factor = self.slowdown if corrected else 1.0
-        waiting = [self._tokens_of(r) for r in self._pending]
-        waiting_batches = [max(waiting[i:i + self.max_batch_size]) for i in range(0, len(waiting), self.max_batch_size)]
-        running = [b.remaining for b in self._running]
-        if not self.sliced:  # whole batches, one after another
-            return factor * self.step_seconds * (tokens + sum(running) + sum(waiting_batches))
-        reading = self.prefill_seconds_per_token * self.prompt_tokens_mean * (len(self._pending) + 1)
-        steps = (self.slice_tokens if running else 0) + sum(min(t, self.slice_tokens) for t in waiting_batches) + tokens
-        if tokens > self.slice_tokens:
-            steps += sum(running) + sum(max(0, t - self.slice_tokens) for t in waiting_batches)
-        return factor * (reading + self.step_seconds * steps)
+        return self.pace.expected(tokens, [self._tokens_of(r) for r in self._pending],
+                                  [b.remaining for b in self._running], corrected=corrected)
 
     def _retry_after_locked(self) -> int:
         """Seconds until the waiting requests are likely served (1 s before any measurement)."""
-        if self.step_seconds is None:
+        if not self.pace.known:
             return 1
         return max(1, round(self._expected_seconds_locked(self.generator.settings.max_new_tokens)))
 
@@ -290,10 +270,10 @@ class GenerationQueue:
         """Whether a running batch is due before a new batch's prompts could be read and a
         slice decoded: then it takes its turn first (reading a batch's prompts takes seconds
         on a CPU, and a row cannot be cut at its deadline while they are read)."""
-        if not self._active or self.step_seconds is None:
+        if not self._active or not self.pace.known:
             return False
-        reading = self.prefill_seconds_per_token * self.prompt_tokens_mean * min(len(self._pending), self.max_batch_size)
-        horizon = time.monotonic() + self.slowdown * (reading + self.step_seconds * self.slice_tokens)
+        reading = self.pace.reading_seconds(min(len(self._pending), self.max_batch_size))
+        horizon = time.monotonic() + self.pace.slowdown * (reading + self.pace.step_seconds * self.slice_tokens)
         return any(_due(requests) < horizon for _, requests in self._active)
 
     def _take_batch(self) -> list[_Request]:
@@ -377,30 +357,13 @@ class GenerationQueue:
             self.generation_seconds_total += elapsed
             self.requests_total += len(finished)
             self.tokens_total += sum(r.completion_tokens for _, r in finished)
-            self._measure(elapsed, decoding, len(requests))
+            self.pace.measure(elapsed, decoding, len(requests))
             if decoding.done:
                 self._running.remove(decoding)
             else:
                 self._active.append((decoding, requests))
         for row, result in finished:
             self._deliver(requests[row], result)
-
-    def _measure(self, elapsed: float, decoding: _Batch, rows: int) -> None:
-        """Running means of the pace (called with the lock held). A slice that read prompts
-        took ``last_first_step_seconds`` to its first token, nearly all of it reading them;
-        its other steps were decoding."""
-        def mean(old: float | None, new: float) -> float:
-            return new if old is None else 0.8 * old + 0.2 * new
-
-        steps, prefill_tokens = decoding.last_steps, decoding.last_prefill_tokens
-        reading = decoding.last_first_step_seconds if prefill_tokens else 0.0
-        if steps > (1 if prefill_tokens else 0):
-            self.step_seconds = mean(self.step_seconds, (elapsed - reading) / (steps - (1 if prefill_tokens else 0)))
-        elif self.step_seconds is None:  # one step that read prompts: a rough first guess
-            self.step_seconds = elapsed
-        if prefill_tokens:
-            self.prefill_seconds_per_token = mean(self.prefill_seconds_per_token or None, reading / prefill_tokens)
-            self.prompt_tokens_mean = mean(self.prompt_tokens_mean or None, prefill_tokens / max(1, rows))
 
     def _deliver(self, request: _Request, result: GenerationResult) -> None:
         if result.finish_reason == "stopped":
@@ -440,8 +403,7 @@ class GenerationQueue:
         with self._cond:
             return {"waiting": len(self._pending), "active_batches": len(self._running),
                     "refused_total": self.refused_total, "cancelled_total": self.cancelled_total,
-                    "step_seconds": self.step_seconds, "prefill_seconds_per_token": self.prefill_seconds_per_token,
-                    "slowdown": self.slowdown}
+                    **self.pace.stats()}
 
     def __enter__(self) -> GenerationQueue:
         return self

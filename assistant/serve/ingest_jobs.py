@@ -136,24 +136,24 @@ class IngestJobs:
     def _run(self, job_id: str) -> None:
         job_dir = self.folder / job_id
         job = json.loads((job_dir / "job.json").read_text(encoding="utf-8"))
-        done = 0
-
-        def progress(doc_ids: list[str]) -> None:
-            nonlocal done
-            done += len(doc_ids)
-            with self._lock:
-                self._live[job_id]["documents_indexed"] = done
+        def count(name: str) -> Callable[[Any], None]:
+            def add(n: Any) -> None:
+                with self._lock:
+                    self._live[job_id][name] += n if isinstance(n, int) else len(n)
+            return add
 
         with self._lock:
-            self._live[job_id] = {"state": "running", "documents_indexed": 0, "started_at": time.time()}
+            self._live[job_id] = {"state": "running", "documents_indexed": 0, "chunks_embedded": 0,
+                                  "started_at": time.time()}
+        progress = {"on_commit": count("documents_indexed"), "on_chunks": count("chunks_embedded")}
         try:
             if job["kind"] == "documents":
                 with open(job_dir / "documents.jsonl", encoding="utf-8") as f:
                     docs = [Document(**json.loads(line)) for line in f]
-                report = self.index.ingest_documents(docs, tags=job["tags"], on_commit=progress)
+                report = self.index.ingest_documents(docs, tags=job["tags"], **progress)
             else:
                 uploads = [(name, (job_dir / "files" / str(n)).read_bytes()) for n, name in enumerate(job["files"])]
-                report = ingest_uploads(self.index, self.upload_dir, uploads, job["tags"], on_commit=progress)
+                report = ingest_uploads(self.index, self.upload_dir, uploads, job["tags"], **progress)
             result: dict[str, Any] = {"state": "done", "report": report_body(report)}
         except Exception as exc:  # the job's client reads this from the status URL
             status, body, _ = describe(exc)

@@ -79,7 +79,7 @@ def save_upload(upload_dir: Path, filename: str, data: bytes) -> Path:
 
 
 def ingest_uploads(index: Any, upload_dir: Path, uploads: Sequence[tuple[str, bytes]], tags: Sequence[str] = (),
-                   on_commit: Callable[[list[str]], None] | None = None):
+                   on_commit: Callable[[list[str]], None] | None = None, on_chunks: Callable[[int], None] | None = None):
     """Saves and ingests uploaded files; bad files are reported in the report's ``skipped``
     and deleted (a file that gave no document is not kept in the upload folder)."""
     problems: list[tuple[str, str]] = []
@@ -103,6 +103,6 @@ def ingest_uploads(index: Any, upload_dir: Path, uploads: Sequence[tuple[str, by
                 problems.append((item.source.replace(str(path), PUBLIC_PREFIX + path.name, 1), item.reason))
         if len(items) == loaded:
             path.unlink(missing_ok=True)
-    report = index.ingest_documents(items, tags=tags, on_commit=on_commit)
+    report = index.ingest_documents(items, tags=tags, on_commit=on_commit, on_chunks=on_chunks)
     report.skipped.extend(problems)
     return report

@@ -206,3 +206,27 @@ def test_a_tokenizer_json_that_truncates_still_sees_the_whole_text(tmp_path) -> 
     spans = native.chunk([text], max_tokens=20, overlap=0, tokenizer=tok)[0]
     assert spans[0][0] == 0 and spans[-1][1] == len(text)
     assert len(spans) >= 10
+
+
+def test_a_large_document_is_embedded_in_groups_with_progress(tmp_path, monkeypatch) -> None:
+    """A document of many chunks is embedded a group at a time, each group reported, and
+    its vectors are those of embedding it whole (issue 18: progress and bounded memory)."""
+    import numpy as np
+
+    from indexer import ingest
+    from indexer.index import Index
+    from indexer.loaders import Document
+
+    text = " ".join(f"Sentence {n} of a long report on river levels at the northern gauge." for n in range(400))
+    with Index.open(tmp_path / "whole") as index:
+        whole = index.ingest_documents([Document("report", text, "report.txt", {})])
+        reference = index.search("river levels at the northern gauge", k=3, mode="dense")
+    monkeypatch.setattr(ingest, "EMBED_GROUP", 5)
+    groups: list[int] = []
+    with Index.open(tmp_path / "grouped") as index:
+        grouped = index.ingest_documents([Document("report", text, "report.txt", {})], on_chunks=groups.append)
+        hits = index.search("river levels at the northern gauge", k=3, mode="dense")
+    assert whole.chunks == grouped.chunks > 10
+    assert sum(groups) == grouped.chunks and len(groups) == -(-grouped.chunks // 5) and max(groups) == 5
+    assert [(h.start, h.end) for h in hits] == [(h.start, h.end) for h in reference]
+    assert np.allclose([h.dense_score for h in hits], [h.dense_score for h in reference], atol=1e-5)

@@ -86,7 +86,7 @@ def test_a_short_answer_overtakes_a_long_one(generator: LocalGenerator, prompts:
         assert short.result(timeout=30).completion_tokens == 4
         assert not long.done()  # the short one did not wait for the long one's 120 tokens
         assert long.result(timeout=60).completion_tokens == LONG
-        assert queue.batches_total == 2 and queue.step_seconds and queue.step_seconds > 0
+        assert queue.batches_total == 2 and queue.pace.step_seconds and queue.pace.step_seconds > 0
 
 
 def test_cancel_stops_a_running_row_and_drops_a_waiting_one(generator: LocalGenerator, prompts: list[str]) -> None:
@@ -114,7 +114,7 @@ def test_deadlines_refuse_up_front_and_cut_a_late_answer(generator: LocalGenerat
         assert late.finish_reason == "deadline" and 0 < late.completion_tokens < LONG
         assert time.monotonic() - began < 2.0
         # now the queue knows its speed: 120 slow tokens cannot be ready in 10 ms
-        assert queue.step_seconds is not None
+        assert queue.pace.step_seconds is not None
         with pytest.raises(WaitTooLongError, match="past the request's deadline") as refused:
             queue.submit(prompts[0], max_new_tokens=LONG, deadline_s=0.01)
         assert refused.value.retry_after >= 1 and queue.refused_total == 1
