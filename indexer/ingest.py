@@ -33,6 +33,10 @@ BATCH_DOCS = 128
 # embedded in groups, so its progress can be reported and the embedder's working memory
 # stays that of one group.
 EMBED_GROUP = 512
+# A longer text is chunked a window at a time, cut at a paragraph (else a line, else a
+# space) break: the tokenizer's offsets for a whole 2 MB text took 200 MB that the
+# process kept; a window's take a few.
+CHUNK_WINDOW_CHARS = 100_000
 
 
 @dataclass
@@ -134,6 +138,31 @@ def _tags_of(doc: Document, extra: Sequence[str]) -> list[str]:
     return sorted({t for t in [*own_tags, *extra] if t})
 
 
+def _chunk_in_windows(text: str, writer: IndexWriter, tokenizer) -> list[tuple[int, int]]:
+    """``native.chunk`` of ``text``, a window of at most CHUNK_WINDOW_CHARS at a time."""
+    spans: list[tuple[int, int]] = []
+    start = 0
+    while start < len(text):
+        end, next_start = _window(text, start)
+        window = native.chunk([text[start:end]], max_tokens=writer.settings.chunk_tokens,
+                              overlap=writer.settings.chunk_overlap, tokenizer=tokenizer)[0]
+        spans += [(start + s, start + e) for s, e in window]
+        start = next_start
+    return spans
+
+
+def _window(text: str, start: int) -> tuple[int, int]:
+    """Where the window from ``start`` ends, and where the next begins (after the break)."""
+    limit = start + CHUNK_WINDOW_CHARS
+    if limit >= len(text):
+        return len(text), len(text)
+    for sep in ("\n\n", "\n", " "):  # a break in the window's second half
+        cut = text.rfind(sep, start + CHUNK_WINDOW_CHARS // 2, limit)
+        if cut > start:
+            return cut, cut + len(sep)
+    return limit, limit
+
+
 def _embed_in_groups(embedder, pieces: list[str], on_chunks: Callable[[int], None] | None):
     import numpy as np
 
@@ -152,8 +181,7 @@ def _ingest_batch(writer: IndexWriter, docs: list[Document], tags: Sequence[str]
         if not accepted:
             return False
         embedder = writer.embedder
-        spans = native.chunk([a.text for a in accepted], max_tokens=writer.settings.chunk_tokens,
-                             overlap=writer.settings.chunk_overlap, tokenizer=embedder.tokenizer)
+        spans = [_chunk_in_windows(a.text, writer, embedder.tokenizer) for a in accepted]
         ready = []
         for a, doc_spans in zip(accepted, spans):
             if doc_spans:

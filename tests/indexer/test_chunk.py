@@ -230,3 +230,25 @@ def test_a_large_document_is_embedded_in_groups_with_progress(tmp_path, monkeypa
     assert sum(groups) == grouped.chunks and len(groups) == -(-grouped.chunks // 5) and max(groups) == 5
     assert [(h.start, h.end) for h in hits] == [(h.start, h.end) for h in reference]
     assert np.allclose([h.dense_score for h in hits], [h.dense_score for h in reference], atol=1e-5)
+
+
+def test_a_long_text_is_chunked_a_window_at_a_time(tmp_path, monkeypatch) -> None:
+    """Windows end at paragraph breaks: the spans are those of chunking each paragraph run
+    alone, offsets into the whole text, and every span's text is the text there."""
+    from indexer import ingest
+    from indexer.index import Index
+    from indexer.loaders import Document
+
+    paragraphs = [" ".join(f"Paragraph {p} sentence {n} about tides and harbours." for n in range(30))
+                  for p in range(12)]
+    text = "\n\n".join(paragraphs)
+    monkeypatch.setattr(ingest, "CHUNK_WINDOW_CHARS", 3 * len(paragraphs[0]))
+    with Index.open(tmp_path / "index") as index:
+        with index.writer() as writer:
+            spans = ingest._chunk_in_windows(text, writer, writer.embedder.tokenizer)
+    assert spans == sorted(spans) and spans[0][0] == 0 and spans[-1][1] == len(text)
+    assert all(text[s:e].strip() == text[s:e] and text[s:e] for s, e in spans)
+    # no chunk crosses a window: every window break falls between two spans
+    breaks = [n for n in range(len(text)) if text.startswith("\n\n", n)]
+    crossing = [b for b in breaks if any(s < b < e for s, e in spans)]
+    assert len(crossing) < len(breaks)  # windows of ~2-3 paragraphs: some breaks are window edges
