@@ -22,6 +22,7 @@ the generation queue's 429 that is under test, not the per-key limit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -156,28 +157,36 @@ def main() -> None:
         key = json.loads(subprocess.run(
             [BIN / "assistant", "keys", "create", "--name", "bench", "--role", "reader", "--index", index_dir,
              "--data-dir", data_dir, "--json"], check=True, capture_output=True, text=True).stdout)["key"]
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        env = dict(os.environ, HF_HUB_OFFLINE="1", ASSISTANT_RATE_PER_MINUTE="1000000",
-                   ASSISTANT_MAX_NEW_TOKENS=os.environ.get("ASSISTANT_MAX_NEW_TOKENS", "64"))
-        server = subprocess.Popen([BIN / "assistant", "serve", "--index", index_dir, "--data-dir", data_dir,
-                                   "--port", str(port)], env=env, cwd=REPO_ROOT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            for _ in range(1200):
-                try:
-                    if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.5)
-            else:
-                raise SystemExit("the server did not become ready")
-            out = asyncio.run(run_all(url, key, questions, n_seq, load_s, server.pid))
-        finally:
-            server.terminate()
-            server.wait(30)
+        env = dict(os.environ, ASSISTANT_MAX_NEW_TOKENS=os.environ.get("ASSISTANT_MAX_NEW_TOKENS", "64"))
+        with running_server(index_dir, data_dir, env) as (url, pid):
+            out = asyncio.run(run_all(url, key, questions, n_seq, load_s, pid))
     report(out, args)
+
+
+@contextlib.contextmanager
+def running_server(index_dir: Path, data_dir: Path, env: dict[str, str], *, stop_wait_s: float = 60):
+    """``assistant serve`` on a free port of 127.0.0.1, yielded as (url, pid) once /readyz says ready;
+    terminated on exit. Rate limits are lifted: the benchmarks measure the service, not its limiter."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"ASSISTANT_RATE_PER_MINUTE": "1000000", **env, "HF_HUB_OFFLINE": "1"}
+    server = subprocess.Popen([BIN / "assistant", "serve", "--index", index_dir, "--data-dir", data_dir,
+                               "--port", str(port)], env=env, cwd=REPO_ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(1200):
+            try:
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            raise SystemExit("the server did not become ready")
+        yield url, server.pid
+    finally:
+        server.terminate()
+        server.wait(stop_wait_s)
 
 
 async def run_all(url: str, key: str, questions: list[str], n_seq: int, load_s: float, pid: int) -> dict:

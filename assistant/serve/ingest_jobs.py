@@ -37,6 +37,7 @@ from assistant.serve.index_writes import IndexWrites
 from assistant.serve.uploads import ingest_uploads
 from indexer.loaders import Document
 from indexer.records import IngestReport
+from indexer.snapshots import sync_directory
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +57,6 @@ def _write_durably(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _sync_folder(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class IngestJobs:
@@ -90,7 +83,7 @@ class IngestJobs:
             (job / "files").mkdir()
             for n, (_, data) in enumerate(uploads):
                 _write_durably(job / "files" / str(n), data)
-            _sync_folder(job / "files")
+            sync_directory(job / "files")
 
         return self._accept({"kind": "files", "files": [name for name, _ in uploads], "tags": list(tags)}, payload)
 
@@ -101,9 +94,9 @@ class IngestJobs:
         try:
             payload(tmp)
             _write_durably(tmp / "job.json", json.dumps({**job, "accepted_at": time.time()}).encode())
-            _sync_folder(tmp)
+            sync_directory(tmp)
             os.rename(tmp, self.folder / job_id)
-            _sync_folder(self.folder)
+            sync_directory(self.folder)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
