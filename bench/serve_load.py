@@ -7,6 +7,8 @@ Run::
 
     .venv/bin/python bench/serve_load.py              # 16 clients x 60 s, three 0.5 MB uploads
     .venv/bin/python bench/serve_load.py --quick      # 8 clients x 20 s, one 0.2 MB upload
+    .venv/bin/python bench/serve_load.py --soak 10    # the service as configured only, 16 clients x 10
+                                                      # minutes, a 0.5 MB upload each minute
 
 What must hold: no 5xx and nothing lost; every ask answered (200) or refused (429/503)
 within its deadline (``ASSISTANT_ANSWER_DEADLINE`` plus ten seconds for retrieval, the
@@ -24,7 +26,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import REPO_ROOT, env_info, env_markdown, md_table, parse_args, write_results  # noqa: E402
-from service_bench import build_index, rss_mb  # noqa: E402
+from service_bench import build_index, rss_mb, running_server  # noqa: E402
 
 from indexer import shared_data  # noqa: E402
 
@@ -72,13 +73,15 @@ def create_key(index_dir: Path, data_dir: Path, role: str) -> str:
 
 
 async def run_load(url: str, keys: dict[str, str], questions: list[str], uploads: list[dict[str, str]], *,
-                   clients: int, seconds: float, deadline_s: float, pid: int) -> dict:
-    stop_at = time.monotonic() + seconds
+                   clients: int, seconds: float, deadline_s: float, pid: int, upload_every_s: float = 0) -> dict:
+    started_at = time.monotonic()
+    stop_at = started_at + seconds
     asks: list[dict] = []
     searches: list[float] = []
     search_errors: list[str] = []
     jobs: list[dict] = []
     rss = [rss_mb(pid)]
+    rss_over_time = [(0.0, rss[0])]
     rng = random.Random(0)
     headers = {role: {"Authorization": f"Bearer {key}"} for role, key in keys.items()}
 
@@ -121,6 +124,7 @@ async def run_load(url: str, keys: dict[str, str], questions: list[str], uploads
 
     async def editor(client: httpx.AsyncClient) -> None:
         for doc in uploads:
+            await asyncio.sleep(upload_every_s if jobs else 0)
             started = time.perf_counter()
             r = await client.post("/v1/documents", headers=headers["editor"], json=doc)
             jobs.append({"doc_id": doc["id"], "code": r.status_code, "accept_s": time.perf_counter() - started,
@@ -130,6 +134,7 @@ async def run_load(url: str, keys: dict[str, str], questions: list[str], uploads
         while time.monotonic() < stop_at:
             await asyncio.sleep(2)
             rss.append(rss_mb(pid))
+            rss_over_time.append((time.monotonic() - started_at, rss[-1]))
 
     limits = httpx.Limits(max_connections=clients + 8)
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
@@ -152,7 +157,8 @@ async def run_load(url: str, keys: dict[str, str], questions: list[str], uploads
         job["listed"] = job["doc_id"] in present
     rss.append(rss_mb(pid))
     return {"seconds": seconds, "clients": clients, "deadline_s": deadline_s, "asks": asks, "searches_s": searches,
-            "search_errors": search_errors, "jobs": jobs, "drain_after_load_s": drain_s, "rss_mb": rss}
+            "search_errors": search_errors, "jobs": jobs, "drain_after_load_s": drain_s, "rss_mb": rss,
+            "rss_over_time": rss_over_time}
 
 
 CONFIGS = {
@@ -163,50 +169,37 @@ CONFIGS = {
 
 
 def serve_and_load(tmp: Path, name: str, questions: list[str], uploads: list[dict[str, str]], *, clients: int,
-                   seconds: float, deadline_s: float) -> dict:
+                   seconds: float, deadline_s: float, upload_every_s: float = 0) -> dict:
     """A fresh copy of the index, a server with the configuration ``name``, the load."""
     index_dir, data_dir = tmp / name / "index", tmp / name / "service"
     shutil.copytree(tmp / "index", index_dir)
     keys = {role: create_key(index_dir, data_dir, role) for role in ("reader", "editor")}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ASSISTANT_RATE_PER_MINUTE": "1000000",
-           "ASSISTANT_ANSWER_DEADLINE": str(deadline_s), **CONFIGS[name][1]}
-    server = subprocess.Popen([BIN / "assistant", "serve", "--index", index_dir, "--data-dir", data_dir,
-                               "--port", str(port)], env=env, cwd=REPO_ROOT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(1200):
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        else:
-            raise SystemExit("the server did not become ready")
+    env = {**os.environ, "ASSISTANT_ANSWER_DEADLINE": str(deadline_s), **CONFIGS[name][1]}
+    with running_server(index_dir, data_dir, env) as (url, pid):
         httpx.post(url + "/v1/ask", headers={"Authorization": f"Bearer {keys['reader']}"}, timeout=300,
                    json={"question": questions[0], "max_new_tokens": 8})  # warm-up: the queue learns its pace
         print(f"{name}: {clients} clients x {seconds} s ...", file=sys.stderr)
         return asyncio.run(run_load(url, keys, questions, uploads, clients=clients, seconds=seconds,
-                                    deadline_s=deadline_s, pid=server.pid))
-    finally:
-        server.terminate()
-        server.wait(60)
+                                    deadline_s=deadline_s, pid=pid, upload_every_s=upload_every_s))
 
 
 def main() -> None:
-    args = parse_args(__doc__, extra={"--deadline": {"type": float, "default": 30.0,
-                                                     "help": "the answer deadline of the run (s)"}})
+    args = parse_args(__doc__, extra={
+        "--deadline": {"type": float, "default": 30.0, "help": "the answer deadline of the run (s)"},
+        "--soak": {"type": int, "metavar": "MINUTES",
+                   "help": "the service as configured only, for this many minutes, one upload a minute"}})
     clients, seconds, n_uploads, upload_mb = (8, 20, 1, 0.2) if args.quick else (16, 60, 3, 0.5)
+    configs, every = CONFIGS, 0.0
+    if args.soak:
+        seconds, n_uploads, every, configs = args.soak * 60, args.soak, 60.0, {"after": CONFIGS["after"]}
     with tempfile.TemporaryDirectory() as tmp:
         print("indexing ...", file=sys.stderr)
         questions = build_index(Path(tmp) / "index", 200)
         uploads = large_documents(n_uploads, upload_mb, skip=200)
         out = {name: serve_and_load(Path(tmp), name, questions, uploads, clients=clients, seconds=seconds,
-                                    deadline_s=args.deadline) for name in CONFIGS}
+                                    deadline_s=args.deadline, upload_every_s=every) for name in configs}
     for run in out.values():
-        run["upload_mb"] = upload_mb
+        run["upload_mb"], run["upload_every_s"] = upload_mb, every
     report(out, args)
 
 
@@ -246,20 +239,27 @@ def summary(run: dict) -> tuple[list, list, str]:
     rss = run["rss_mb"]
     memory = (f"server memory (RSS) {rss[0]:.0f} MB at the start, {max(rss):.0f} MB at most, {rss[-1]:.0f} MB at the "
               f"end; uploads all indexed {run['drain_after_load_s']:.0f} s after the load ended")
+    minutes = int(run["seconds"] // 60)
+    if minutes > 1:  # a soak: is memory still growing in its last minutes?
+        by_minute = [max((mb for t, mb in run["rss_over_time"] if m * 60 <= t < (m + 1) * 60), default=0)
+                     for m in range(minutes)]
+        memory += "; highest RSS in each minute (MB): " + ", ".join(f"{mb:.0f}" for mb in by_minute)
     return rows, checks, memory
 
 
 def report(out: dict, args) -> None:
     first = next(iter(out.values()))
+    flags = (" --quick" if args.quick else "") + (f" --soak {args.soak}" if args.soak else "")
+    spacing = f", one every {first['upload_every_s']:.0f} s" if first["upload_every_s"] else ""
     parts = [
-        f"### Service under load with uploads (`.venv/bin/python bench/serve_load.py"
-        f"{' --quick' if args.quick else ''}`)",
+        f"### Service under load with uploads (`.venv/bin/python bench/serve_load.py{flags}`)",
         f"Environment: {env_markdown(env_info())}",
         f"Bundled SmolLM2-135M-Instruct (fp32, CPU), all-MiniLM-L6-v2; 200 MedQuAD answers indexed. "
         f"{first['clients']} clients ask for {first['seconds']:.0f} s, each ask 8 or 256 new tokens at random "
         f"(drawn from the same seed in both runs); a 429 or 503 is retried after its Retry-After (at most 5 s); a prober "
         f"searches 4×/s; an editor uploads {len(first['jobs'])} documents of {first['upload_mb']} MB (MedQuAD "
-        f"answers not in the index). Both configurations on the same input, one after the other; the deadline "
+        f"answers not in the index){spacing}. "
+        f"{'Each configuration' if len(out) > 1 else 'The configuration'} on the same input, one after the other; the deadline "
         f"the checks hold both to is {first['deadline_s']:.0f} s plus {SLACK_S:.0f} s for retrieval, the check "
         f"and HTTP.",
     ]
@@ -272,7 +272,7 @@ def report(out: dict, args) -> None:
                             "other 5xx", "lost", "answered p50 s", "answered p95 s", "slowest s"], rows)]
     md = "\n\n".join(parts)
     print(md)
-    write_results("serve_load", out, md)
+    write_results("serve_load-soak" if args.soak else "serve_load", out, md)
 
 
 if __name__ == "__main__":
