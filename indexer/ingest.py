@@ -23,6 +23,7 @@ from tqdm import tqdm
 from indexer import native, store
 from indexer.chunk_titles import document_title, text_to_index
 from indexer.loaders import Document, LoadProblem
+from indexer.memory import give_back_free_memory
 from indexer.records import IngestReport
 from indexer.writer import IndexWriter
 
@@ -31,7 +32,7 @@ from indexer.writer import IndexWriter
 BATCH_DOCS = 128
 # Chunks per embedding call: a large document (a 10 MB upload is ~13,000 chunks) is
 # embedded in groups, so its progress can be reported and the embedder's working memory
-# stays that of one group.
+# stays that of one group (with the freed memory given back after each, see indexer.memory).
 EMBED_GROUP = 512
 # A longer text is chunked a window at a time, cut at a paragraph (else a line, else a
 # space) break: the tokenizer's offsets for a whole 2 MB text took 200 MB that the
@@ -81,6 +82,7 @@ def ingest_documents(index: Writable, items: Iterable[Document | LoadProblem], *
                 bar.update(len(batch))
         if changed:
             writer.save_snapshots()
+    give_back_free_memory()  # what storing the chunks and saving the snapshots freed
     report.seconds = time.perf_counter() - start
     return report
 
@@ -169,6 +171,7 @@ def _embed_in_groups(embedder, pieces: list[str], on_chunks: Callable[[int], Non
     groups = []
     for start in range(0, len(pieces), EMBED_GROUP):
         groups.append(embedder.embed(pieces[start:start + EMBED_GROUP]))
+        give_back_free_memory()  # else the group's freed buffers stay with the process
         if on_chunks is not None:
             on_chunks(len(groups[-1]))
     return np.concatenate(groups) if groups else embedder.embed([])

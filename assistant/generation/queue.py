@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from assistant.generation.base import GenerationResult, TextGenerator, TokenCallback
 from assistant.generation.pace import Pace
+from indexer.memory import give_back_free_memory
 
 log = logging.getLogger(__name__)
 
@@ -330,6 +331,7 @@ class GenerationQueue:
                 with self._cond:
                     self._active.remove((decoding, requests))
                     self._running.remove(decoding)
+                give_back_free_memory()
 
     def _turn(self) -> None:
         with self._cond:
@@ -362,6 +364,8 @@ class GenerationQueue:
                 self._running.remove(decoding)
             else:
                 self._active.append((decoding, requests))
+        if decoding.done:
+            give_back_free_memory()  # its keys and values (see indexer.memory: glibc keeps such memory)
         for row, result in finished:
             self._deliver(requests[row], result)
 
