@@ -8,6 +8,7 @@
     indexer delete DOC_ID --index DIR
     indexer stats --index DIR
     indexer eval --set covidqa | --corpus C --queries Q --qrels R [--index DIR] [--json]
+    indexer tune-embedder --pairs PAIRS.jsonl --out DIR [--base MODEL_DIR] [--eval-set EVAL.jsonl ...]
 """
 
 from __future__ import annotations
@@ -325,9 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_stats)
 
+    from indexer.embedder_tuning_cli import add_tune_embedder_parser
     from indexer.evaluation.cli import add_eval_parser
 
     add_eval_parser(sub)
+    add_tune_embedder_parser(sub)
     return parser
 
 
