@@ -328,9 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from indexer.embedder_tuning_cli import add_tune_embedder_parser
     from indexer.evaluation.cli import add_eval_parser
+    from indexer.reembed_cli import add_reembed_parser
 
-    add_eval_parser(sub)
-    add_tune_embedder_parser(sub)
+    for add_verb in (add_eval_parser, add_tune_embedder_parser, add_reembed_parser):
+        add_verb(sub)
     return parser
 
 

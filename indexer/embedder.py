@@ -7,6 +7,7 @@ offline; any sentence-transformers model name or local path works too.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from pathlib import Path
@@ -27,6 +28,38 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+# files of a model folder that do not change its vectors: model cards and this project's tuning manifest
+NOT_FINGERPRINTED = ("README.md", "tuning.json")
+_fingerprints: dict[tuple, str] = {}  # one hash per folder state in a process: opening an index costs no rehash
+
+
+def model_fingerprint(name: str) -> str | None:
+    """A sha256 over the files of the model folder ``name`` loads from (relative paths and
+    bytes, model cards aside), so an index can tell whether the embedder that made its
+    vectors is the one loaded now. A hub id is hashed through its local cache; None
+    when no folder can be found (a hub id not cached)."""
+    folder = Path(resolve_model_path(name))
+    if not folder.is_dir():
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = Path(snapshot_download(name, local_files_only=True))
+        except Exception:  # noqa: BLE001 - not a local folder nor a cached hub model
+            return None
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in NOT_FINGERPRINTED
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    state = (str(folder), tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+    if state not in _fingerprints:
+        digest = hashlib.sha256()
+        for p in files:
+            digest.update(str(p.relative_to(folder)).encode() + b"\0")
+            with p.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+        _fingerprints[state] = digest.hexdigest()
+    return _fingerprints[state]
+
+
 class Embedder:
     def __init__(self, model: str, *, batch_size: int = 64, device: str | None = None):
         from sentence_transformers import SentenceTransformer
@@ -34,6 +67,8 @@ class Embedder:
         self.name = model
         self.batch_size = batch_size
         path = resolve_model_path(model)
+        if _looks_like_a_path(model) and not Path(path).is_dir():
+            raise FileNotFoundError(f"no embedding model folder at {model}")
         self.model = SentenceTransformer(path, device=device or ("cuda" if cuda_available() else "cpu"))
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         dim = get_dim()
@@ -95,6 +130,18 @@ class Embedder:
                 native = native_bf16(self.model.device)
                 self._bf16_model = copy.deepcopy(self.model).to(torch.bfloat16) if native else False
             return self._bf16_model or None
+
+
+    @property
+    def fingerprint(self) -> str | None:
+        """:func:`model_fingerprint` of the folder this model was loaded from."""
+        return model_fingerprint(self.name)
+
+
+def _looks_like_a_path(name: str) -> bool:
+    """A name meant as a folder, not a hub id (``org/model``, one slash): absolute, starting
+    with ``.`` or ``~``, or with more than one slash."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1
 
 
 class _OneTorchThread:

@@ -49,6 +49,9 @@ __all__ = ["Hit", "Index", "IndexBusyError", "IndexError_", "IndexMismatchError"
 log = logging.getLogger(__name__)
 
 DB_NAME = "index.sqlite"
+# the sha256 of the embedder folder that made the stored vectors (embedder.model_fingerprint);
+# "" when it had no local folder, absent in an index made before it was recorded
+FINGERPRINT_KEY = "embedding_model_hash"
 EXACT_FILTER_LIMIT = 20_000  # filtered sets up to this size are searched exactly
 
 
@@ -67,6 +70,7 @@ class Index:
         self._executor: ThreadPoolExecutor | None = None  # a thread pool for hybrid search, made on first use
         self._reranker: Reranker | None = None  # the cross-encoder, loaded on first use when set
         self._mirrors = Mirrors(directory, settings, dim, conn)
+        self.embedder_fingerprint = store.get_meta(conn).get(FINGERPRINT_KEY) or None
 
     # ---- opening -------------------------------------------------------------------
 
@@ -95,6 +99,7 @@ class Index:
                 dim = embedder.dim
                 with store.transaction(conn):
                     store.set_meta(conn, {**settings.build_values(), "dim": str(dim),
+                                          FINGERPRINT_KEY: embedder.fingerprint or "",
                                           "schema_version": store.SCHEMA_VERSION, "generation": "0",
                                           **doc_ids.new_index_meta()})
             index = cls(path, settings, conn, dim)
@@ -108,12 +113,9 @@ class Index:
     def embedder(self) -> Embedder:
         with self._embedder_lock:
             if self._embedder is None:
-                self._embedder = Embedder(self.settings.embedding_model, batch_size=self.settings.embed_batch_size)
-                if self._embedder.dim != self.dim:
-                    raise IndexMismatchError(
-                        f"model {self.settings.embedding_model} gives {self._embedder.dim}-d vectors; "
-                        f"the index at {self.directory} holds {self.dim}-d vectors"
-                    )
+                embedder = Embedder(self.settings.embedding_model, batch_size=self.settings.embed_batch_size)
+                _check_embedder(self.directory, embedder, self.dim, self.embedder_fingerprint)
+                self._embedder = embedder
             return self._embedder
 
     def close(self) -> None:
@@ -310,11 +312,26 @@ class Index:
         return {
             "directory": str(self.directory), "documents": docs, "chunks": chunks,
             "generation": store.generation(conn), "vectors": self._mirrors.vectors.size, "dimension": self.dim,
-            "embedding_model": self.settings.embedding_model, "vector_index": self.settings.vector_index,
+            "embedding_model": self.settings.embedding_model, "embedding_model_hash": self.embedder_fingerprint,
+            "vector_index": self.settings.vector_index,
             "chunk_tokens": self.settings.chunk_tokens, "chunk_overlap": self.settings.chunk_overlap,
             "chunk_titles": self.settings.chunk_titles,
             "disk_bytes": size, "document_roots": doc_ids.recorded_roots(store.get_meta(conn)),
         }
+
+
+def _check_embedder(directory: Path, embedder: Embedder, dim: int, recorded: str | None) -> None:
+    """Raises :class:`IndexMismatchError` when ``embedder`` is not the one that made the
+    index's vectors: another dimension, or another fingerprint than the one recorded."""
+    fix = f"re-embed the index with `indexer reembed --index {directory} --embedder MODEL`"
+    if embedder.dim != dim:
+        raise IndexMismatchError(f"model {embedder.name} gives {embedder.dim}-d vectors; the index at {directory} "
+                                 f"holds {dim}-d vectors; {fix}")
+    found = embedder.fingerprint
+    if recorded and found and found != recorded:
+        raise IndexMismatchError(
+            f"the embedding model at {embedder.name} changed since it made the vectors of the index at {directory} "
+            f"(its files hash to {found[:12]}, the index recorded {recorded[:12]}); put the model back or {fix}")
 
 
 def _migrate_doc_ids(path: Path, conn: sqlite3.Connection) -> None:

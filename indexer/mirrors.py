@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from indexer import native, snapshots, store
+from indexer.errors import IndexMismatchError
 from indexer.settings import IndexSettings
-from indexer.vectors import VectorIndex
+from indexer.vectors import SINCE_KEY, VectorIndex
 
 LSH_PREFIX, LSH_SUFFIX = "lsh", ".bin"
 T = TypeVar("T")
@@ -30,6 +31,7 @@ class Mirrors:
         self.settings = settings
         self.dim = dim
         committed = store.generation(conn)
+        self.vectors_since = _vectors_since(conn)
         self.vectors = self._load_vectors(committed)
         self.lsh, lsh_gen = self._load_lsh(committed)
         # each structure replays the writes its snapshot has not seen
@@ -68,6 +70,10 @@ class Mirrors:
         gen = store.generation(conn)
         if gen <= self.applied_gen:
             return
+        if _vectors_since(conn) != self.vectors_since:
+            # the stored vectors are another embedder's now; this process's model and mirror are not
+            raise IndexMismatchError(f"the index at {self.directory} was re-embedded by another process after "
+                                     f"this one opened it; open it again")
         if self.applied_gen < store.pruned_through(conn):
             # deletions we have not applied were pruned: start from the snapshots
             self.vectors = self._load_vectors(gen)
@@ -88,7 +94,8 @@ class Mirrors:
         self._applied = {"vectors": gen, "lsh": gen}
 
     def _load_vectors(self, max_gen: int) -> VectorIndex:
-        return _retrying(lambda: VectorIndex.load(self.directory, self.dim, self.settings.vector_index, max_gen))
+        return _retrying(lambda: VectorIndex.load(self.directory, self.dim, self.settings.vector_index, max_gen,
+                                                  self.vectors_since))
 
     def _load_lsh(self, max_gen: int) -> tuple[native.LshIndex, int]:
         def load() -> tuple[native.LshIndex, int]:
@@ -99,6 +106,10 @@ class Mirrors:
             return native.LshIndex.load(path), gen
 
         return _retrying(load)
+
+
+def _vectors_since(conn: sqlite3.Connection) -> int:
+    return int(store.get_meta(conn).get(SINCE_KEY, "0"))
 
 
 def _retrying(load: Callable[[], T]) -> T:

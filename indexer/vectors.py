@@ -20,6 +20,9 @@ import numpy as np
 from indexer import snapshots
 
 PREFIX, SUFFIX = "vectors", ".faiss"
+# the store generation from which the stored vectors are those of the current embedder
+# (the re-embedding's switch, :mod:`indexer.reembed`): older snapshots hold another's
+SINCE_KEY = "vectors_since_gen"
 HNSW_NEIGHBOURS = 32
 HNSW_EF_CONSTRUCTION = 80
 HNSW_EF_SEARCH = 128
@@ -100,10 +103,11 @@ class VectorIndex:
         snapshots.remove_older(directory, PREFIX, SUFFIX, gen)
 
     @classmethod
-    def load(cls, directory: Path, dim: int, kind: str, max_gen: int) -> "VectorIndex":
-        """The newest snapshot at or below ``max_gen``, or an empty index at generation 0."""
+    def load(cls, directory: Path, dim: int, kind: str, max_gen: int, min_gen: int = 0) -> "VectorIndex":
+        """The newest snapshot at or below ``max_gen``, or an empty index at generation 0
+        when there is none at or above ``min_gen`` (its vectors are rebuilt from the store)."""
         found = snapshots.latest(directory, PREFIX, SUFFIX, max_gen)
-        if found is None:
+        if found is None or found[0] < min_gen:
             return cls(dim, kind)
         gen, path = found
         index = faiss.read_index(str(path))

