@@ -2,6 +2,8 @@
 
     indexer eval --set covidqa --modes bm25 hybrid --limit 300
     indexer eval --corpus corpus.jsonl --queries queries.jsonl --qrels qrels/test.tsv --index DIR --json
+    indexer eval --set covidqa --embedder bundled:all-MiniLM-L6-v2 --embedder models/embedder/v1 \\
+        --reranker models/reranker/v1          # side by side: each embedder, then + the reranker
 
 Without ``--index`` the corpus is ingested into a fresh temporary index
 (near duplicates kept), removed afterwards. Register with :func:`add_eval_parser`; also runs alone as
@@ -57,34 +59,73 @@ def format_table(results: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def open_index(directory: Path | None, stack: contextlib.ExitStack) -> Any:
-    """The index at ``directory``, or a fresh one in a temporary folder that
-    keeps near duplicates: a set's relevant document must not be dropped as a
-    near copy of another (MedQuAD has many), or its queries can't be answered."""
-    from indexer.index import Index
+@dataclasses.dataclass(frozen=True)
+class System:
+    """One retrieval system compared: an embedder (None: the index's, or the configured one) and a reranker."""
 
-    if directory is not None:
-        return Index.open(directory)
+    embedder: str | None = None
+    reranker: str | None = None
+
+    @property
+    def label(self) -> str:
+        return (self.embedder or "default embedder") + (f" + rerank {self.reranker}" if self.reranker else "")
+
+
+def systems_of(args: argparse.Namespace) -> list[System]:
+    """Each ``--embedder`` (or the default one) alone, then with each ``--reranker``: side by side."""
+    if args.index is not None and args.embedder:
+        raise ValueError("--embedder compares fresh indexes; an --index keeps the embedder it was built with "
+                         "(re-embed it with `indexer reembed` to change it)")
+    return [System(e, r) for e in (args.embedder or [None]) for r in [None, *(args.reranker or [])]]
+
+
+def open_index(directory: Path | None, stack: contextlib.ExitStack, system: System = System()) -> tuple[Any, Path]:
+    """The index at ``directory`` and its folder, or a fresh one in a temporary folder that
+    keeps near duplicates (a set's relevant document must not be dropped as a near copy of
+    another, MedQuAD has many), embedded by ``system.embedder``; reranking with ``system.reranker``."""
+    from indexer.index import Index
     from indexer.settings import IndexSettings
 
-    folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="indexer-eval-"))
-    return Index.open(Path(folder) / "index", dataclasses.replace(IndexSettings.from_env(), near_duplicates="keep"))
+    if directory is None:
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="indexer-eval-")))
+        settings = dataclasses.replace(IndexSettings.from_env(), near_duplicates="keep", reranker=system.reranker)
+        if system.embedder:
+            settings = dataclasses.replace(settings, embedding_model=system.embedder)
+        return Index.open(folder / "index", settings), folder / "index"
+    if not system.reranker:
+        return Index.open(directory), directory
+    with Index.open(directory) as built:  # as built, with the reranker on top
+        settings = dataclasses.replace(built.settings, reranker=system.reranker)
+    return Index.open(directory, settings), directory
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     name, beir = load_set(args)
     queries = len(beir.judged_queries())
     started = time.perf_counter()
+    compared: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
-        index = stack.enter_context(contextlib.closing(open_index(args.index, stack)))
-        results = run_retrieval_eval(beir, index, modes=args.modes, k=args.k, progress=not args.quiet and not args.json)
+        folders: dict[str | None, Path] = {}  # a fresh folder per embedder; its rerankers reuse it
+        for system in systems_of(args):
+            index, folder = open_index(args.index or folders.get(system.embedder), stack, system)
+            folders.setdefault(system.embedder, folder)
+            # one index open at a time: each holds the writer lock from its ingest until closed
+            with contextlib.closing(index):
+                results = run_retrieval_eval(beir, index, modes=args.modes, k=args.k,
+                                             progress=not args.quiet and not args.json)
+            compared.append({"system": system.label, "embedder": system.embedder, "reranker": system.reranker,
+                             "results": results})
     seconds = time.perf_counter() - started
     if args.json:
         print(json.dumps({"set": name, "queries": queries, "corpus": len(beir.corpus), "k": args.k,
-                          "seconds": round(seconds, 3), "results": results}, indent=2))
+                          "seconds": round(seconds, 3), "results": compared[0]["results"], "systems": compared},
+                         indent=2))
         return 0
     print(f"eval {name}: {queries} queries, {len(beir.corpus)} corpus docs, top {args.k} chunks, {seconds:.1f} s")
-    print(format_table(results))
+    for entry in compared:
+        if len(compared) > 1:
+            print(f"\n{entry['system']}")
+        print(format_table(entry["results"]))
     return 0
 
 
@@ -99,6 +140,10 @@ def add_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
                    help="refuse a qrels file that judges a query-document pair twice "
                         "(default: keep the highest grade and warn with the count)")
     e.add_argument("--index", type=Path, help="index folder to ingest into (default: a fresh temporary index)")
+    e.add_argument("--embedder", action="append", metavar="MODEL",
+                   help="embedding model to compare, each in a fresh index (repeatable; default: the configured one)")
+    e.add_argument("--reranker", action="append", metavar="MODEL",
+                   help="cross-encoder measured on top of each embedder, beside it without one (repeatable)")
     e.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="search modes (default: all)")
     e.add_argument("--k", type=_positive, default=100, help="chunks retrieved per query (default 100)")
     e.add_argument("--limit", type=_positive, help="evaluate the first N queries (MedQuAD: its first N records)")
