@@ -275,7 +275,6 @@ def _open_sets(args: argparse.Namespace, stack: Any) -> tuple[dict[str, tuple[li
     from assistant.evaluation.builtin_sets import BUILTIN_SAMPLE, builtin_set, set_index
     from assistant.evaluation.sets import read_eval_set
     from assistant.generation.model_files import cache_dir
-    from indexer.index import Index
 
     if not args.set and not args.sets:
         raise ValueError("name the sets: --set FILE.jsonl (with --index) and/or --sets pubmedqa,covidqa,tatqa,medquad")
@@ -286,7 +285,10 @@ def _open_sets(args: argparse.Namespace, stack: Any) -> tuple[dict[str, tuple[li
         settings = _settings(args)
         if not (settings.index_dir / "index.sqlite").is_file():
             raise ValueError(f"no index at {settings.index_dir}; ingest the documents the sets are about first")
-        index = stack.enter_context(Index.open(settings.index_dir))
+        if args.embedder:
+            raise ValueError("--embedder builds the built-in sets' indexes; the --index keeps the embedder it was "
+                             "built with (re-embed it with `indexer reembed` to change it)")
+        index = stack.enter_context(_eval_index(settings.index_dir, args.reranker))
         for path in args.set:
             name = path.stem if path.stem not in sets else f"{path.stem}-{len(sets)}"
             sets[name] = (read_eval_set(path, limit=args.limit or None), index)  # a bad line is an error naming it
@@ -296,8 +298,22 @@ def _open_sets(args: argparse.Namespace, stack: Any) -> tuple[dict[str, tuple[li
     sample = BUILTIN_SAMPLE if args.limit is None else (args.limit or None)
     for name in [n.strip() for n in (args.sets or "").split(",") if n.strip()]:
         items, beir = builtin_set(name, limit=sample, split=args.split)
-        sets[name] = (items, stack.enter_context(Index.open(set_index(name, beir, cache_dir() / "eval-index"))))
+        folder = set_index(name, beir, cache_dir() / "eval-index", embedding_model=args.embedder)
+        sets[name] = (items, stack.enter_context(_eval_index(folder, args.reranker)))
     return sets, args.adapters_dir or registry_root
+
+
+def _eval_index(folder: Path, reranker: str | None) -> Any:
+    """The index at ``folder`` as built, with ``reranker`` (a cross-encoder) on top when given."""
+    import dataclasses
+
+    from indexer.index import Index
+
+    if not reranker:
+        return Index.open(folder)
+    with Index.open(folder) as built:
+        settings = dataclasses.replace(built.settings, reranker=reranker)
+    return Index.open(folder, settings)
 
 
 def default_report_dir(command: str, now: datetime | None = None) -> Path:
@@ -513,6 +529,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--split", choices=SPLITS, default=split,
                        help="built-in sets: the items the example recipe holds out of training, the calibration "
                        "side (the rest), or all")
+        p.add_argument("--embedder", help="built-in sets: index them with this embedding model (e.g. one from "
+                       "`indexer tune-embedder`), each model in indexes of its own")
+        p.add_argument("--reranker", help="rerank retrieval with this cross-encoder (e.g. `indexer tune-reranker`)")
         p.add_argument("--top-k", type=int, default=EvalSettings().top_k)
         p.add_argument("--max-new-tokens", type=int, default=EvalSettings().max_new_tokens, help="answer length limit")
         p.add_argument("--answer-mode", choices=("generative", "extractive", "auto"),

@@ -172,14 +172,35 @@ def builtin_set(name: str, limit: int | None = None, split: str = "heldout") -> 
     return (items[:limit] if limit is not None else items), beir
 
 
-def set_index(name: str, beir: Any, root: Path) -> Path:
-    """The set's index folder, built on first use (its corpus as documents)."""
+def set_index(name: str, beir: Any, root: Path, embedding_model: str | None = None) -> Path:
+    """The set's index folder, built on first use (its corpus as documents) with the configured
+    embedder, or with ``embedding_model`` in a folder of its own (see :func:`index_root`)."""
+    import dataclasses
+
     from indexer.evaluation.runner import corpus_documents
     from indexer.index import Index
+    from indexer.settings import IndexSettings
 
-    folder = root / name
+    folder = index_root(root, embedding_model) / name
     if not (folder / ".complete").is_file():
-        with Index.open(folder) as index:
+        settings = None
+        if embedding_model:
+            settings = dataclasses.replace(IndexSettings.from_env(), embedding_model=embedding_model)
+        with Index.open(folder, settings) as index:
             index.ingest_documents(corpus_documents(beir), progress=True)
         (folder / ".complete").write_text("", encoding="utf-8")
     return folder
+
+
+def index_root(root: Path, embedding_model: str | None) -> Path:
+    """Where the sets' indexes embedded by ``embedding_model`` live: ``root`` for the configured
+    embedder, else a folder named by the model files' fingerprint, so that a re-tuned model
+    saved at the same path gets fresh indexes instead of stale vectors."""
+    if not embedding_model:
+        return root
+    from indexer.embedder import model_fingerprint
+
+    fingerprint = model_fingerprint(embedding_model)
+    if fingerprint is None:
+        raise FileNotFoundError(f"no embedding model folder for {embedding_model} (a folder, or a cached hub id)")
+    return root / f"embedder-{fingerprint[:16]}"
