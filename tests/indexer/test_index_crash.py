@@ -10,12 +10,8 @@ then checks the index in this process, then lets a second run finish.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing
@@ -25,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import ingest_worker
+from worker_process import run_worker as run_worker_process
 from indexer import native
 from indexer.embedder import resolve_model_path
 from indexer.index import Index
@@ -55,34 +52,19 @@ class Run:
 def run_worker(directory: Path, n: int, *, kill_after_acks: int | None, log: Path) -> Run:
     """Runs the worker; with ``kill_after_acks``, SIGKILLs it as soon as that
     many documents have been acknowledged (ACKs still in the pipe count too)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1",
-           "OMP_NUM_THREADS": "1"}
-    with log.open("w") as err:
-        proc = subprocess.Popen([sys.executable, str(WORKER), str(directory), str(n)], stdout=subprocess.PIPE,
-                                stderr=err, text=True, env=env, cwd=ingest_worker.REPO)
-        watchdog = threading.Timer(300, proc.kill)
-        watchdog.start()
-        acked: list[str] = []
-        done = None
-        killed = False
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                if line.startswith("ACK "):
-                    acked.append(line.split()[1])
-                    if kill_after_acks is not None and not killed and len(acked) >= kill_after_acks:
-                        os.kill(proc.pid, signal.SIGKILL)
-                        killed = True
-                elif line.startswith("DONE "):
-                    done = json.loads(line.removeprefix("DONE "))
-            rc = proc.wait(timeout=60)
-        finally:
-            watchdog.cancel()
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            assert proc.stdout is not None
-            proc.stdout.close()
+    acked: list[str] = []
+    done = None
+
+    def read(line: str) -> bool:
+        nonlocal done
+        if line.startswith("DONE "):
+            done = json.loads(line.removeprefix("DONE "))
+        if not line.startswith("ACK "):
+            return False
+        acked.append(line.split()[1])
+        return kill_after_acks is not None and len(acked) >= kill_after_acks
+
+    killed, rc = run_worker_process(WORKER, [str(directory), str(n)], log=log, kill_when=read, cwd=ingest_worker.REPO)
     return Run(acked, killed, rc, done, log.read_text())
 
 

@@ -9,13 +9,8 @@ An index built directly with B is the reference the re-embedded one must equal.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
-import threading
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +20,7 @@ import pytest
 from tiny_models import save_tiny_embedder
 
 import reembed_worker
+from worker_process import run_worker as run_worker_process
 from indexer import cli
 from indexer.chunk_titles import document_title, text_to_index
 from indexer.embedder import Embedder, model_fingerprint
@@ -234,29 +230,15 @@ def test_documents_written_during_staging_are_embedded_by_the_new_model(index_a:
 def run_worker(directory: Path, model: Path, *, kill_at: str, log: Path) -> list[str]:
     """Runs the worker (groups of 8 chunks), which holds still after the line starting with
     ``kill_at``, and SIGKILLs it there."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    with log.open("w") as err:
-        proc = subprocess.Popen([sys.executable, str(WORKER), str(directory), str(model), "8", kill_at],
-                                stdout=subprocess.PIPE, stderr=err, text=True, env=env, cwd=REPO)
-        watchdog = threading.Timer(240, proc.kill)
-        watchdog.start()
-        lines = []
-        try:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                lines.append(line.strip())
-                if line.startswith(kill_at):
-                    os.kill(proc.pid, signal.SIGKILL)
-                    break
-            proc.wait(timeout=60)
-        finally:
-            watchdog.cancel()
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            assert proc.stdout is not None
-            proc.stdout.close()
-    assert lines and lines[-1].startswith(kill_at), (lines, log.read_text())
+    lines: list[str] = []
+
+    def read(line: str) -> bool:
+        lines.append(line.strip())
+        return line.startswith(kill_at)
+
+    killed, _ = run_worker_process(WORKER, [str(directory), str(model), "8", kill_at], log=log, kill_when=read,
+                                   cwd=REPO, timeout=240)
+    assert killed and lines[-1].startswith(kill_at), (lines, log.read_text())
     return lines
 
 
