@@ -229,6 +229,32 @@ def cmd_adapters(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """A registered adapter (default: the active one; 'base': none) merged and written as GGUF."""
+    from assistant.generation.base import GenerationSettings
+    from assistant.generation.gguf_export import export_model
+    from assistant.generation.registry import AdapterRegistry
+    from assistant.settings import from_env
+
+    registry = AdapterRegistry(args.adapters_dir) if args.adapters_dir else _registry(args)
+    name = args.name or registry.active() or "base"
+    base = from_env(GenerationSettings).model
+    adapter_dir = None
+    if name != "base":
+        base = registry.manifest(name).get("base_model") or base  # unknown name: RegistryError naming those there
+        adapter_dir = registry.root / name
+    manifest = export_model(args.out, base=base, adapter_dir=adapter_dir, types=args.types,
+                            source_gguf=args.base_gguf, verify_tokens=args.verify_tokens)
+    if args.json:
+        print(json.dumps(manifest))
+        return 0
+    for f in manifest["files"]:
+        print(f"{args.out / f['file']}: {f['bytes'] / 1e6:.0f} MB, greedy output {f['greedy_agreement']:.0%} "
+              f"the same as the merged torch model's")
+    print(f"{args.out / manifest['modelfile']}: `ollama create NAME -f {args.out / manifest['modelfile']}`")
+    return 0
+
+
 def _eval_checkpoints(args: argparse.Namespace, sets: dict, generator_settings) -> int:
     """Each checkpoint of a tuning run (its ``checkpoints/step-N`` folders): domain accuracy
     with retrieval against general drift, and the recommended checkpoint."""
@@ -510,6 +536,19 @@ def main(argv: list[str] | None = None) -> int:
     curate.add_argument("--out", type=Path, required=True)
     curate.add_argument("--json", action="store_true")
     curate.set_defaults(func=cmd_curate)
+
+    export = sub.add_parser("export", help="merge an adapter into the base and write GGUF files for llama.cpp "
+                            "and Ollama, with a Modelfile")
+    export.add_argument("name", nargs="?", help="registered adapter (default: the active one; 'base': none)")
+    export.add_argument("--out", type=Path, required=True, help="folder for the GGUF files, Modelfile and export.json")
+    export.add_argument("--types", nargs="+", default=["q8_0", "q4_1"], choices=("q8_0", "q4_0", "q4_1"),
+                        help="GGUF weight types (default: q8_0 q4_1)")
+    export.add_argument("--base-gguf", type=Path, help="the base model's GGUF (default: the bundled SmolLM2's)")
+    export.add_argument("--adapters-dir", type=Path, help="the adapter registry (default: the service's)")
+    export.add_argument("--verify-tokens", type=int, default=24, help="greedy tokens compared per check prompt")
+    export.add_argument("--json", action="store_true", help="print export.json")
+    common(export)
+    export.set_defaults(func=cmd_export)
 
     adapters = sub.add_parser("adapters", help="list, activate or roll back registered adapters")
     adapters.add_argument("action", choices=("list", "activate", "rollback"))
