@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tiny_models import save_tiny_bert
+from tiny_models import save_tiny_embedder
 
 from indexer import cli
 from indexer.embedder import Embedder
@@ -43,17 +43,7 @@ def _pairs() -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    from transformers import BertModel
-
-    bert = save_tiny_bert(tmp_path_factory.mktemp("bert"), BertModel)
-    transformer = Transformer(str(bert), max_seq_length=64)
-    folder = tmp_path_factory.mktemp("tiny-embedder")
-    model = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean")],
-                                device="cpu")
-    model.save(str(folder))
-    return folder
+    return save_tiny_embedder(tmp_path_factory.mktemp("tiny-embedder"))
 
 
 @pytest.fixture(scope="module")
