@@ -236,10 +236,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from assistant.generation.registry import AdapterRegistry
     from assistant.settings import from_env
 
-    registry = AdapterRegistry(args.adapters_dir) if args.adapters_dir else _registry(args)
-    name = args.name or registry.active() or "base"
-    base = from_env(GenerationSettings).model
-    adapter_dir = None
+    name, base, adapter_dir = args.name, from_env(GenerationSettings).model, None
+    if name != "base":  # the registry is found beside the index unless named
+        registry = AdapterRegistry(args.adapters_dir) if args.adapters_dir else _registry(args)
+        name = name or registry.active() or "base"
     if name != "base":
         base = registry.manifest(name).get("base_model") or base  # unknown name: RegistryError naming those there
         adapter_dir = registry.root / name
