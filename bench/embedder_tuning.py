@@ -188,8 +188,28 @@ def eval_corpus(beir: BeirSet, items: list[Any], size: int | None) -> BeirSet:
     return BeirSet(corpus, queries, qrels)
 
 
-def evaluate(beir: BeirSet, model: str, folder: Path) -> dict[str, Any]:
-    """Ingests the corpus into a fresh index with ``model`` and scores each query in each mode."""
+def query_metrics(ranked_hits: list[Any], top_hits: list[Any], gold: dict[str, int]) -> dict[str, float]:
+    """One query's document metrics from its ranked chunks, and gold@3 from the chunks the service reads."""
+    ranked = ranked_doc_ids(ranked_hits)
+    return {"recall@3": recall_at_k(ranked, set(gold), 3), "recall@10": recall_at_k(ranked, set(gold), 10),
+            "ndcg@10": ndcg_at_k(ranked, gold, 10),
+            "gold@3passages": float(any(h.doc_id in gold for h in top_hits[:PASSAGES_K]))}
+
+
+def write_inputs(folder: Path, pairs: list[dict[str, str]], sets: dict[str, dict[str, Any]]) -> tuple[Path, Path]:
+    """``(pairs file, held-out questions file)``: the tuning input and the eval set it is checked against."""
+    pairs_path, eval_path = folder / "pairs.jsonl", folder / "heldout-questions.jsonl"
+    pairs_path.write_text("".join(json.dumps({"question": p["question"], "passage": p["passage"]},
+                                             ensure_ascii=False) + "\n" for p in pairs), encoding="utf-8")
+    eval_path.write_text("".join(json.dumps({"question": i.question}, ensure_ascii=False) + "\n"
+                                 for name in SETS for i in sets[name]["heldout"]), encoding="utf-8")
+    return pairs_path, eval_path
+
+
+def evaluate(beir: BeirSet, model: str, folder: Path, modes: tuple[SearchMode, ...] = MODES, *,
+             keep_hits: bool = False) -> dict[str, Any]:
+    """Ingests the corpus into a fresh index with ``model`` and scores each query in each mode
+    (with ``keep_hits``, also returns each query's ``SEARCH_K`` hits of each mode)."""
     settings = dataclasses.replace(IndexSettings.from_env(), embedding_model=model, near_duplicates="keep",
                                    reranker=None, chunk_titles=False)
     started = time.perf_counter()
@@ -197,23 +217,21 @@ def evaluate(beir: BeirSet, model: str, folder: Path) -> dict[str, Any]:
         report = index.ingest_documents(corpus_documents(beir))
         ingest_s = time.perf_counter() - started
         per_mode: dict[str, dict[str, dict[str, float]]] = {}
-        for mode in MODES:
+        kept: dict[str, dict[str, list[Any]]] = {}
+        for mode in modes:
             rows = {}
             for qid, text in beir.queries.items():
-                gold = beir.qrels[qid]
                 hits = index.search(text, k=SEARCH_K, mode=mode)
-                ranked = ranked_doc_ids(hits)
                 # hybrid min-max scales scores over a depth that grows with k, so its top 3 of a k=30
                 # search can differ from the service's k=3 search; dense (exact inner product) cannot
-                top_hits = index.search(text, k=PASSAGES_K, mode=mode) if mode == "hybrid" else hits[:PASSAGES_K]
-                top = [h.doc_id for h in top_hits]
-                rows[qid] = {"recall@3": recall_at_k(ranked, set(gold), 3),
-                             "recall@10": recall_at_k(ranked, set(gold), 10),
-                             "ndcg@10": ndcg_at_k(ranked, gold, 10),
-                             "gold@3passages": float(any(d in gold for d in top))}
+                top_hits = index.search(text, k=PASSAGES_K, mode=mode) if mode == "hybrid" else hits
+                rows[qid] = query_metrics(hits, top_hits, beir.qrels[qid])
+                if keep_hits:
+                    kept.setdefault(mode, {})[qid] = hits
             per_mode[mode] = rows
     return {"chunks": report.chunks, "skipped": len(report.skipped), "ingest_s": round(ingest_s, 1),
-            "total_s": round(time.perf_counter() - started, 1), "per_query": per_mode}
+            "total_s": round(time.perf_counter() - started, 1), "per_query": per_mode,
+            **({"hits": kept} if keep_hits else {})}
 
 
 def means(rows: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -281,11 +299,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="embedder-tuning-") as tmp_name:
         tmp = Path(tmp_name)
-        pairs_path, eval_path = tmp / "pairs.jsonl", tmp / "heldout-questions.jsonl"
-        pairs_path.write_text("".join(json.dumps({"question": p["question"], "passage": p["passage"]},
-                                                 ensure_ascii=False) + "\n" for p in pairs), encoding="utf-8")
-        eval_path.write_text("".join(json.dumps({"question": i.question}, ensure_ascii=False) + "\n"
-                                     for name in SETS for i in sets[name]["heldout"]), encoding="utf-8")
+        pairs_path, eval_path = write_inputs(tmp, pairs, sets)
         tuning = TuningSettings()
         t0 = time.perf_counter()
         load0 = os.getloadavg()[0]

@@ -329,8 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     from indexer.embedder_tuning_cli import add_tune_embedder_parser
     from indexer.evaluation.cli import add_eval_parser
     from indexer.reembed_cli import add_reembed_parser
+    from indexer.reranker_tuning_cli import add_tune_reranker_parser
 
-    for add_verb in (add_eval_parser, add_tune_embedder_parser, add_reembed_parser):
+    for add_verb in (add_eval_parser, add_tune_embedder_parser, add_tune_reranker_parser, add_reembed_parser):
         add_verb(sub)
     return parser
 

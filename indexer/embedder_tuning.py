@@ -23,11 +23,8 @@ removes ``OUT/run/``, so the next run trains afresh into the next version.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import importlib.metadata
 import json
 import math
-import os
 import random
 import re
 import shutil
@@ -39,13 +36,14 @@ from typing import Any
 
 from indexer import native
 from indexer.jsonl import BadLines, iter_text_records
+from indexer.tuning_run import (
+    RUN_FOLDER, checkpointed_schedule, input_record, library_versions, local_model_folder, open_run,
+    run_fingerprint, save_version,
+)
 
-MANIFEST = "tuning.json"
-RUN_FOLDER = "run"  # checkpoints and mined data of the run in progress
 MIN_VALIDATION_PAIRS = 2  # with one, every model ranks the only passage first
 MIN_TRAINING_PAIRS = 2
 VALIDATION_METRIC = "validation_cosine_ndcg@10"  # the index ranks by cosine (normalised inner product)
-LIBRARIES = ("sentence-transformers", "transformers", "torch")  # their versions go into the manifest
 
 
 @dataclass(frozen=True)
@@ -162,17 +160,25 @@ def split_validation(pairs: list[Pair], settings: TuningSettings) -> tuple[list[
     return [pairs[i] for i in sorted(order[held:])], [pairs[i] for i in sorted(order[:held])]
 
 
-def base_model_folder(name: str | None) -> tuple[str, Path]:
-    """``(name, folder)`` of the model to tune: ``name``, or the index's embedder by default."""
-    from indexer.embedder import resolve_model_path
+def prepare_pairs(pairs_path: Path, settings: TuningSettings, eval_sets: Sequence[Path],
+                  eval_fields: Sequence[str]) -> tuple[int, int, list[Pair], list[Pair]]:
+    """``(pairs read, pairs dropped as eval overlaps, training, validation)``; checks the input
+    whole before anything is trained or written."""
+    pairs = read_pairs(pairs_path)
+    kept, contaminated = drop_contaminated(pairs, read_eval_questions(eval_sets, eval_fields), settings.decontam_ngram)
+    if not kept:
+        raise ValueError(f"all {len(pairs)} pairs of {pairs_path} overlap the eval sets: none is left to train on")
+    training, validation = split_validation(kept, settings)
+    return len(pairs), contaminated, training, validation
+
+
+def base_model_folder(name: str | None, option: str = "--base") -> tuple[str, Path]:
+    """``(name, folder)`` of an embedder: ``name``, or the index's embedder by default."""
     from indexer.settings import IndexSettings
 
     name = name or IndexSettings.from_env().embedding_model
-    folder = Path(resolve_model_path(name))
-    if not (folder / "config.json").is_file() and not (folder / "modules.json").is_file():
-        raise FileNotFoundError(f"no model folder at {folder}: pass --base with a local sentence-transformers "
-                                "model folder (the default is the index's embedder, INDEXER_EMBEDDING_MODEL)")
-    return name, folder
+    return name, local_model_folder(name, f"{option} with a local sentence-transformers model folder (the "
+                                          "default is the index's embedder, INDEXER_EMBEDDING_MODEL)")
 
 
 def mine_negatives(model: Any, training: list[Pair], settings: TuningSettings, *,
@@ -233,11 +239,7 @@ def tune_embedder(pairs_path: Path, out_dir: Path, settings: TuningSettings | No
     started = time.perf_counter()
     settings = settings or TuningSettings()
     base_name, base_folder = base_model_folder(base)
-    pairs = read_pairs(pairs_path)
-    kept, contaminated = drop_contaminated(pairs, read_eval_questions(eval_sets, eval_fields), settings.decontam_ngram)
-    if not kept:
-        raise ValueError(f"all {len(pairs)} pairs of {pairs_path} overlap the eval sets: none is left to train on")
-    training, validation = split_validation(kept, settings)
+    n_pairs, contaminated, training, validation = prepare_pairs(pairs_path, settings, eval_sets, eval_fields)
 
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer
@@ -248,7 +250,7 @@ def tune_embedder(pairs_path: Path, out_dir: Path, settings: TuningSettings | No
     model.max_seq_length = settings.max_seq_length
     evaluator = validation_evaluator(validation, settings.batch_size)
     run_dir = out_dir / RUN_FOLDER
-    run = _open_run(run_dir, _fingerprint(pairs_path, eval_sets, eval_fields, base_folder, settings))
+    run = open_run(run_dir, run_fingerprint(pairs_path, eval_sets, eval_fields, settings, base_folder))
     if "validation_before" not in run:
         run["validation_before"] = evaluator(model)[VALIDATION_METRIC]
         rows, run["with_hard_negatives"] = mine_negatives(model, training, settings, progress=progress)
@@ -263,9 +265,8 @@ def tune_embedder(pairs_path: Path, out_dir: Path, settings: TuningSettings | No
 
     manifest = {
         "base_model": base_name, "base_model_folder": str(base_folder),
-        "pairs_file": str(pairs_path), "pairs_sha256": _sha256(pairs_path),
-        "eval_sets": [{"path": str(p), "sha256": _sha256(p)} for p in eval_sets], "eval_fields": list(eval_fields),
-        "counts": {"pairs": len(pairs), "contaminated": contaminated, "training": len(training),
+        **input_record(pairs_path, eval_sets, eval_fields),
+        "counts": {"pairs": n_pairs, "contaminated": contaminated, "training": len(training),
                    "with_hard_negatives": run["with_hard_negatives"], "validation": len(validation)},
         "negative_mining": "dense: the base model over the training passages, the pair's own excluded",
         "settings": dataclasses.asdict(settings),
@@ -274,9 +275,9 @@ def tune_embedder(pairs_path: Path, out_dir: Path, settings: TuningSettings | No
         "steps": trainer.state.global_step, "resumed_from": Path(last).name if last else None,
         "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name or None,
         "seconds": round(time.perf_counter() - started, 1),
-        "versions": {name: importlib.metadata.version(name) for name in LIBRARIES},
+        "versions": library_versions(),
     }
-    folder = _save_version(trainer.model, out_dir, manifest)
+    folder = save_version(trainer.model, out_dir, manifest)
     shutil.rmtree(run_dir)  # finished: the next run in this folder starts afresh, as the next version
     return folder, manifest
 
@@ -288,62 +289,11 @@ def _trainer(model: Any, rows: Any, evaluator: Any, run_dir: Path, settings: Tun
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
     from transformers import EarlyStoppingCallback
 
-    from indexer.embedder import cuda_available
-
-    steps_per_epoch = math.ceil(len(rows) / settings.batch_size)
-    every = max(1, steps_per_epoch // settings.evaluations_per_epoch)
     arguments = SentenceTransformerTrainingArguments(
-        output_dir=str(run_dir), num_train_epochs=settings.epochs, seed=settings.seed,
-        per_device_train_batch_size=settings.batch_size, per_device_eval_batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate, warmup_steps=settings.warmup_fraction,
+        **checkpointed_schedule(settings, len(rows), run_dir, VALIDATION_METRIC, progress=progress),
         # a passage twice in a batch would be its own in-batch negative
-        batch_sampler=BatchSamplers.NO_DUPLICATES,
-        eval_strategy="steps", eval_steps=every, save_strategy="steps", save_steps=every, logging_steps=every,
-        save_total_limit=2, load_best_model_at_end=True, greater_is_better=True,
-        metric_for_best_model=f"eval_{VALIDATION_METRIC}",
-        # pinned memory only speeds copies to a GPU; without one, torch warns that it is unused
-        dataloader_pin_memory=cuda_available(), report_to="none", disable_tqdm=not progress)
+        batch_sampler=BatchSamplers.NO_DUPLICATES)
     return SentenceTransformerTrainer(
         model=model, args=arguments, train_dataset=rows, loss=MultipleNegativesRankingLoss(model),
         evaluator=evaluator,
         callbacks=[EarlyStoppingCallback(early_stopping_patience=settings.patience), *callbacks])
-
-
-def _open_run(run_dir: Path, fingerprint: str) -> dict[str, Any]:
-    """The state of the run in ``run_dir``: a new one, or the unfinished one with the same fingerprint."""
-    state_file = run_dir / "run.json"
-    if state_file.is_file():
-        state = json.loads(state_file.read_text(encoding="utf-8"))
-        if state.get("fingerprint") == fingerprint:
-            return state
-        raise ValueError(f"{run_dir} holds an unfinished run with other pairs, eval sets, base model or settings: "
-                         "re-run with those to resume it, or delete the folder to start afresh")
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # stopped before its state was written: nothing worth keeping
-    run_dir.mkdir(parents=True)
-    return {"fingerprint": fingerprint}
-
-
-def _save_version(model: Any, out_dir: Path, manifest: dict[str, Any]) -> Path:
-    """Saves into the next free ``OUT/vN``, whole or not at all (written aside, then renamed)."""
-    taken = [int(m.group(1)) for p in out_dir.iterdir() if (m := re.fullmatch(r"v(\d+)", p.name))]
-    version = f"v{max(taken, default=0) + 1}"
-    partial = out_dir / f".{version}.partial"
-    if partial.exists():
-        shutil.rmtree(partial)
-    model.save(str(partial))
-    (partial / MANIFEST).write_text(json.dumps({"version": version, **manifest}, indent=2) + "\n", encoding="utf-8")
-    os.replace(partial, out_dir / version)
-    return out_dir / version
-
-
-def _fingerprint(pairs_path: Path, eval_sets: Sequence[Path], eval_fields: Sequence[str], base_folder: Path,
-                 settings: TuningSettings) -> str:
-    what = [_sha256(pairs_path), [_sha256(p) for p in eval_sets], list(eval_fields), str(base_folder.resolve()),
-            dataclasses.asdict(settings)]
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
