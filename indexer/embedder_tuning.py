@@ -37,7 +37,7 @@ from typing import Any
 from indexer import native
 from indexer.jsonl import BadLines, iter_text_records
 from indexer.tuning_run import (
-    RUN_FOLDER, checkpointed_schedule, input_record, library_versions, local_model_folder, open_run,
+    RUN_FOLDER, checkpointed_schedule, input_record, local_model_folder, open_run, outcome_record,
     run_fingerprint, save_version,
 )
 
@@ -270,12 +270,7 @@ def tune_embedder(pairs_path: Path, out_dir: Path, settings: TuningSettings | No
                    "with_hard_negatives": run["with_hard_negatives"], "validation": len(validation)},
         "negative_mining": "dense: the base model over the training passages, the pair's own excluded",
         "settings": dataclasses.asdict(settings),
-        "validation_metric": VALIDATION_METRIC,
-        "validation_before": run["validation_before"], "validation_after": after,
-        "steps": trainer.state.global_step, "resumed_from": Path(last).name if last else None,
-        "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name or None,
-        "seconds": round(time.perf_counter() - started, 1),
-        "versions": library_versions(),
+        **outcome_record(trainer, run, VALIDATION_METRIC, after, last, started),
     }
     folder = save_version(trainer.model, out_dir, manifest)
     shutil.rmtree(run_dir)  # finished: the next run in this folder starts afresh, as the next version

@@ -34,7 +34,7 @@ from typing import Any
 
 from indexer.embedder_tuning import Pair, TuningSettings, base_model_folder, mine_negatives, prepare_pairs
 from indexer.tuning_run import (
-    RUN_FOLDER, checkpointed_schedule, input_record, library_versions, local_model_folder, open_run,
+    RUN_FOLDER, checkpointed_schedule, input_record, local_model_folder, open_run, outcome_record,
     run_fingerprint, save_version,
 )
 
@@ -181,12 +181,7 @@ def tune_reranker(pairs_path: Path, out_dir: Path, settings: RerankerTuningSetti
         "negative_mining": "dense: the miner over the training passages, the pair's own excluded",
         "settings": dataclasses.asdict(settings),
         "layers": trainer.model.config.num_hidden_layers,
-        "validation_metric": VALIDATION_METRIC,
-        "validation_before": run["validation_before"], "validation_after": after,
-        "steps": trainer.state.global_step, "resumed_from": Path(last).name if last else None,
-        "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name or None,
-        "seconds": round(time.perf_counter() - started, 1),
-        "versions": library_versions(),
+        **outcome_record(trainer, run, VALIDATION_METRIC, after, last, started),
     }
     if settings.save_dtype == "bfloat16":
         import torch

@@ -13,6 +13,7 @@ import math
 import os
 import re
 import shutil
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,16 @@ def input_record(pairs_path: Path, eval_sets: Sequence[Path], eval_fields: Seque
     return {"pairs_file": str(pairs_path), "pairs_sha256": sha256_of(pairs_path),
             "eval_sets": [{"path": str(p), "sha256": sha256_of(p)} for p in eval_sets],
             "eval_fields": list(eval_fields)}
+
+
+def outcome_record(trainer: Any, run: dict[str, Any], metric: str, after: float, last: str | None,
+                   started: float) -> dict[str, Any]:
+    """The manifest's account of how a run went: validation before and after, steps, the
+    checkpoint it resumed from and the one kept, seconds (since ``started``) and library versions."""
+    return {"validation_metric": metric, "validation_before": run["validation_before"], "validation_after": after,
+            "steps": trainer.state.global_step, "resumed_from": Path(last).name if last else None,
+            "best_checkpoint": Path(trainer.state.best_model_checkpoint or "").name or None,
+            "seconds": round(time.perf_counter() - started, 1), "versions": library_versions()}
 
 
 def library_versions() -> dict[str, str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from tiny_models import save_tiny_embedder
+from toy_pairs import LEAKED, toy_pairs, write_jsonl
 
 from indexer import cli
 from indexer.embedder import Embedder
@@ -18,27 +19,12 @@ from indexer.embedder_tuning import (
     Pair, TuningSettings, drop_contaminated, read_eval_questions, read_pairs, split_validation, tune_embedder,
 )
 
-ANIMALS = ("cat dog horse cow sheep goat pig duck goose eagle owl fox wolf bear deer rabbit mouse rat frog snake "
-           "lizard turtle shark whale dolphin seal otter beaver squirrel bat camel zebra lion tiger monkey gorilla "
-           "panda koala kangaroo penguin").split()
-FOODS = "apples bread cheese fish grass honey insects leaves nuts rice seeds worms berries corn carrots eggs".split()
-PLACES = "forests rivers deserts mountains farms islands cities caves".split()
-LEAKED = "Tell me please what exactly the panda eats in the wild"  # in the eval file, 11 words
 # small and quick: a random tiny model needs a high learning rate to move in a few steps, and
 # no margin: all its similarities are alike, so any margin would leave no hard negatives
 SETTINGS = TuningSettings(epochs=8, batch_size=8, learning_rate=1e-3, validation_fraction=0.2,
                           evaluations_per_epoch=1, patience=3, max_seq_length=32, negative_margin=0.0)
 OPTIONS = ["--epochs", "8", "--batch-size", "8", "--learning-rate", "1e-3", "--validation-fraction", "0.2",
            "--evaluations-per-epoch", "1", "--patience", "3", "--max-seq-length", "32", "--negative-margin", "0", "-q"]
-
-
-def _pairs() -> list[dict[str, str]]:
-    rows = []
-    for i, animal in enumerate(ANIMALS):
-        question = LEAKED if animal == "panda" else f"What does the {animal} eat and where does it live?"
-        passage = f"The {animal} lives in {PLACES[i % len(PLACES)]} and mostly eats {FOODS[i % len(FOODS)]}."
-        rows.append({"question": question, "passage": passage})
-    return rows
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +35,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def pairs_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in _pairs()), encoding="utf-8")
-    return path
+    return write_jsonl(path, toy_pairs())
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +144,7 @@ def test_bad_input_gives_clear_errors(tmp_path: Path, tiny_model: Path, pairs_fi
     assert code == 2 and f"{missing}:3: 'passage' is missing" in err
 
     few = tmp_path / "few.jsonl"
-    few.write_text("".join(json.dumps(r) + "\n" for r in _pairs()[:5]), encoding="utf-8")
+    write_jsonl(few, toy_pairs()[:5])
     code, err = _run_cli(["--pairs", str(few), "--base", str(tiny_model), *out], capsys)
     assert code == 2 and "5 pairs are too few for a 10% validation split (at least 20 needed)" in err
 

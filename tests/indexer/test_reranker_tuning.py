@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from safetensors.numpy import load_file
-from tiny_models import save_tiny_bert
+from tiny_models import save_tiny_bert, save_tiny_embedder
+from toy_pairs import ANIMALS, LEAKED, toy_pairs, write_jsonl
 
 from indexer.index import Index
 from indexer.loaders import Document
@@ -25,26 +26,11 @@ from indexer.reranker_tuning import RerankerTuningSettings, load_base, tune_rera
 from indexer.reranker_tuning_cli import add_tune_reranker_parser
 from indexer.settings import IndexSettings
 
-ANIMALS = ("cat dog horse cow sheep goat pig duck goose eagle owl fox wolf bear deer rabbit mouse rat frog snake "
-           "lizard turtle shark whale dolphin seal otter beaver squirrel bat camel zebra lion tiger monkey gorilla "
-           "panda koala kangaroo penguin").split()
-FOODS = "apples bread cheese fish grass honey insects leaves nuts rice seeds worms berries corn carrots eggs".split()
-PLACES = "forests rivers deserts mountains farms islands cities caves".split()
-LEAKED = "Tell me please what exactly the panda eats in the wild"  # in the eval file, 11 words
 # no margin: all the tiny miner's similarities are alike, so any margin would leave no hard negatives
 SETTINGS = RerankerTuningSettings(epochs=2, batch_size=16, learning_rate=1e-3, validation_fraction=0.2,
                                   evaluations_per_epoch=1, max_seq_length=48, negative_margin=0.0)
 OPTIONS = ["--epochs", "2", "--batch-size", "16", "--learning-rate", "1e-3", "--validation-fraction", "0.2",
            "--evaluations-per-epoch", "1", "--max-seq-length", "48", "--negative-margin", "0", "-q"]
-
-
-def _pairs() -> list[dict[str, str]]:
-    rows = []
-    for i, animal in enumerate(ANIMALS):
-        question = LEAKED if animal == "panda" else f"What does the {animal} eat and where does it live?"
-        passage = f"The {animal} lives in {PLACES[i % len(PLACES)]} and mostly eats {FOODS[i % len(FOODS)]}."
-        rows.append({"question": question, "passage": passage})
-    return rows
 
 
 def _cli(argv: list[str]) -> int:
@@ -56,24 +42,13 @@ def _cli(argv: list[str]) -> int:
 
 @pytest.fixture(scope="module")
 def tiny_embedder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    from transformers import BertModel
-
-    bert = save_tiny_bert(tmp_path_factory.mktemp("bert"), BertModel)
-    transformer = Transformer(str(bert), max_seq_length=64)
-    folder = tmp_path_factory.mktemp("tiny-embedder")
-    model = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean")],
-                                device="cpu")
-    model.save(str(folder))
-    return folder
+    return save_tiny_embedder(tmp_path_factory.mktemp("tiny-embedder"))
 
 
 @pytest.fixture(scope="module")
 def pairs_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in _pairs()), encoding="utf-8")
-    return path
+    return write_jsonl(path, toy_pairs())
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +98,7 @@ def test_a_bi_encoder_base_gets_a_head_reading_the_cls_state(tiny_embedder: Path
 def test_the_index_reranks_with_the_trained_model(first_run: Path, tmp_path: Path) -> None:
     from sentence_transformers import CrossEncoder
 
-    docs = [Document(a, p["passage"], f"zoo/{a}", {}) for a, p in zip(ANIMALS[:8], _pairs()[:8], strict=True)]
+    docs = [Document(a, p["passage"], f"zoo/{a}", {}) for a, p in zip(ANIMALS[:8], toy_pairs()[:8], strict=True)]
     settings = dataclasses.replace(IndexSettings(), reranker=str(first_run / "v1"), rerank_depth=8)
     query = "What does the horse eat and where does it live?"
     with Index.open(tmp_path / "index", settings) as index:
@@ -178,7 +153,7 @@ def test_bad_input_gives_clear_errors(tmp_path: Path, tiny_embedder: Path, pairs
         _cli(["--pairs", str(bad), *base, *out])
 
     few = tmp_path / "few.jsonl"
-    few.write_text("".join(json.dumps(r) + "\n" for r in _pairs()[:5]), encoding="utf-8")
+    write_jsonl(few, toy_pairs()[:5])
     with pytest.raises(ValueError, match="5 pairs are too few for a 10% validation split"):
         _cli(["--pairs", str(few), *base, *out])
 
