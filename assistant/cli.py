@@ -301,6 +301,7 @@ def _open_sets(args: argparse.Namespace, stack: Any) -> tuple[dict[str, tuple[li
     from assistant.evaluation.builtin_sets import BUILTIN_SAMPLE, builtin_set, set_index
     from assistant.evaluation.sets import read_eval_set
     from assistant.generation.model_files import cache_dir
+    from indexer.rerank import open_with_reranker
 
     if not args.set and not args.sets:
         raise ValueError("name the sets: --set FILE.jsonl (with --index) and/or --sets pubmedqa,covidqa,tatqa,medquad")
@@ -314,7 +315,7 @@ def _open_sets(args: argparse.Namespace, stack: Any) -> tuple[dict[str, tuple[li
         if args.embedder:
             raise ValueError("--embedder builds the built-in sets' indexes; the --index keeps the embedder it was "
                              "built with (re-embed it with `indexer reembed` to change it)")
-        index = stack.enter_context(_eval_index(settings.index_dir, args.reranker))
+        index = stack.enter_context(open_with_reranker(settings.index_dir, args.reranker))
         for path in args.set:
             name = path.stem if path.stem not in sets else f"{path.stem}-{len(sets)}"
             sets[name] = (read_eval_set(path, limit=args.limit or None), index)  # a bad line is an error naming it
@@ -325,21 +326,8 @@ def _open_sets(args: argparse.Namespace, stack: Any) -> tuple[dict[str, tuple[li
     for name in [n.strip() for n in (args.sets or "").split(",") if n.strip()]:
         items, beir = builtin_set(name, limit=sample, split=args.split)
         folder = set_index(name, beir, cache_dir() / "eval-index", embedding_model=args.embedder)
-        sets[name] = (items, stack.enter_context(_eval_index(folder, args.reranker)))
+        sets[name] = (items, stack.enter_context(open_with_reranker(folder, args.reranker)))
     return sets, args.adapters_dir or registry_root
-
-
-def _eval_index(folder: Path, reranker: str | None) -> Any:
-    """The index at ``folder`` as built, with ``reranker`` (a cross-encoder) on top when given."""
-    import dataclasses
-
-    from indexer.index import Index
-
-    if not reranker:
-        return Index.open(folder)
-    with Index.open(folder) as built:
-        settings = dataclasses.replace(built.settings, reranker=reranker)
-    return Index.open(folder, settings)
 
 
 def default_report_dir(command: str, now: datetime | None = None) -> Path:

@@ -84,6 +84,7 @@ def open_index(directory: Path | None, stack: contextlib.ExitStack, system: Syst
     keeps near duplicates (a set's relevant document must not be dropped as a near copy of
     another, MedQuAD has many), embedded by ``system.embedder``; reranking with ``system.reranker``."""
     from indexer.index import Index
+    from indexer.rerank import open_with_reranker
     from indexer.settings import IndexSettings
 
     if directory is None:
@@ -92,11 +93,7 @@ def open_index(directory: Path | None, stack: contextlib.ExitStack, system: Syst
         if system.embedder:
             settings = dataclasses.replace(settings, embedding_model=system.embedder)
         return Index.open(folder / "index", settings), folder / "index"
-    if not system.reranker:
-        return Index.open(directory), directory
-    with Index.open(directory) as built:  # as built, with the reranker on top
-        settings = dataclasses.replace(built.settings, reranker=system.reranker)
-    return Index.open(directory, settings), directory
+    return open_with_reranker(directory, system.reranker), directory
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

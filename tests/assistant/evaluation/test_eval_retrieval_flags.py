@@ -15,6 +15,7 @@ from assistant.evaluation.builtin_sets import index_root, set_index
 from indexer.embedder import model_fingerprint
 from indexer.evaluation.beir import BeirSet, CorpusDoc
 from indexer.index import Index
+from indexer.rerank import open_with_reranker
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -47,7 +48,7 @@ def test_a_reranker_goes_on_top_of_the_index_as_built(embedder: Path, tmp_path: 
     (tmp_path / "reranker").mkdir()
     reranker = save_tiny_bert(tmp_path / "reranker", BertForSequenceClassification, num_labels=1)
     folder = set_index("tiny", SET, tmp_path / "indexes", embedding_model=str(embedder))
-    with cli._eval_index(folder, str(reranker)) as index:
+    with open_with_reranker(folder, str(reranker)) as index:
         assert index.settings.reranker == str(reranker)
         assert index.settings.embedding_model == str(embedder)
         hits = index.search("wheezing", k=2)
