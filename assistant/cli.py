@@ -301,7 +301,7 @@ def _open_sets(args: argparse.Namespace, stack: Any) -> tuple[dict[str, tuple[li
     from assistant.evaluation.builtin_sets import BUILTIN_SAMPLE, builtin_set, set_index
     from assistant.evaluation.sets import read_eval_set
     from assistant.generation.model_files import cache_dir
-    from indexer.rerank import open_with_reranker
+    from indexer.evaluation.reranked import open_with_reranker
 
     if not args.set and not args.sets:
         raise ValueError("name the sets: --set FILE.jsonl (with --index) and/or --sets pubmedqa,covidqa,tatqa,medquad")

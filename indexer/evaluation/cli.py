@@ -84,7 +84,7 @@ def open_index(directory: Path | None, stack: contextlib.ExitStack, system: Syst
     keeps near duplicates (a set's relevant document must not be dropped as a near copy of
     another, MedQuAD has many), embedded by ``system.embedder``; reranking with ``system.reranker``."""
     from indexer.index import Index
-    from indexer.rerank import open_with_reranker
+    from indexer.evaluation.reranked import open_with_reranker
     from indexer.settings import IndexSettings
 
     if directory is None:

@@ -15,7 +15,7 @@ from assistant.evaluation.builtin_sets import index_root, set_index
 from indexer.embedder import model_fingerprint
 from indexer.evaluation.beir import BeirSet, CorpusDoc
 from indexer.index import Index
-from indexer.rerank import open_with_reranker
+from indexer.evaluation.reranked import open_with_reranker
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
