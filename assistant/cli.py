@@ -529,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
                             "and Ollama, with a Modelfile")
     export.add_argument("name", nargs="?", help="registered adapter (default: the active one; 'base': none)")
     export.add_argument("--out", type=Path, required=True, help="folder for the GGUF files, Modelfile and export.json")
-    export.add_argument("--types", nargs="+", default=["q8_0", "q4_1"], choices=("q8_0", "q4_0", "q4_1"),
+    export.add_argument("--types", nargs="+", default=["q8_0", "q4_1"], choices=("q8_0", "q4_0", "q4_1", "f16", "bf16"),
                         help="GGUF weight types (default: q8_0 q4_1)")
     export.add_argument("--base-gguf", type=Path, help="the base model's GGUF (default: the bundled SmolLM2's)")
     export.add_argument("--adapters-dir", type=Path, help="the adapter registry (default: the service's)")

@@ -30,7 +30,7 @@ from assistant.generation.model_files import DEFAULT_MODEL, SMOLLM2_GGUF, bundle
 # the 4-bit types gguf-py quantizes; Q8_0 beside them. The token embeddings stay Q8_0 in a
 # 4-bit file, as llama.cpp's own quantizer keeps them above 4 bits: they are looked up, not
 # multiplied, so their size costs memory but no speed, and 4 bits there hurt every token.
-TYPES = ("q8_0", "q4_0", "q4_1")
+TYPES = ("q8_0", "q4_0", "q4_1", "f16", "bf16")
 KEEP_Q8_IN_4BIT = ("token_embd.weight", "output.weight")
 VERIFY_PROMPTS = ("What is hypertension?", "Name three symptoms of the flu.", "What does the liver do?")
 
@@ -102,7 +102,8 @@ def write_gguf(model: Any, source: Path, target: Path, qtype: str) -> dict[str, 
             kind_of = gguf.GGMLQuantizationType.F32  # norms and odd rows stay float
             data = data.astype(np.float32)
         else:
-            kind_of = gguf.GGMLQuantizationType.Q8_0 if tensor.name in KEEP_Q8_IN_4BIT else main_type
+            kind_of = gguf.GGMLQuantizationType.Q8_0 if tensor.name in KEEP_Q8_IN_4BIT and qtype.startswith("q4") \
+                else main_type
             data = gguf.quants.quantize(data, kind_of)
         counts[kind_of.name] = counts.get(kind_of.name, 0) + 1
         writer.add_tensor(tensor.name, data, raw_dtype=kind_of)

@@ -81,7 +81,7 @@ def test_the_merged_weights_are_what_the_file_holds(tiny_model_dir: Path, tiny_a
     base = merged_model(str(tiny_model_dir), None)
     q = "model.layers.0.self_attn.q_proj.weight"
     assert not np.allclose(merged.state_dict()[q].numpy(), base.state_dict()[q].numpy())  # the adapter counts
-    for qtype, tolerance in (("q8_0", 0.01), ("q4_1", 0.1)):
+    for qtype, tolerance in (("q8_0", 0.01), ("q4_1", 0.1), ("f16", 0.001), ("bf16", 0.01)):
         stats = write_gguf(merged, source_gguf, tmp_path / f"{qtype}.gguf", qtype)
         got = read_back(tmp_path / f"{qtype}.gguf", merged)
         for name, tensor in merged.state_dict().items():
