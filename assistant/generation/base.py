@@ -17,7 +17,8 @@ from assistant.generation.model_files import DEFAULT_MODEL
 
 TokenCallback = Callable[[str], None]
 DEVICES = ("auto", "cpu", "cuda")
-BACKENDS = ("local", "openai")
+BACKENDS = ("local", "llama", "openai")
+GGUF_TYPES = ("q8_0", "q4_0", "q4_1", "f16", "bf16")
 
 
 def _env(name: str, default: object, help: str) -> Any:
@@ -35,14 +36,24 @@ class GenerationSettings:
     queue_size: int = _env("ASSISTANT_QUEUE_SIZE", 32, "most requests waiting; more are refused with a retry time")
     slice_tokens: int = _env("ASSISTANT_SLICE_TOKENS", 16,
                              "tokens a batch decodes per turn before others may run (0: each batch in one call)")
-    backend: str = _env("ASSISTANT_BACKEND", "local", "local (transformers) | openai (an OpenAI-compatible server)")
+    backend: str = _env("ASSISTANT_BACKEND", "local",
+                        "local (transformers) | llama (llama.cpp in this process) | openai (an OpenAI-compatible server)")
+    gguf: Path | None = _env("ASSISTANT_GGUF", None,
+                             "llama backend: the base model's GGUF file (default: the bundled model exported once)")
+    gguf_type: str = _env("ASSISTANT_GGUF_TYPE", "q8_0",
+                          "llama backend: the GGUF type the bundled model and adapters are exported as")
+    threads: int = _env("ASSISTANT_THREADS", 0, "llama backend: CPU threads (0: every core)")
+    context_tokens: int = _env("ASSISTANT_CONTEXT_TOKENS", 16384,
+                               "llama backend: key/value cells shared by every answer in progress")
     openai_base_url: str = _env("ASSISTANT_OPENAI_BASE_URL", "http://127.0.0.1:8000", "server root, with or without /v1")
     openai_api_key: str = _env("ASSISTANT_OPENAI_API_KEY", "", "bearer token for the server, if it wants one")
     openai_model: str = _env("ASSISTANT_OPENAI_MODEL", "", "model name the server serves (see its GET /v1/models)")
 
     def __post_init__(self) -> None:
-        if self.adapters_dir is not None and not isinstance(self.adapters_dir, Path):
-            object.__setattr__(self, "adapters_dir", Path(self.adapters_dir))
+        for name in ("adapters_dir", "gguf"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))
         if self.device not in DEVICES:
             raise ValueError(f"device {self.device!r} is not one of {DEVICES}; set {env_name('device')}")
         if self.backend not in BACKENDS:
@@ -50,6 +61,11 @@ class GenerationSettings:
         for name in ("max_new_tokens", "max_batch_size", "queue_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}; set {env_name(name)}")
+        if self.gguf_type not in GGUF_TYPES:
+            raise ValueError(f"gguf_type {self.gguf_type!r} is not one of {GGUF_TYPES}; set {env_name('gguf_type')}")
+        if self.threads < 0 or self.context_tokens < 256:
+            raise ValueError(f"threads must not be negative and context_tokens must be at least 256; set "
+                             f"{env_name('threads')} or {env_name('context_tokens')}")
         if self.slice_tokens < 0:
             raise ValueError(f"slice_tokens must not be negative, got {self.slice_tokens}; set {env_name('slice_tokens')}")
         if not self.model:

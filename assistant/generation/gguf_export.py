@@ -25,12 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from assistant.generation.base import GGUF_TYPES
 from assistant.generation.model_files import DEFAULT_MODEL, SMOLLM2_GGUF, bundled_smollm2_dir, resolve_model_dir
 
 # the 4-bit types gguf-py quantizes; Q8_0 beside them. The token embeddings stay Q8_0 in a
 # 4-bit file, as llama.cpp's own quantizer keeps them above 4 bits: they are looked up, not
 # multiplied, so their size costs memory but no speed, and 4 bits there hurt every token.
-TYPES = ("q8_0", "q4_0", "q4_1", "f16", "bf16")
+TYPES = GGUF_TYPES
 KEEP_Q8_IN_4BIT = ("token_embd.weight", "output.weight")
 VERIFY_PROMPTS = ("What is hypertension?", "Name three symptoms of the flu.", "What does the liver do?")
 

@@ -12,26 +12,19 @@ so code that only reads the settings (the web layer) does not load them.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from assistant.generation.adapter_lookup import adapter_folder, base_names, registered_adapters
 from assistant.generation.adapter_weights import attach_adapter
-from assistant.generation.base import GenerationResult, GenerationSettings, TokenCallback, UnknownAdapterError, env_name
+from assistant.generation.base import GenerationResult, GenerationSettings, TokenCallback
 from assistant.generation.decoding import Decoding, StopPredicate
-from assistant.generation.model_files import DEFAULT_MODEL, resolve_model_dir
+from assistant.generation.model_files import resolve_model_dir
 
 log = logging.getLogger(__name__)
-
-# The bundled GGUF is SmolLM2-135M-Instruct: adapters trained on the hub copy fit it too.
-_BUNDLED_ALIASES = ("smollm2", "smollm2-135m-instruct")
-
-
-def _last_component(name: str | None) -> str:
-    return (name or "").replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].lower()
 
 
 class LocalGenerator:
@@ -74,8 +67,7 @@ class LocalGenerator:
         self.generate_calls = 0
         self._loaded: set[str] = set()
         self._lock = threading.RLock()
-        known = {_last_component(self.model_name), _last_component(self.model_dir)}
-        self._base_names = (known | set(_BUNDLED_ALIASES)) if self.model_name == DEFAULT_MODEL else known
+        self._base_names = base_names(self.model_name, self.model_dir)
 
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
         if not self.tokenizer.chat_template:
@@ -86,30 +78,14 @@ class LocalGenerator:
         """Nothing to release: the weights go with the object."""
 
     def list_adapters(self) -> list[str]:
-        root = self.settings.adapters_dir
-        if root is None or not root.is_dir():
-            return []
-        return sorted(p.name for p in root.iterdir() if (p / "adapter_config.json").is_file())
+        return registered_adapters(self.settings)
 
     def load_adapter(self, name: str) -> None:
-        """Load ``name`` from the registry (once). Refuses an adapter whose
-        ``base_model_name_or_path`` ends in a different name than this base model
-        (compared on the last path component, case-insensitively; unknown passes)."""
+        """Load ``name`` from the registry (once); see :func:`.adapter_lookup.adapter_folder`."""
         with self._lock:
             if name in self._loaded:
                 return
-            available = self.list_adapters()
-            if name not in available:  # also keeps request-supplied names inside the registry
-                where = self.settings.adapters_dir or f"nowhere ({env_name('adapters_dir')} is unset)"
-                raise UnknownAdapterError(f"no adapter {name!r} in {where}; available: {available or 'none'}")
-            path = self.settings.adapters_dir / name  # type: ignore[operator]
-            config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
-            base = _last_component(config.get("base_model_name_or_path"))
-            if base and base not in self._base_names:
-                raise ValueError(
-                    f"adapter {name!r} was trained on {config['base_model_name_or_path']!r}, not {self.model_name!r}; "
-                    f"serve it with {env_name('model')} set to that model, or retrain it on this one"
-                )
+            path = adapter_folder(self.settings, name, self._base_names)
             self.model = attach_adapter(self.model, path, name)
             self._loaded.add(name)
 

@@ -119,17 +119,20 @@ class Service:
 
 
 def start_service(tmp: Path, model: Path | str, queue_size: int = 8, adapters_dir: Path | None = None,
-                  prepare: Callable[[Index, LocalGenerator], None] | None = None, **overrides) -> Iterator[Service]:
+                  prepare: Callable[[Index, LocalGenerator], None] | None = None, generator: Any = None,
+                  **overrides) -> Iterator[Service]:
     """A service over the DOCS index; ``prepare`` runs on the index and the generator
-    before the service opens them (to place files beside the index)."""
+    before the service opens them (to place files beside the index). ``generator``: another
+    backend than the transformers one for ``model``."""
     index = Index.open(tmp / "index")
     index.ingest_documents(DOCS)
     settings = ServiceSettings(index_dir=tmp / "index", **overrides)
     store = KeyStore(settings.service_db)
     keys = {role: store.create(f"test-{role}", role)[1] for role in ("reader", "editor", "admin")}
     store.close()
-    generator = LocalGenerator(GenerationSettings(model=str(model), device="cpu", max_new_tokens=24,
-                                                  adapters_dir=adapters_dir))
+    if generator is None:
+        generator = LocalGenerator(GenerationSettings(model=str(model), device="cpu", max_new_tokens=24,
+                                                      adapters_dir=adapters_dir))
     if prepare is not None:
         prepare(index, generator)
     queue = GenerationQueue(generator, max_batch_size=4, queue_size=queue_size)

