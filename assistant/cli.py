@@ -360,8 +360,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import dataclasses
 
     from assistant.evaluation.run import run_eval
+    from assistant.generation.backends import make_generator
     from assistant.generation.base import GenerationSettings
-    from assistant.generation.local import LocalGenerator
     from assistant.settings import from_env
 
     generator_settings = from_env(GenerationSettings)
@@ -370,7 +370,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         sets, registry_root = _open_sets(args, stack)
         if args.checkpoints:
             return _eval_checkpoints(args, sets, generator_settings)
-        generator = LocalGenerator(dataclasses.replace(generator_settings, adapters_dir=registry_root))
+        # the engine the service would use (ASSISTANT_BACKEND), so its answers are what is measured
+        generator = make_generator(dataclasses.replace(generator_settings, adapters_dir=registry_root))
         settings = _eval_settings(args, unanswerable=not args.no_unanswerable, calibrated=args.calibrated,
                                   max_hallucination=args.max_hallucination)
         first, *also = args.adapter or [None]
@@ -388,8 +389,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from assistant.evaluation.builtin_sets import builtin_set
     from assistant.evaluation.calibrate import check_disjoint
     from assistant.evaluation.calibration_run import calibrate_sets
+    from assistant.generation.backends import make_generator
     from assistant.generation.base import GenerationSettings
-    from assistant.generation.local import LocalGenerator
     from assistant.grounding.answerability import NEVER
     from assistant.settings import from_env
 
@@ -401,7 +402,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                            {name: {i.id for i in builtin_set(name, split="heldout")[0]}})
         generator = None
         if args.answers is None:
-            generator = LocalGenerator(dataclasses.replace(from_env(GenerationSettings), adapters_dir=registry_root))
+            generator = make_generator(dataclasses.replace(from_env(GenerationSettings), adapters_dir=registry_root))
         # a choice head learns from the answerable split alone; generated answers need both splits
         only_choices = args.choices and all(i.answer_type == "yes_no_maybe" for items, _ in sets.values() for i in items)
         summary = calibrate_sets(generator, sets, args.out, adapter=args.adapter,

@@ -41,7 +41,7 @@ class LocalGenerator:
         cuda = torch.cuda.is_available()
         if settings.device == "cuda" and not cuda:
             raise ValueError("ASSISTANT_DEVICE=cuda but torch sees no CUDA device; install a CUDA torch or set it to cpu")
-        kwargs: dict[str, Any] = {"dtype": torch.float32}
+        kwargs: dict[str, Any] = {"dtype": getattr(torch, settings.cpu_dtype)}
         if cuda and settings.device != "cpu":
             from transformers import BitsAndBytesConfig
 

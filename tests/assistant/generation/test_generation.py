@@ -64,6 +64,10 @@ def test_settings_from_env() -> None:
         ({"ASSISTANT_MAX_NEW_TOKENS": "lots"}, "ASSISTANT_MAX_NEW_TOKENS='lots' is not a whole number"),
         ({"ASSISTANT_QUEUE_SIZE": "0"}, "set ASSISTANT_QUEUE_SIZE"),
         ({"ASSISTANT_DEVICE": "tpu"}, "set ASSISTANT_DEVICE"),
+        ({"ASSISTANT_CPU_DTYPE": "float16"}, "set ASSISTANT_CPU_DTYPE"),
+        ({"ASSISTANT_GGUF_TYPE": "q2_k"}, "set ASSISTANT_GGUF_TYPE"),
+        ({"ASSISTANT_CONTEXT_TOKENS": "8"}, "set ASSISTANT_THREADS or ASSISTANT_CONTEXT_TOKENS"),
+        ({"ASSISTANT_BACKEND": "vllm"}, "set ASSISTANT_BACKEND"),
         ({"ASSISTANT_BACKEND": "openai"}, "needs ASSISTANT_OPENAI_BASE_URL and ASSISTANT_OPENAI_MODEL"),
     ],
 )
@@ -77,6 +81,20 @@ def test_settings_say_what_to_fix(env: dict[str, str], message: str) -> None:
 
 def test_chat_prompt_is_chatml(generator: LocalGenerator) -> None:
     assert generator.chat_prompt([{"role": "user", "content": "Hi"}]) == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_bfloat16_on_the_cpu_answers_and_scores(tiny_model_dir: Path, generator: LocalGenerator,
+                                                prompts: list[str]) -> None:
+    """ASSISTANT_CPU_DTYPE=bfloat16: the weights in bfloat16, log-probabilities close to float32's."""
+    import torch
+
+    half = LocalGenerator(GenerationSettings(model=str(tiny_model_dir), device="cpu", max_new_tokens=12,
+                                             cpu_dtype="bfloat16"))
+    assert half.model.dtype == torch.bfloat16 and generator.model.dtype == torch.float32
+    results = half.generate(prompts[:2])
+    assert all(r.completion_tokens >= 1 and r.mean_logprob is not None for r in results)
+    texts = ([prompts[0]], ["Asthma is a disease."])
+    assert half.continuation_nlls(*texts)[0] == pytest.approx(generator.continuation_nlls(*texts)[0], abs=0.2)
 
 
 def test_left_padded_batch_matches_one_by_one(generator: LocalGenerator, prompts: list[str]) -> None:
