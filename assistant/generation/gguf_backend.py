@@ -20,6 +20,7 @@ tokenizer, so prompts are the same text whichever backend serves them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Sequence
@@ -27,11 +28,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from assistant.generation.adapter_lookup import adapter_folder, base_names, registered_adapters
 from assistant.generation.base import GenerationResult, GenerationSettings, TokenCallback, env_name
 from assistant.generation.decoding import StopPredicate
 from assistant.generation.gguf_decoding import GGUFDecoding
 from assistant.generation.gguf_model import GGUFLoadError, GGUFModel, log_softmax_at
+from assistant.generation.gguf_prefill import TorchPrefill, cache_layout
 from assistant.generation.model_files import DEFAULT_MODEL, cache_dir, resolve_model_dir, tokenizer_json
 
 log = logging.getLogger(__name__)
@@ -57,6 +61,24 @@ class GGUFGenerator:
         base = self._base_gguf()
         self.tokenizer: Any = AutoTokenizer.from_pretrained(tokenizer_json(settings.model).parent)
         self._models: dict[str | None, GGUFModel] = {None: self._open(base, f"the base model {settings.model}")}
+        self._torch_prefill = self._torch_reader() if settings.prefill == "torch" else None
+
+    def _torch_reader(self) -> TorchPrefill | None:
+        """The transformers model in bfloat16 that reads prompts (None where llama.cpp's cache
+        layout is not the one :mod:`.gguf_prefill` writes)."""
+        from assistant.generation.local import LocalGenerator
+
+        model = self._models[None]
+        with model.lock:
+            seq = model.take_sequence(1)
+            try:
+                layout = cache_layout(model, seq)
+            finally:
+                model.release_sequence(seq)
+        if layout is None:
+            return None
+        local = LocalGenerator(dataclasses.replace(self.settings, backend="local", device="cpu", cpu_dtype="bfloat16"))
+        return TorchPrefill(local, layout)
 
     @cached_property
     def model_dir(self) -> str | None:
@@ -165,8 +187,16 @@ class GGUFGenerator:
             raise ValueError(f"max_new_tokens must be at least 1 for each of {len(prompts)} prompts, got {limits}")
         if not prompts:
             raise ValueError("a batch needs at least one prompt")
-        model = self._model(self.active_adapter if adapter is None else adapter)
-        return GGUFDecoding(self, model, prompts, limits, on_token, stop)
+        name = self.active_adapter if adapter is None else adapter
+        return GGUFDecoding(self, self._model(name), name, prompts, limits, on_token, stop)
+
+    def read_prompts(self, model: GGUFModel, adapter: str | None, rows: list[tuple[int, list[int]]]) -> Any:
+        """Each ``(sequence, prompt ids)`` into ``model``'s context, by llama.cpp or (with
+        ``ASSISTANT_PREFILL=torch``) by transformers; the logits after each prompt's last token."""
+        if self._torch_prefill is None:
+            return model.decode([(seq, pos, token, pos == len(ids) - 1) for seq, ids in rows
+                                 for pos, token in enumerate(ids)])
+        return np.stack([self._torch_prefill.read(model, seq, ids, adapter) for seq, ids in rows])
 
     # ---- scoring -------------------------------------------------------------------------
 
@@ -184,6 +214,9 @@ class GGUFGenerator:
         are kept only where a token is scored."""
         if len(prompts) != len(continuations):
             raise ValueError(f"{len(prompts)} prompts for {len(continuations)} continuations")
+        if self._torch_prefill is not None:  # scoring is all prompt reading: the faster engine's job
+            return self._torch_prefill.local.continuation_nlls(prompts, continuations, adapter=adapter,
+                                                               batch_size=batch_size)
         model = self._model(adapter)
         out: list[list[float]] = []
         for prompt, text in zip(prompts, continuations):
@@ -208,6 +241,8 @@ class GGUFGenerator:
         """The negative log-likelihood of each token of each choice right after ``prompt``
         (None: the base model). The prompt is read once; each choice continues from its
         cells, which are dropped again after it."""
+        if self._torch_prefill is not None:
+            return self._torch_prefill.local.choice_nlls(prompt, choices, adapter=adapter)
         model = self._model(adapter)
         head = model.tokenize(prompt)
         if not head:
@@ -225,14 +260,9 @@ class GGUFGenerator:
                     if len(tail) > 1:  # the choice's own tokens predict its later ones
                         rest = model.decode([(seq, len(head) + i, token, True) for i, token in enumerate(tail[:-1])])
                         model.forget_after(seq, len(head))
-                        logits = _stack(first, rest)
+                        logits = np.concatenate([first, rest])
                     out.append((-log_softmax_at(logits, tail)).tolist())
             finally:
                 model.release_sequence(seq)
         return out
 
-
-def _stack(first: Any, rest: Any) -> Any:
-    import numpy as np
-
-    return np.concatenate([first, rest])

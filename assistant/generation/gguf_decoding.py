@@ -31,9 +31,10 @@ class GGUFDecoding:
     """One batch of a :class:`~assistant.generation.gguf_backend.GGUFGenerator`;
     ``max_new_tokens`` and ``stop`` are per row."""
 
-    def __init__(self, generator: Any, model: GGUFModel, prompts: Sequence[str], max_new_tokens: Sequence[int],
-                 on_token: Sequence[TokenCallback | None] | None, stop: Sequence[StopPredicate | None] | None) -> None:
-        self.generator, self.model = generator, model
+    def __init__(self, generator: Any, model: GGUFModel, adapter: str | None, prompts: Sequence[str],
+                 max_new_tokens: Sequence[int], on_token: Sequence[TokenCallback | None] | None,
+                 stop: Sequence[StopPredicate | None] | None) -> None:
+        self.generator, self.model, self.adapter = generator, model, adapter
         self.prompt_ids = [model.tokenize(p) for p in prompts]
         if not all(self.prompt_ids):
             raise ValueError("every prompt must have at least one token")
@@ -77,7 +78,7 @@ class GGUFDecoding:
             self.generator.generate_calls += 1
             try:
                 while self.rows and self.last_steps < max_tokens and not finished:
-                    logits = model.decode(self._entries())
+                    logits = self._read_prompts() if not self._read else model.decode(self._entries())
                     chosen = logits.argmax(axis=1)
                     logprobs = log_softmax_at(logits, chosen)
                     self.last_steps += 1
@@ -110,14 +111,14 @@ class GGUFDecoding:
             self._release(ended)
         return [(row, self._result(row, "stopped")) for row in ended]
 
+    def _read_prompts(self) -> Any:
+        """The prompts into their sequences; the logits after each one's last token."""
+        self._read = True
+        self.last_prefill_tokens = sum(self.prompt_tokens[row] for row in self.rows)
+        return self.generator.read_prompts(self.model, self.adapter, [(self.seqs[r], self.prompt_ids[r]) for r in self.rows])
+
     def _entries(self) -> list[tuple[int, int, int, bool]]:
-        """The next ``llama_decode`` batch: every prompt the first time (logits at its last
-        token), then each live row's newest token at the position after its last."""
-        if not self._read:
-            self._read = True
-            self.last_prefill_tokens = sum(self.prompt_tokens[row] for row in self.rows)
-            return [(self.seqs[row], pos, token, pos == len(ids) - 1)
-                    for row in self.rows for ids in [self.prompt_ids[row]] for pos, token in enumerate(ids)]
+        """The next ``llama_decode`` batch: each live row's newest token at the position after its last."""
         return [(self.seqs[row], self.prompt_tokens[row] + len(self.tokens[row]) - 1, self.tokens[row][-1], True)
                 for row in self.rows]
 

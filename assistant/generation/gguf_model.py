@@ -90,6 +90,9 @@ class GGUFModel:
         params.n_ubatch = min(ubatch_tokens, batch_tokens)
         params.n_seq_max = sequences
         params.kv_unified = True  # one pool of cells: a long row may use what short ones leave
+        # flash attention keeps the value cache untransposed (the layout gguf_prefill writes);
+        # measured no slower on a CPU
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
         params.n_threads = params.n_threads_batch = threads or os.cpu_count() or 1
         try:
             self._context = LlamaContext(model=self._model, params=params, verbose=True)
@@ -158,6 +161,20 @@ class GGUFModel:
     def forget_after(self, seq: int, position: int) -> None:
         """Drops the sequence's cells from ``position`` on (a scored choice, say)."""
         self._context.kv_cache_seq_rm(seq, position, -1)
+
+    def sequence_state(self, seq: int) -> bytes:
+        """llama.cpp's serialisation of one sequence's cells (see :mod:`.gguf_prefill`)."""
+        size = self._llama.llama_state_seq_get_size(self._context.ctx, seq)
+        buffer = (ctypes.c_uint8 * size)()
+        written = self._llama.llama_state_seq_get_data(self._context.ctx, buffer, size, seq)
+        return bytes(buffer)[:written]
+
+    def set_sequence_state(self, seq: int, blob: bytes) -> None:
+        """Fills the (empty) sequence ``seq`` from a blob as :meth:`sequence_state` writes."""
+        buffer = (ctypes.c_uint8 * len(blob)).from_buffer_copy(blob)
+        if self._llama.llama_state_seq_set_data(self._context.ctx, buffer, len(blob), seq) != len(blob):
+            raise ContextFullError(f"llama.cpp could not take {len(blob)} bytes of cache for sequence {seq}; "
+                                   "retry shortly")
 
     def decode(self, entries: Sequence[BatchEntry]) -> np.ndarray:
         """Runs the entries through the model (in batches of ``batch_tokens``); returns the

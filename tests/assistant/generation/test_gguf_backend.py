@@ -184,3 +184,47 @@ def test_an_adapter_is_served_from_its_merged_gguf(tmp_path: Path) -> None:
     assert generator.active_adapter == "v1" and "broken" not in generator._models
     assert not list((registry / "broken").glob("gguf/*.gguf"))
     generator.close()
+
+
+def test_the_cache_blob_written_is_the_one_llama_cpp_writes(llama: GGUFGenerator) -> None:
+    """A sequence llama.cpp read itself, taken apart by the layout and written back by
+    sequence_blob, is byte for byte what llama.cpp wrote."""
+    import numpy as np
+
+    from assistant.generation.gguf_prefill import cache_layout, sequence_blob
+
+    model = llama._models[None]
+    ids = model.tokenize(prompts(llama)[0])
+    with model.lock:
+        seq = model.take_sequence(len(ids))
+        try:
+            layout = cache_layout(model, seq)
+            assert layout is not None and layout.layers == 30 and layout.row_bytes == 3 * 64 * 2
+            model.decode([(seq, pos, token, False) for pos, token in enumerate(ids)])
+            blob = model.sequence_state(seq)
+        finally:
+            model.release_sequence(seq)
+    cells, offset, rows = len(ids), 16 + 12 * len(ids) + 8, []
+    for _ in range(2 * layout.layers):
+        rows.append(np.frombuffer(blob, dtype="<f2", count=cells * layout.row_bytes // 2, offset=offset + 12)
+                    .reshape(cells, -1))
+        offset += 12 + cells * layout.row_bytes
+    assert sequence_blob(layout, rows[:30], rows[30:], seq) == blob
+
+
+def test_prompts_read_by_torch_are_decoded_by_llama_cpp(llama: GGUFGenerator) -> None:
+    """ASSISTANT_PREFILL=torch: transformers (bfloat16) reads the prompts and fills the llama.cpp
+    sequences, which decode on as if llama.cpp had read them (same weights, other rounding)."""
+    torch_read = GGUFGenerator(settings(prefill="torch"))
+    assert torch_read._torch_prefill is not None
+    texts = prompts(llama)
+    ours, theirs = torch_read.generate(texts, max_new_tokens=8), llama.generate(texts, max_new_tokens=8)
+    assert sum(a.text == b.text for a, b in zip(ours, theirs)) >= 2
+    for a, b in zip(ours, theirs):
+        assert a.prompt_tokens == b.prompt_tokens and abs(a.mean_logprob - b.mean_logprob) < 0.3
+    # a second turn decodes from the cells torch wrote: a wrong layout gives nonsense at once
+    pieces: list[str] = []
+    (long,) = torch_read.generate(texts[:1], max_new_tokens=24, on_token=[pieces.append])
+    assert long.text.lower().startswith("asthma is") and "".join(pieces) == long.text
+    assert not torch_read._models[None]._reserved
+    torch_read.close()
