@@ -29,6 +29,61 @@ log = logging.getLogger(__name__)
 StopPredicate = Callable[[], bool]
 
 
+def row_limits(default: int, prompts: Sequence[str], max_new_tokens: int | Sequence[int | None] | None,
+               on_token: Sequence[TokenCallback | None] | None, stop: Sequence[StopPredicate | None] | None) -> list[int]:
+    """Each row's token limit for a batch (``max_new_tokens`` one for all or one per row, None:
+    ``default``), after checking that the per-row arguments have a row each."""
+    for name, per_row in (("on_token", on_token), ("stop", stop)):
+        if per_row is not None and len(per_row) != len(prompts):
+            raise ValueError(f"{name} has {len(per_row)} entries for {len(prompts)} prompts")
+    if max_new_tokens is None or isinstance(max_new_tokens, int):
+        max_new_tokens = [max_new_tokens] * len(prompts)
+    limits = [default if n is None else n for n in max_new_tokens]
+    if len(limits) != len(prompts) or any(n < 1 for n in limits):
+        raise ValueError(f"max_new_tokens must be at least 1 for each of {len(prompts)} prompts, got {limits}")
+    if not prompts:
+        raise ValueError("a batch needs at least one prompt")
+    return limits
+
+
+def hand_over(callback: TokenCallback, text: str, sent: int, *, final: bool, row: int) -> tuple[int, bool]:
+    """Gives ``callback`` what ``text`` (a row's whole completion so far) adds after ``sent``
+    characters; a trailing U+FFFD (a character split across tokens) waits unless ``final``.
+    Returns the characters sent and whether the callback still works (one that raises,
+    say for a closed connection, is dropped so the batch's other rows go on)."""
+    if not final and text.endswith("\ufffd"):
+        return sent, True
+    piece = text[sent:]
+    if not piece:
+        return sent, True
+    try:
+        callback(piece)
+    except Exception:
+        log.warning("token callback for batch row %d failed; dropping it", row, exc_info=True)
+        return len(text), False
+    return len(text), True
+
+
+class SlicedBatch:
+    """What both engines' batches share: decoding to the end in one go."""
+
+    limits: list[int]
+
+    @property
+    def done(self) -> bool:
+        raise NotImplementedError
+
+    def advance(self, max_tokens: int) -> list[tuple[int, GenerationResult]]:
+        raise NotImplementedError
+
+    def run(self) -> list[GenerationResult]:
+        """Decodes to the end; the results in prompt order."""
+        results: dict[int, GenerationResult] = {}
+        while not self.done:
+            results.update(self.advance(max(self.limits)))
+        return [results[row] for row in range(len(self.limits))]
+
+
 def _cache_argument(model: Any, cache: Any) -> dict[str, Any]:
     """The keys and values of earlier slices, under the name the model's forward takes
     (transformers 5 renamed ``past_key_values`` to ``cache``; the old name warns until removed)."""
@@ -104,18 +159,8 @@ class BatchStreamer:
         if callback is None:
             return
         text = self.tokenizer.decode(self.ids[row], skip_special_tokens=True)
-        if not final and text.endswith("\ufffd"):
-            return
-        piece = text[self.sent[row] :]
-        if not piece:
-            return
-        self.sent[row] = len(text)
-        try:
-            callback(piece)
-        except Exception:
-            # A failing consumer (say, a closed connection) must not stop the
-            # other rows of the batch; its row keeps generating unseen.
-            log.warning("token callback for batch row %d failed; dropping it", row, exc_info=True)
+        self.sent[row], working = hand_over(callback, text, self.sent[row], final=final, row=row)
+        if not working:
             self.callbacks[row] = None
 
 
@@ -156,7 +201,7 @@ class _RowLimits:
             [e is not None for e in self.ended_at], device=input_ids.device)
 
 
-class Decoding:
+class Decoding(SlicedBatch):
     """One batch of a :class:`~assistant.generation.local.LocalGenerator`, decoded by
     :meth:`advance` a slice at a time. ``max_new_tokens`` and ``stop`` are per row."""
 
@@ -240,13 +285,6 @@ class Decoding:
                 keep.append(j)
         self._carry_on(keep, output)
         return finished
-
-    def run(self) -> list[GenerationResult]:
-        """Decodes to the end in one slice; the results in prompt order."""
-        results: dict[int, GenerationResult] = {}
-        while not self.done:
-            results.update(self.advance(max(self.limits)))
-        return [results[row] for row in range(len(self.limits))]
 
     def drop_stopped(self) -> list[tuple[int, GenerationResult]]:
         """Between slices: rows whose stop predicate is true (a client gone, a deadline

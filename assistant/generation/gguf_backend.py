@@ -32,7 +32,7 @@ import numpy as np
 
 from assistant.generation.adapter_lookup import adapter_folder, base_names, registered_adapters
 from assistant.generation.base import GenerationResult, GenerationSettings, TokenCallback, env_name
-from assistant.generation.decoding import StopPredicate
+from assistant.generation.decoding import StopPredicate, row_limits
 from assistant.generation.gguf_decoding import GGUFDecoding
 from assistant.generation.gguf_model import GGUFLoadError, GGUFModel, log_softmax_at
 from assistant.generation.gguf_prefill import TorchPrefill, cache_layout
@@ -177,16 +177,7 @@ class GGUFGenerator:
               adapter: str | None = None, on_token: Sequence[TokenCallback | None] | None = None,
               stop: Sequence[StopPredicate | None] | None = None) -> GGUFDecoding:
         """A batch to decode a slice at a time (see :mod:`.gguf_decoding`)."""
-        for name, per_row in (("on_token", on_token), ("stop", stop)):
-            if per_row is not None and len(per_row) != len(prompts):
-                raise ValueError(f"{name} has {len(per_row)} entries for {len(prompts)} prompts")
-        if max_new_tokens is None or isinstance(max_new_tokens, int):
-            max_new_tokens = [max_new_tokens] * len(prompts)
-        limits = [self.settings.max_new_tokens if n is None else n for n in max_new_tokens]
-        if len(limits) != len(prompts) or any(n < 1 for n in limits):
-            raise ValueError(f"max_new_tokens must be at least 1 for each of {len(prompts)} prompts, got {limits}")
-        if not prompts:
-            raise ValueError("a batch needs at least one prompt")
+        limits = row_limits(self.settings.max_new_tokens, prompts, max_new_tokens, on_token, stop)
         name = self.active_adapter if adapter is None else adapter
         return GGUFDecoding(self, self._model(name), name, prompts, limits, on_token, stop)
 

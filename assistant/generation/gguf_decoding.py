@@ -15,19 +15,16 @@ Greedy choice and each chosen token's log-probability come from the step's logit
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from assistant.generation.base import GenerationResult, TokenCallback
-from assistant.generation.decoding import StopPredicate
+from assistant.generation.decoding import SlicedBatch, StopPredicate, hand_over
 from assistant.generation.gguf_model import GGUFModel, log_softmax_at
 
-log = logging.getLogger(__name__)
 
-
-class GGUFDecoding:
+class GGUFDecoding(SlicedBatch):
     """One batch of a :class:`~assistant.generation.gguf_backend.GGUFGenerator`;
     ``max_new_tokens`` and ``stop`` are per row."""
 
@@ -97,13 +94,6 @@ class GGUFDecoding:
         self.last_first_step_seconds = (first_at or time.perf_counter()) - started
         return finished
 
-    def run(self) -> list[GenerationResult]:
-        """Decodes to the end; the results in prompt order."""
-        results: dict[int, GenerationResult] = {}
-        while not self.done:
-            results.update(self.advance(max(self.limits)))
-        return [results[row] for row in range(len(self.limits))]
-
     def drop_stopped(self) -> list[tuple[int, GenerationResult]]:
         """Between slices: rows whose stop predicate is true end now."""
         ended = [row for row in self.rows if (stop := self.stops[row]) is not None and stop()]
@@ -143,21 +133,10 @@ class GGUFDecoding:
 
     def _stream(self, row: int, *, final: bool) -> None:
         callback = self.callbacks[row]
-        if callback is None:
-            return
-        text = self._text(row)
-        if not final and text.endswith("\ufffd"):
-            return  # a character split across tokens: wait for its last byte
-        piece = text[self.sent[row]:]
-        if not piece:
-            return
-        self.sent[row] = len(text)
-        try:
-            callback(piece)
-        except Exception:
-            # a failing consumer (a closed connection) must not stop the batch's other rows
-            log.warning("token callback for batch row %d failed; dropping it", row, exc_info=True)
-            self.callbacks[row] = None
+        if callback is not None:
+            self.sent[row], working = hand_over(callback, self._text(row), self.sent[row], final=final, row=row)
+            if not working:
+                self.callbacks[row] = None
 
     def _result(self, row: int, finish_reason: str) -> GenerationResult:
         logprobs = self.logprobs[row]

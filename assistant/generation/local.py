@@ -21,7 +21,7 @@ from typing import Any
 from assistant.generation.adapter_lookup import adapter_folder, base_names, registered_adapters
 from assistant.generation.adapter_weights import attach_adapter
 from assistant.generation.base import GenerationResult, GenerationSettings, TokenCallback
-from assistant.generation.decoding import Decoding, StopPredicate
+from assistant.generation.decoding import Decoding, StopPredicate, row_limits
 from assistant.generation.model_files import resolve_model_dir
 
 log = logging.getLogger(__name__)
@@ -136,16 +136,7 @@ class LocalGenerator:
         """A batch to decode a slice at a time (see :mod:`assistant.generation.decoding`);
         ``max_new_tokens`` one limit or one per row (None: the setting), ``stop[i]()``
         true ends row i early."""
-        for name, per_row in (("on_token", on_token), ("stop", stop)):
-            if per_row is not None and len(per_row) != len(prompts):
-                raise ValueError(f"{name} has {len(per_row)} entries for {len(prompts)} prompts")
-        if max_new_tokens is None or isinstance(max_new_tokens, int):
-            max_new_tokens = [max_new_tokens] * len(prompts)
-        limits = [self.settings.max_new_tokens if n is None else n for n in max_new_tokens]
-        if len(limits) != len(prompts) or any(n < 1 for n in limits):
-            raise ValueError(f"max_new_tokens must be at least 1 for each of {len(prompts)} prompts, got {limits}")
-        if not prompts:
-            raise ValueError("a batch needs at least one prompt")
+        limits = row_limits(self.settings.max_new_tokens, prompts, max_new_tokens, on_token, stop)
         return Decoding(self, prompts, limits, adapter, on_token, stop)
 
     def continuation_nll(self, prompts: list[str], continuations: list[str], *, adapter: str | None = None,
