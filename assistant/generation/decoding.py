@@ -65,13 +65,21 @@ def hand_over(callback: TokenCallback, text: str, sent: int, *, final: bool, row
 
 
 class SlicedBatch:
-    """What both engines' batches share: decoding to the end in one go."""
+    """What both engines' batches share: ``rows`` still decoding (indexes of the prompts),
+    each row's ``limits`` and ``tokens`` so far, and decoding to the end in one go."""
 
+    rows: list[int]
     limits: list[int]
+    tokens: list[list[int]]
 
     @property
     def done(self) -> bool:
-        raise NotImplementedError
+        return not self.rows
+
+    @property
+    def remaining(self) -> int:
+        """Tokens the batch may still decode (its longest row's limit left)."""
+        return max((self.limits[r] - len(self.tokens[r]) for r in self.rows), default=0)
 
     def advance(self, max_tokens: int) -> list[tuple[int, GenerationResult]]:
         raise NotImplementedError
@@ -229,15 +237,6 @@ class Decoding(SlicedBatch):
         self.streamer = None
         if on_token is not None and any(c is not None for c in on_token):
             self.streamer = BatchStreamer(tokenizer, generator.eos_ids, on_token)
-
-    @property
-    def done(self) -> bool:
-        return not self.rows
-
-    @property
-    def remaining(self) -> int:
-        """Tokens the batch may still decode (its longest row's limit left)."""
-        return max((self.limits[r] - len(self.tokens[r]) for r in self.rows), default=0)
 
     def advance(self, max_tokens: int) -> list[tuple[int, GenerationResult]]:
         """Decodes at most ``max_tokens`` more tokens; returns ``(row, result)`` for each row

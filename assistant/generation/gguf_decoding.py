@@ -56,14 +56,6 @@ class GGUFDecoding(SlicedBatch):
                 raise
         self._read = False  # the prompts are in the context
 
-    @property
-    def done(self) -> bool:
-        return not self.rows
-
-    @property
-    def remaining(self) -> int:
-        return max((self.limits[r] - len(self.tokens[r]) for r in self.rows), default=0)
-
     def advance(self, max_tokens: int) -> list[tuple[int, GenerationResult]]:
         """Decodes at most ``max_tokens`` more tokens; ``(row, result)`` for each row that ended."""
         if self.done:
