@@ -1,8 +1,8 @@
 """``/v1/ask`` served by each generation engine, side by side in one run: ``assistant serve``
 with ``ASSISTANT_BACKEND=local`` (transformers in float32, and in bfloat16) and
-``ASSISTANT_BACKEND=llama`` (llama.cpp; the bundled model exported once as Q8_0, or Q4_0;
-and with ``ASSISTANT_PREFILL=torch``, transformers in bfloat16 reading the prompts), on the
-same index and the same questions, one server at a time.
+``ASSISTANT_BACKEND=llama`` (llama.cpp; the bundled model exported once as Q8_0; and with
+``ASSISTANT_PREFILL=torch``, transformers in bfloat16 reading the prompts), on the same index
+and the same questions, one server at a time.
 
 Run::
 
@@ -38,8 +38,6 @@ ENGINES = {"transformers fp32 (local)": {"ASSISTANT_BACKEND": "local", "ASSISTAN
            "transformers bf16 (local, ASSISTANT_CPU_DTYPE=bfloat16)": {"ASSISTANT_BACKEND": "local",
                                                                       "ASSISTANT_CPU_DTYPE": "bfloat16"},
            "llama.cpp Q8_0 (llama)": {"ASSISTANT_BACKEND": "llama", "ASSISTANT_PREFILL": "llama"},
-           "llama.cpp Q4_0 (llama, ASSISTANT_GGUF_TYPE=q4_0)": {"ASSISTANT_BACKEND": "llama", "ASSISTANT_GGUF_TYPE": "q4_0",
-                                                               "ASSISTANT_PREFILL": "llama"},
            "torch bf16 reads, llama.cpp Q8_0 decodes (llama, ASSISTANT_PREFILL=torch)": {
                "ASSISTANT_BACKEND": "llama", "ASSISTANT_PREFILL": "torch"}}
 
