@@ -14,12 +14,16 @@ truth (and the text this index is built from), and the fallback.
 Words are split and normalised as FTS5's ``porter unicode61`` does, closely:
 runs of letters and digits, lower-cased, diacritics folded, English-stemmed
 (tantivy's Snowball English, where FTS5 has the original Porter stemmer).
-BM25 with k1 = 1.2, b = 0.75 as FTS5; the IDF is Lucene's, ln(1 + (N - n + 0.5)
-/ (n + 0.5)), where FTS5 takes ln((N - n + 0.5) / (n + 0.5)) floored near 0.
+The score is FTS5's BM25 (k1 = 1.2, b = 0.75 in both): tantivy's IDF is
+Lucene's, ln(1 + (N - n + 0.5) / (n + 0.5)), so each query term is boosted by
+FTS5's IDF, ln((N - n + 0.5) / (n + 0.5)) floored at 1e-6, over tantivy's. On
+a small corpus the two IDFs rank differently; with the boost the rankings are
+FTS5's (tests/indexer/test_keywords.py), and top-k stays block-max WAND.
 """
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
@@ -117,22 +121,37 @@ class KeywordIndex:
     def search(self, query: str, limit: int, only: Sequence[int] | None = None) -> list[tuple[int, float]]:
         """``(chunk_id, bm25)`` best first, of chunks holding any of the query's words;
         with ``only``, of those chunk ids alone."""
-        terms = self.terms(query)
-        if not terms:
+        with self._lock:
+            searcher = self._searcher
+        n_docs = searcher.num_docs
+        clauses = []
+        for term in self.terms(query):  # a term twice counts twice, as two phrases do in FTS5
+            n = searcher.doc_freq("text", term)
+            if n:
+                q = tantivy.Query.term_query(self.schema, "text", term, index_option="freq")
+                clauses.append((tantivy.Occur.Should, tantivy.Query.boost_query(q, _fts5_idf(n_docs, n) / _idf(n_docs, n))))
+        if not clauses:
             return []
-        q = tantivy.Query.boolean_query([(tantivy.Occur.Should, tantivy.Query.term_query(
-            self.schema, "text", t, index_option="freq")) for t in terms])
+        q = tantivy.Query.boolean_query(clauses)
         if only is not None:
             if not only:
                 return []
             # score 0: the filter selects, BM25 alone ranks
             allowed = tantivy.Query.const_score_query(tantivy.Query.term_set_query(self.schema, "chunk_id", list(only)), 0.0)
             q = tantivy.Query.boolean_query([(tantivy.Occur.Must, q), (tantivy.Occur.Must, allowed)])
-        with self._lock:
-            searcher = self._searcher
         hits = searcher.search(q, limit, count=False).hits
         ids = searcher.fast_field_values("chunk_id", [a for _, a in hits])
         return [(int(i), float(s)) for i, (s, _) in zip(ids, hits)]  # type: ignore[arg-type]
+
+
+def _idf(n_docs: int, n: int) -> float:
+    """tantivy's (and Lucene's) BM25 IDF of a term found in ``n`` of ``n_docs`` documents."""
+    return math.log(1.0 + (n_docs - n + 0.5) / (n + 0.5))
+
+
+def _fts5_idf(n_docs: int, n: int) -> float:
+    """FTS5's: negative for terms in more than half the rows, which it floors at 1e-6."""
+    return max(math.log((n_docs - n + 0.5) / (n + 0.5)), 1e-6)
 
 
 def bm25_ranking(conn: sqlite3.Connection, keywords: KeywordIndex | None, query: str, limit: int,

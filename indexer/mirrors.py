@@ -22,6 +22,7 @@ from typing import TypeVar
 from indexer import native, snapshots, store
 from indexer.errors import IndexMismatchError
 from indexer.keywords import BUILD_BATCH, KeywordIndex
+from indexer.search import SearchFilter
 from indexer.settings import IndexSettings
 from indexer.vectors import SINCE_KEY, VectorIndex
 
@@ -88,13 +89,12 @@ class Mirrors:
             # the stored vectors are another embedder's now; this process's model and mirror are not
             raise IndexMismatchError(f"the index at {self.directory} was re-embedded by another process after "
                                      f"this one opened it; open it again")
-        behind = min(self.applied_gen, self.keywords.gen if self.keywords is not None else gen)
-        if behind < store.pruned_through(conn):
+        pruned = store.pruned_through(conn)
+        if self.applied_gen < pruned:
             # deletions we have not applied were pruned: start from the snapshots
             self.vectors = self._load_vectors(gen)
             self.lsh, lsh_gen = self._load_lsh(gen)
             self._applied = {"vectors": self.vectors.gen, "lsh": lsh_gen}
-            self.keywords = None  # rebuilt from the store when next needed
         since = self._applied["vectors"]
         if since < gen:
             self.vectors.remove(store.chunks_deleted_after(conn, since))
@@ -108,14 +108,21 @@ class Mirrors:
             if added:
                 self.lsh.insert([d for d, _ in added], [t for _, t in added])
         if self.keywords is not None and self.keywords.gen < gen:
-            since = self.keywords.gen
-            try:
-                self.keywords.apply(store.chunks_deleted_after(conn, since).tolist(),
-                                    store.keyword_texts_after(conn, since, BUILD_BATCH), gen)
-            except BaseException:
-                self.keywords = None  # half-applied: rebuilt from the store when next needed
-                raise
+            self._apply_to_keywords(conn, self.keywords, gen, pruned)
         self._applied = {"vectors": gen, "lsh": gen}
+
+    def _apply_to_keywords(self, conn: sqlite3.Connection, keywords: KeywordIndex, gen: int, pruned: int) -> None:
+        since = keywords.gen
+        if since < pruned:  # some deletions are no longer logged: what it holds that the store lacks
+            stored = store.filtered_chunk_ids(conn, SearchFilter(), 1 << 62) or []
+            deleted: list[int] = sorted(keywords.chunk_ids() - set(stored))
+        else:
+            deleted = store.chunks_deleted_after(conn, since).tolist()
+        try:
+            keywords.apply(deleted, store.keyword_texts_after(conn, since, BUILD_BATCH), gen)
+        except BaseException:
+            self.keywords = None  # half-applied: rebuilt from the store when next needed
+            raise
 
     def _load_vectors(self, max_gen: int) -> VectorIndex:
         return _retrying(lambda: VectorIndex.load(self.directory, self.dim, self.settings.vector_index, max_gen,
