@@ -234,7 +234,9 @@ class Index:
             else:
                 if mode != "dense":  # the in-memory BM25 takes well under a millisecond: no worker
                     keyword = keywords.bm25_ranking(conn, mirror, query, depth, filt, EXACT_FILTER_LIMIT)
-                query_vector = self.embedder.embed([query]) if mode != "bm25" else None
+                # hybrid embeds on one torch thread as above: two contended badly on a loaded machine
+                embed = self.embedder.embed_query if mode == "hybrid" else lambda q: self.embedder.embed([q])
+                query_vector = embed(query) if mode != "bm25" else None
                 dense = self._dense(conn, query_vector, depth, filt) if mode != "bm25" else []
             chunks = store.load_chunks(conn, [c for c, _ in dense] + [c for c, _ in keyword])
             by_score = mode == "hybrid" and self.settings.fusion == "score"

@@ -48,6 +48,11 @@ DOCS = [
     Document("pollen", "Pollen counts peak in spring; hay fever and allergic asthma follow the pollen season.",
              "misc/pollen.txt", {"date": "2022-04-22"}),
 ]
+# more chunks about blood pressure than ten times a small limit, each of another length (no ties):
+# a filter that excludes them all sends the large-filter path to its FTS5 fallback
+FILLERS = [Document(f"filler-{i}", f"Blood pressure log {i}: " + " ".join(
+    ingest_worker.VOCABULARY[(7 * i + j) % len(ingest_worker.VOCABULARY)] for j in range(1 + i)) + ", blood pressure.",
+    f"filler/{i}.txt", {}) for i in range(12)]
 TAGS = {"heart": ["cardio"], "running": ["cardio", "sport"], "asthma": ["lung"], "pollen": ["lung"]}
 QUERIES = [
     "What raises blood pressure?", "kidney disease and diabetes", "asthma attacks triggered by pollen",
@@ -86,6 +91,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Index, Inde
     directory = tmp_path_factory.mktemp("keywords") / "index"
     mirror = Index.open(directory, IndexSettings(keyword_engine="tantivy"))
     ingest(mirror, DOCS)
+    mirror.ingest_documents(FILLERS)
     fts5 = Index.open(directory, dataclasses.replace(mirror.settings, keyword_engine="fts5"))
     yield mirror, fts5
     fts5.close()
@@ -134,6 +140,17 @@ def test_large_filter_path_over_fetches_or_falls_back_exactly(pair: tuple[Index,
         small = keywords.bm25_ranking(conn, mirror._mirrors.keywords, query, limit, filt, exact_filter_limit=10**6)
         want = store.bm25_ranking(conn, query, limit, filt)
     assert [c for c, _ in got] == [c for c, _ in small] == [c for c, _ in want]
+
+
+def test_a_filter_no_candidate_passes_falls_back_to_fts5(pair: tuple[Index, Index]) -> None:
+    mirror, _ = pair
+    conn, only_diabetes = mirror._reader(), SearchFilter(doc_ids=("diabetes",))
+    with store.read_snapshot(conn):
+        top = keywords.bm25_ranking(conn, mirror._mirrors.keywords, "blood pressure", 10, SearchFilter(), 0)
+        assert {h.doc_id.split("-")[0] for h in store.load_chunks(conn, [c for c, _ in top]).values()} == {"filler"}
+        got = keywords.bm25_ranking(conn, mirror._mirrors.keywords, "blood pressure", 1, only_diabetes, 0)
+        want = store.bm25_ranking(conn, "blood pressure", 1, only_diabetes)
+    assert got == want and len(want) == 1  # FTS5's own answer, scores included
 
 
 @pytest.fixture()
