@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from indexer import native
+from indexer.errors import IndexMismatchError
 from indexer.settings import BUNDLED_MODEL
 
 
@@ -186,3 +187,17 @@ def cuda_available() -> bool:
         return bool(torch.cuda.is_available())
     except ImportError:  # pragma: no cover - torch is a dependency
         return False
+
+
+def check_embedder(directory: Path, embedder: Embedder, dim: int, recorded: str | None) -> None:
+    """Raises :class:`IndexMismatchError` when ``embedder`` is not the one that made the
+    index's vectors: another dimension, or another fingerprint than the one recorded."""
+    fix = f"re-embed the index with `indexer reembed --index {directory} --embedder MODEL`"
+    if embedder.dim != dim:
+        raise IndexMismatchError(f"model {embedder.name} gives {embedder.dim}-d vectors; the index at {directory} "
+                                 f"holds {dim}-d vectors; {fix}")
+    found = embedder.fingerprint
+    if recorded and found and found != recorded:
+        raise IndexMismatchError(
+            f"the embedding model at {embedder.name} changed since it made the vectors of the index at {directory} "
+            f"(its files hash to {found[:12]}, the index recorded {recorded[:12]}); put the model back or {fix}")

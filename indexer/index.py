@@ -1,6 +1,7 @@
 """A persistent hybrid index in one directory: ``index.sqlite`` (documents,
 chunks, FTS5 keywords: the source of truth), ``vectors-<gen>.faiss`` and
-``lsh-<gen>.bin`` (snapshots brought up to date from SQLite on open).
+``lsh-<gen>.bin`` (snapshots brought up to date from SQLite on open), and in
+memory a BM25 index of the chunks built from SQLite on first search.
 
     with Index.open("my-index") as index:
         report = index.ingest(["docs/"], tags=["cardio"])
@@ -32,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer import doc_ids, ingest, store
-from indexer.embedder import Embedder
+from indexer import doc_ids, ingest, keywords, store
+from indexer.embedder import Embedder, check_embedder
 from indexer.errors import IndexBusyError, IndexError_, IndexMismatchError
 from indexer.loaders import Document, LoadProblem, document_roots, load_paths
 from indexer.mirrors import Mirrors
@@ -114,7 +115,7 @@ class Index:
         with self._embedder_lock:
             if self._embedder is None:
                 embedder = Embedder(self.settings.embedding_model, batch_size=self.settings.embed_batch_size)
-                _check_embedder(self.directory, embedder, self.dim, self.embedder_fingerprint)
+                check_embedder(self.directory, embedder, self.dim, self.embedder_fingerprint)
                 self._embedder = embedder
             return self._embedder
 
@@ -144,10 +145,13 @@ class Index:
             conn = self._readers.conn = store.connect(self.directory / DB_NAME, read_only=True)
         return conn
 
-    def _catch_up(self) -> None:
-        """Applies every write committed after ``applied_gen`` (by this or another process)."""
+    def _catch_up(self, keywords: bool = False) -> None:
+        """Applies every write committed after ``applied_gen`` (by this or another process);
+        with ``keywords``, to the BM25 mirror too, built first if need be."""
         with self._write_lock:
             self._mirrors.catch_up(self._conn)
+            if keywords:
+                self._mirrors.ensure_keywords(self._conn)
 
     @contextmanager
     def writer(self) -> Iterator[IndexWriter]:
@@ -204,18 +208,20 @@ class Index:
         if not 1 <= k <= 1000:
             raise ValueError(f"k must be in 1..1000, got {k}")
         filt = filters or SearchFilter()
+        tantivy = mode != "dense" and self.settings.keyword_engine == "tantivy"
         # An ingest in this object holds the write lock for its whole run and
         # applies each commit itself; don't wait for it to catch up.
         if self._write_lock.acquire(blocking=False):
             try:
-                self._catch_up()
+                self._catch_up(keywords=tantivy)
             finally:
                 self._write_lock.release()
+        mirror = self._mirrors.keywords if tantivy else None  # None (FTS5) until the first build
         depth = max(50, 4 * k)
         conn = self._reader()
         with store.read_snapshot(conn):  # one snapshot for every statement of this search
             keyword: list[tuple[int, float]] = []
-            if mode == "hybrid" and filt.is_empty():
+            if mode == "hybrid" and filt.is_empty() and mirror is None:
                 # BM25 needs no query vector: SQLite ranks on a worker while this
                 # thread embeds the query and searches FAISS (all three release
                 # the GIL; the unfiltered dense search does not touch the connection)
@@ -226,9 +232,12 @@ class Index:
                 finally:
                     keyword = future.result()  # never leave the worker on the connection
             else:
-                query_vector = self.embedder.embed([query]) if mode != "bm25" else None
+                if mode != "dense":  # the in-memory BM25 takes well under a millisecond: no worker
+                    keyword = keywords.bm25_ranking(conn, mirror, query, depth, filt, EXACT_FILTER_LIMIT)
+                # hybrid embeds on one torch thread as above: two contended badly on a loaded machine
+                embed = self.embedder.embed_query if mode == "hybrid" else lambda q: self.embedder.embed([q])
+                query_vector = embed(query) if mode != "bm25" else None
                 dense = self._dense(conn, query_vector, depth, filt) if mode != "bm25" else []
-                keyword = store.bm25_ranking(conn, query, depth, filt) if mode != "dense" else []
             chunks = store.load_chunks(conn, [c for c, _ in dense] + [c for c, _ in keyword])
             by_score = mode == "hybrid" and self.settings.fusion == "score"
             cosines = self._dense_scores(conn, query_vector, dense, keyword) if by_score else {}
@@ -318,20 +327,6 @@ class Index:
             "chunk_titles": self.settings.chunk_titles,
             "disk_bytes": size, "document_roots": doc_ids.recorded_roots(store.get_meta(conn)),
         }
-
-
-def _check_embedder(directory: Path, embedder: Embedder, dim: int, recorded: str | None) -> None:
-    """Raises :class:`IndexMismatchError` when ``embedder`` is not the one that made the
-    index's vectors: another dimension, or another fingerprint than the one recorded."""
-    fix = f"re-embed the index with `indexer reembed --index {directory} --embedder MODEL`"
-    if embedder.dim != dim:
-        raise IndexMismatchError(f"model {embedder.name} gives {embedder.dim}-d vectors; the index at {directory} "
-                                 f"holds {dim}-d vectors; {fix}")
-    found = embedder.fingerprint
-    if recorded and found and found != recorded:
-        raise IndexMismatchError(
-            f"the embedding model at {embedder.name} changed since it made the vectors of the index at {directory} "
-            f"(its files hash to {found[:12]}, the index recorded {recorded[:12]}); put the model back or {fix}")
 
 
 def _migrate_doc_ids(path: Path, conn: sqlite3.Connection) -> None:

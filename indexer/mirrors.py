@@ -1,11 +1,14 @@
-"""The in-memory mirrors of the SQLite store: the FAISS vectors and the LSH
-index of document texts, both kept at one generation of the store.
+"""The in-memory mirrors of the SQLite store: the FAISS vectors, the LSH
+index of document texts and the BM25 keyword index of chunk texts, each kept
+at one generation of the store.
 
-They load from the newest snapshot files at or below the committed
-generation, are brought up to date by replaying the writes committed after
-their snapshots (by this process or another), and are written back as new
-snapshots. Callers serialise access (the index's write lock); searches read
-``vectors`` concurrently, which :class:`indexer.vectors.VectorIndex` allows.
+The FAISS and LSH mirrors load from the newest snapshot files at or below the
+committed generation, are brought up to date by replaying the writes committed
+after their snapshots (by this process or another), and are written back as
+new snapshots. The keyword mirror has no snapshot: it is built from the store
+when a search first needs it (:meth:`Mirrors.ensure_keywords`), then replays
+commits like the others. Callers serialise access (the index's write lock);
+searches read ``vectors`` and ``keywords`` concurrently, which both allow.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import TypeVar
 
 from indexer import native, snapshots, store
 from indexer.errors import IndexMismatchError
+from indexer.keywords import BUILD_BATCH, KeywordIndex
+from indexer.search import SearchFilter
 from indexer.settings import IndexSettings
 from indexer.vectors import SINCE_KEY, VectorIndex
 
@@ -36,6 +41,7 @@ class Mirrors:
         self.lsh, lsh_gen = self._load_lsh(committed)
         # each structure replays the writes its snapshot has not seen
         self._applied = {"vectors": self.vectors.gen, "lsh": lsh_gen}
+        self.keywords: KeywordIndex | None = None  # built on first use
         self.catch_up(conn)
 
     @property
@@ -48,6 +54,15 @@ class Mirrors:
         # reads would otherwise be applied now and again next time
         with store.read_snapshot(conn):
             self._apply_committed(conn)
+
+    def ensure_keywords(self, conn: sqlite3.Connection) -> KeywordIndex:
+        """The keyword mirror, built from the store first if it is not yet, at the
+        generation of the other mirrors (caught up with them)."""
+        self.catch_up(conn)
+        while self.keywords is None:
+            self.keywords = KeywordIndex.build(conn)
+            self.catch_up(conn)  # commits between the two read snapshots (a prune among them drops it again)
+        return self.keywords
 
     def reload_lsh(self, conn: sqlite3.Connection) -> None:
         """Back to the last LSH snapshot plus committed writes (after a failed batch)."""
@@ -74,7 +89,8 @@ class Mirrors:
             # the stored vectors are another embedder's now; this process's model and mirror are not
             raise IndexMismatchError(f"the index at {self.directory} was re-embedded by another process after "
                                      f"this one opened it; open it again")
-        if self.applied_gen < store.pruned_through(conn):
+        pruned = store.pruned_through(conn)
+        if self.applied_gen < pruned:
             # deletions we have not applied were pruned: start from the snapshots
             self.vectors = self._load_vectors(gen)
             self.lsh, lsh_gen = self._load_lsh(gen)
@@ -91,7 +107,22 @@ class Mirrors:
             added = store.texts_added_after(conn, since)
             if added:
                 self.lsh.insert([d for d, _ in added], [t for _, t in added])
+        if self.keywords is not None and self.keywords.gen < gen:
+            self._apply_to_keywords(conn, self.keywords, gen, pruned)
         self._applied = {"vectors": gen, "lsh": gen}
+
+    def _apply_to_keywords(self, conn: sqlite3.Connection, keywords: KeywordIndex, gen: int, pruned: int) -> None:
+        since = keywords.gen
+        if since < pruned:  # some deletions are no longer logged: what it holds that the store lacks
+            stored = store.filtered_chunk_ids(conn, SearchFilter(), 1 << 62) or []
+            deleted: list[int] = sorted(keywords.chunk_ids() - set(stored))
+        else:
+            deleted = store.chunks_deleted_after(conn, since).tolist()
+        try:
+            keywords.apply(deleted, store.keyword_texts_after(conn, since, BUILD_BATCH), gen)
+        except BaseException:
+            self.keywords = None  # half-applied: rebuilt from the store when next needed
+            raise
 
     def _load_vectors(self, max_gen: int) -> VectorIndex:
         return _retrying(lambda: VectorIndex.load(self.directory, self.dim, self.settings.vector_index, max_gen,

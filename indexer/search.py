@@ -68,15 +68,18 @@ were what when where which while who whom why will with would you your yours you
 """.split())
 
 
-def fts_query(text: str) -> str | None:
-    """An FTS5 MATCH expression: the query's words other than stopwords (all
-    of them when nothing else is left), quoted, OR-ed (BM25 ranks chunks with
-    more and rarer words first). None when the query has no words."""
+def query_words(text: str) -> list[str]:
+    """The words a keyword search looks for: the query's words other than
+    stopwords (all of them when nothing else is left), lower-cased, each once."""
     words = WORD.findall(text.lower())
-    if not words:
-        return None
-    words = [w for w in words if w not in STOPWORDS] or words
-    return " OR ".join('"' + w.replace('"', '""') + '"' for w in dict.fromkeys(words))
+    return list(dict.fromkeys([w for w in words if w not in STOPWORDS] or words))
+
+
+def fts_query(text: str) -> str | None:
+    """An FTS5 MATCH expression: the :func:`query_words`, quoted, OR-ed (BM25
+    ranks chunks with more and rarer words first). None when the query has no words."""
+    words = query_words(text)
+    return " OR ".join('"' + w.replace('"', '""') + '"' for w in words) if words else None
 
 
 @dataclass

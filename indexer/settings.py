@@ -10,6 +10,8 @@ with the index (a reopened index keeps the model and chunking it was built with:
     INDEXER_CHUNK_TITLES      1: embed and keyword-index every chunk under its document's
                               title (default 0; see ``IndexSettings.chunk_titles``)
     INDEXER_FUSION            score | rrf: how hybrid search fuses its two rankings (default score)
+    INDEXER_KEYWORD_ENGINE    tantivy | fts5: what ranks by BM25 (default tantivy: an in-memory mirror
+                              of the FTS5 table, see :mod:`indexer.keywords`; fts5: SQLite's own)
     INDEXER_HYBRID_DENSE_WEIGHT  the dense ranking's share in score fusion, 0..1 (default 0.5)
     INDEXER_RERANKER          a cross-encoder model (folder or id) to rerank results; unset: none
     INDEXER_RERANK_DEPTH      fused candidates the reranker scores (default 30)
@@ -31,6 +33,7 @@ from indexer.search import FusionMethod
 BUNDLED_MODEL = "bundled:all-MiniLM-L6-v2"
 VectorIndexKind = Literal["flat", "hnsw"]
 NearDuplicatePolicy = Literal["skip", "keep"]
+KeywordEngine = Literal["tantivy", "fts5"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,7 @@ class IndexSettings:
     near_duplicates: NearDuplicatePolicy = field(default="skip", metadata={"help": "skip or keep near duplicates"})
     near_duplicate_threshold: float = field(default=0.8, metadata={"help": "Jaccard threshold for near duplicates"})
     fusion: FusionMethod = field(default="score", metadata={"help": "hybrid fusion: score or rrf"})
+    keyword_engine: KeywordEngine = field(default="tantivy", metadata={"help": "BM25 by tantivy (in memory) or fts5"})
     hybrid_dense_weight: float = field(default=0.5, metadata={"help": "dense share in score fusion, 0..1"})
     reranker: str | None = field(default=None, metadata={"help": "cross-encoder folder or id; None: no reranking"})
     rerank_depth: int = field(default=30, metadata={"help": "fused candidates the reranker scores"})
@@ -71,6 +75,8 @@ class IndexSettings:
             raise ValueError(f"near_duplicate_threshold must be in (0, 1], got {self.near_duplicate_threshold}")
         if self.fusion not in get_args(FusionMethod):
             raise ValueError(f"fusion must be 'score' or 'rrf', got {self.fusion!r}")
+        if self.keyword_engine not in get_args(KeywordEngine):
+            raise ValueError(f"keyword_engine must be 'tantivy' or 'fts5', got {self.keyword_engine!r}")
         if not 0.0 <= self.hybrid_dense_weight <= 1.0:
             raise ValueError(f"hybrid_dense_weight must be in [0, 1], got {self.hybrid_dense_weight}")
         if self.rerank_depth < 1:
@@ -94,6 +100,8 @@ class IndexSettings:
             kwargs["chunk_titles"] = _flag("INDEXER_CHUNK_TITLES", env["INDEXER_CHUNK_TITLES"])
         if "INDEXER_FUSION" in env:
             kwargs["fusion"] = env["INDEXER_FUSION"]
+        if "INDEXER_KEYWORD_ENGINE" in env:
+            kwargs["keyword_engine"] = env["INDEXER_KEYWORD_ENGINE"]
         if env.get("INDEXER_RERANKER"):
             kwargs["reranker"] = env["INDEXER_RERANKER"]
         if "INDEXER_RERANK_DEPTH" in env:

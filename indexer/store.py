@@ -197,6 +197,14 @@ def texts_added_after(conn: sqlite3.Connection, gen: int) -> list[tuple[str, str
     return conn.execute("SELECT doc_id, text FROM documents WHERE added_gen > ?", (gen,)).fetchall()
 
 
+def keyword_texts_after(conn: sqlite3.Connection, gen: int, batch: int) -> Iterator[list[tuple[int, str]]]:
+    """``(chunk_id, keyword-indexed text)`` of chunks added after ``gen``, in batches (for the BM25 mirror)."""
+    cur = conn.execute("SELECT c.chunk_id, f.text FROM chunks c JOIN chunks_fts f ON f.rowid = c.chunk_id"
+                       " WHERE c.added_gen > ? ORDER BY c.chunk_id", (gen,))
+    while rows := cur.fetchmany(batch):
+        yield rows
+
+
 def docs_deleted_after(conn: sqlite3.Connection, gen: int) -> list[str]:
     return [r[0] for r in conn.execute("SELECT doc_id FROM doc_deletions WHERE gen > ?", (gen,))]
 
@@ -334,9 +342,7 @@ def list_documents(conn: sqlite3.Connection, *, limit: int, offset: int,
 
 def counts(conn: sqlite3.Connection) -> tuple[int, int]:
     """``(documents, chunks)`` stored."""
-    docs = conn.execute("SELECT count(*) FROM documents").fetchone()[0]
-    chunks = conn.execute("SELECT count(*) FROM chunks").fetchone()[0]
-    return int(docs), int(chunks)
+    return conn.execute("SELECT (SELECT count(*) FROM documents), (SELECT count(*) FROM chunks)").fetchone()
 
 
 def _batches(items: list, size: int) -> Iterable[list]:
