@@ -5,9 +5,11 @@ Run::
 
     .venv/bin/python bench/bm25_engines.py           # 100k chunks, 200 MedQuAD questions
     .venv/bin/python bench/bm25_engines.py --quick   # 20k chunks, 50 questions
+    .venv/bin/python bench/bm25_engines.py --vector-index hnsw   # the dense side from HNSW, not flat
 
 The index is bench/index_bench.py's latency index (MedQuAD answer texts cycled
-under new ids, random unit vectors, flat FAISS). Two parts:
+under new ids, random unit vectors, flat FAISS or with ``--vector-index hnsw``
+HNSW). Two parts:
 
 1. Engines alone, top-50 (a search's BM25 depth): FTS5's SQL, the tantivy
    mirror, and bm25s (pure Python over scipy; measured only when installed: it
@@ -133,12 +135,14 @@ def through_the_index(directory: Path, questions: list[str]) -> dict:
 
 
 def main() -> None:
-    args = parse_args(__doc__)
+    args = parse_args(__doc__, extra={"--vector-index": {"choices": ["flat", "hnsw"], "default": "flat",
+                                                         "help": "the FAISS index the dense side searches"}})
+    kind = args.vector_index
     n_chunks, n_queries = (20_000, 50) if args.quick else (100_000, 200)
     questions = [r["question"] for r in shared_data.iter_medquad()][::7][:n_queries]
     with tempfile.TemporaryDirectory() as tmp:
         print(f"building a {n_chunks:,}-chunk index ...", file=sys.stderr)
-        build_scale_index(Path(tmp), n_chunks, 384, np.random.default_rng(7)).close()
+        build_scale_index(Path(tmp), n_chunks, 384, np.random.default_rng(7), kind).close()
         index = Index.open(tmp)
         try:
             alone = engines_alone(index._reader(), questions)
@@ -156,11 +160,12 @@ def main() -> None:
     hybrid = searched["tantivy/hybrid"]
     ok = hybrid["p50_ms"] <= 20 and hybrid["p95_ms"] <= 40
     md = "\n\n".join([
-        f"### BM25 engines (`.venv/bin/python bench/bm25_engines.py{' --quick' if args.quick else ''}`)",
+        f"### BM25 engines (`.venv/bin/python bench/bm25_engines.py{' --quick' if args.quick else ''}"
+        f"{' --vector-index hnsw' if kind == 'hnsw' else ''}`)",
         f"Environment: {env_markdown(env_info())}",
         f"**Engines alone**, top-{DEPTH} at {n_chunks:,} chunks, {n_queries} MedQuAD questions (same queries, same run):",
         t_alone,
-        f"**`Index.search` top-10** at {n_chunks:,} chunks (flat FAISS, score fusion), the two engines queried in turn. "
+        f"**`Index.search` top-10** at {n_chunks:,} chunks ({kind} FAISS, score fusion), the two engines queried in turn. "
         f"Target hybrid p50 ≤ 20 ms and p95 ≤ 40 ms with tantivy: {'PASS' if ok else 'FAIL'}. The mirror was built by "
         f"the first keyword search in {searched['first_search_s']:.1f} s (resident memory +"
         f"{alone['tantivy_rss_bytes'] / 2**20:.0f} MiB when built alone); of the distinct texts in FTS5's BM25 top-10, "
@@ -169,7 +174,8 @@ def main() -> None:
         f"p95 {searched['query_embedding']['p95_ms']:.1f} ms.", t_index,
     ])
     print(md)
-    write_results("bm25_engines", {"chunks": n_chunks, "engines_alone": alone, "index_search": searched}, md)
+    write_results("bm25_engines" + ("-hnsw" if kind == "hnsw" else ""),
+                  {"chunks": n_chunks, "vector_index": kind, "engines_alone": alone, "index_search": searched}, md)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,11 @@ rm -rf "$out/service"
 key=$($bin/assistant keys create --name demo --role reader --index "$out/index" --data-dir "$out/service" --json \
       | $bin/python -c 'import json, sys; print(json.load(sys.stdin)["key"])')
 port=$($bin/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-ASSISTANT_MAX_NEW_TOKENS=96 $bin/assistant serve --index "$out/index" --data-dir "$out/service" --host 127.0.0.1 --port "$port" \
+# the fastest engine measured on a CPU (BENCHMARKS.md, "Serving engines"): llama.cpp decodes and, where
+# bfloat16 is native (AMX, AVX512-BF16), transformers reads the prompts; ASSISTANT_BACKEND=local: transformers alone
+engine="${ASSISTANT_BACKEND:-llama}"
+echo "  engine: ASSISTANT_BACKEND=$engine"
+ASSISTANT_BACKEND="$engine" ASSISTANT_MAX_NEW_TOKENS=96 $bin/assistant serve --index "$out/index" --data-dir "$out/service" --host 127.0.0.1 --port "$port" \
     2> "$out/serve.log" &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
@@ -60,7 +64,7 @@ $bin/python - "$port" "$key" <<'PY'
 import sys, time, httpx
 port, key = sys.argv[1:]
 url = f"http://127.0.0.1:{port}"
-for _ in range(600):  # the first start converts the bundled GGUF model once (about 30 s)
+for _ in range(900):  # the first start converts the bundled model once (about a minute)
     try:
         if httpx.get(url + "/readyz", timeout=2).status_code == 200:
             break

@@ -20,6 +20,7 @@ DEVICES = ("auto", "cpu", "cuda")
 CPU_DTYPES = ("float32", "bfloat16")
 BACKENDS = ("local", "llama", "openai")
 GGUF_TYPES = ("q8_0", "q4_0", "q4_1", "f16", "bf16")
+PREFILLS = ("auto", "torch", "llama")
 
 
 def _env(name: str, default: object, help: str) -> Any:
@@ -46,9 +47,10 @@ class GenerationSettings:
                              "llama backend: the base model's GGUF file (default: the bundled model exported once)")
     gguf_type: str = _env("ASSISTANT_GGUF_TYPE", "q8_0",
                           "llama backend: the GGUF type the bundled model and adapters are exported as")
-    prefill: str = _env("ASSISTANT_PREFILL", "llama",
-                        "llama backend: what reads prompts: llama (llama.cpp) | torch (transformers in bfloat16, "
-                        "fastest where the CPU has AMX or AVX512-BF16; llama.cpp still decodes)")
+    prefill: str = _env("ASSISTANT_PREFILL", "auto",
+                        "llama backend: what reads prompts: torch (transformers in bfloat16, fastest where the "
+                        "CPU has AMX or AVX512-BF16; llama.cpp still decodes) | llama (llama.cpp) | auto (torch "
+                        "where bfloat16 is native, else llama)")
     threads: int = _env("ASSISTANT_THREADS", 0, "llama backend: CPU threads (0: every core)")
     context_tokens: int = _env("ASSISTANT_CONTEXT_TOKENS", 16384,
                                "llama backend: key/value cells shared by every answer in progress")
@@ -72,8 +74,8 @@ class GenerationSettings:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}; set {env_name(name)}")
         if self.gguf_type not in GGUF_TYPES:
             raise ValueError(f"gguf_type {self.gguf_type!r} is not one of {GGUF_TYPES}; set {env_name('gguf_type')}")
-        if self.prefill not in ("llama", "torch"):
-            raise ValueError(f"prefill {self.prefill!r} is not llama or torch; set {env_name('prefill')}")
+        if self.prefill not in PREFILLS:
+            raise ValueError(f"prefill {self.prefill!r} is not one of {PREFILLS}; set {env_name('prefill')}")
         if self.threads < 0 or self.context_tokens < 256:
             raise ValueError(f"threads must not be negative and context_tokens must be at least 256; set "
                              f"{env_name('threads')} or {env_name('context_tokens')}")

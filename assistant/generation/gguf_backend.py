@@ -61,7 +61,7 @@ class GGUFGenerator:
         base = self._base_gguf()
         self.tokenizer: Any = AutoTokenizer.from_pretrained(tokenizer_json(settings.model).parent)
         self._models: dict[str | None, GGUFModel] = {None: self._open(base, f"the base model {settings.model}")}
-        self._torch_prefill = self._torch_reader() if settings.prefill == "torch" else None
+        self._torch_prefill = self._torch_reader() if reads_with_torch(settings.prefill) else None
 
     def _torch_reader(self) -> TorchPrefill | None:
         """The transformers model in bfloat16 that reads prompts (None where llama.cpp's cache
@@ -257,3 +257,15 @@ class GGUFGenerator:
                 model.release_sequence(seq)
         return out
 
+
+def reads_with_torch(prefill: str) -> bool:
+    """Whether transformers reads the prompts: ``torch``, or ``auto`` on a CPU where bfloat16
+    is native (AMX or AVX512-BF16: 5× float32's prompt reading, bench/generation_engines.py;
+    elsewhere bfloat16 is emulated and llama.cpp reads faster)."""
+    if prefill != "auto":
+        return prefill == "torch"
+    import torch
+
+    from indexer.embedder import native_bf16
+
+    return native_bf16(torch.device("cpu"))

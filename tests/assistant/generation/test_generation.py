@@ -66,6 +66,7 @@ def test_settings_from_env() -> None:
         ({"ASSISTANT_DEVICE": "tpu"}, "set ASSISTANT_DEVICE"),
         ({"ASSISTANT_CPU_DTYPE": "float16"}, "set ASSISTANT_CPU_DTYPE"),
         ({"ASSISTANT_GGUF_TYPE": "q2_k"}, "set ASSISTANT_GGUF_TYPE"),
+        ({"ASSISTANT_PREFILL": "onnx"}, "set ASSISTANT_PREFILL"),
         ({"ASSISTANT_CONTEXT_TOKENS": "8"}, "set ASSISTANT_THREADS or ASSISTANT_CONTEXT_TOKENS"),
         ({"ASSISTANT_BACKEND": "vllm"}, "set ASSISTANT_BACKEND"),
         ({"ASSISTANT_BACKEND": "openai"}, "needs ASSISTANT_OPENAI_BASE_URL and ASSISTANT_OPENAI_MODEL"),

@@ -23,7 +23,8 @@ QUESTIONS = ["What is asthma?", "Name a fruit.", "What is 2+2?"]
 
 def settings(**overrides) -> GenerationSettings:
     return GenerationSettings(**{"backend": "llama", "gguf": bundled_smollm2_dir() / SMOLLM2_GGUF, "threads": 2,
-                                 "context_tokens": 4096, "max_new_tokens": 24, **overrides})
+                                 "context_tokens": 4096, "max_new_tokens": 24, "prefill": "llama",
+                                 **overrides})
 
 
 @pytest.fixture(scope="module")
@@ -228,3 +229,16 @@ def test_prompts_read_by_torch_are_decoded_by_llama_cpp(llama: GGUFGenerator) ->
     assert long.text.lower().startswith("asthma is") and "".join(pieces) == long.text
     assert not torch_read._models[None]._reserved
     torch_read.close()
+
+
+def test_auto_prefill_reads_with_torch_only_where_bfloat16_is_native() -> None:
+    """The default, ``auto``: emulated bfloat16 reads more slowly than llama.cpp, so only a CPU
+    with AMX or AVX512-BF16 gets torch's prompt reading."""
+    import torch
+
+    from assistant.generation.gguf_backend import reads_with_torch
+    from indexer.embedder import native_bf16
+
+    assert GenerationSettings().prefill == "auto"
+    assert reads_with_torch("auto") is native_bf16(torch.device("cpu"))
+    assert reads_with_torch("torch") and not reads_with_torch("llama")
