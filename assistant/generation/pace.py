@@ -12,11 +12,7 @@ Running means (weight 0.2 on the newest) follow the machine as its load changes.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
-
-RECENT_READINGS = 16
-"""How many of the last prompt readings :meth:`Pace.reading_seconds` takes the slowest of."""
 
 
 def _mean(old: float | None, new: float) -> float:
@@ -32,7 +28,6 @@ class Pace:
         """Seconds per decoding step of one batch (None before the first)."""
         self.prefill_seconds_per_token = 0.0
         """Seconds to read one prompt token (the first slice of a batch reads its prompts)."""
-        self._recent_reading_rates: deque[float] = deque(maxlen=RECENT_READINGS)
         self.prompt_tokens_mean = 0.0
         self.slowdown = 1.0
         """Answers' time over the time predicted when they came (see :meth:`learn`)."""
@@ -54,7 +49,6 @@ class Pace:
             self.step_seconds = elapsed
         if prefill_tokens:
             self.prefill_seconds_per_token = _mean(self.prefill_seconds_per_token or None, reading / prefill_tokens)
-            self._recent_reading_rates.append(reading / prefill_tokens)
             self.prompt_tokens_mean = _mean(self.prompt_tokens_mean or None, prefill_tokens / max(1, rows))
 
     def learn(self, predicted: float, took: float) -> None:
@@ -64,16 +58,9 @@ class Pace:
         if predicted >= 0.5:
             self.slowdown = min(5.0, max(0.5, _mean(self.slowdown, took / predicted)))
 
-    def reading_seconds(self, prompts: int, *, slowest: bool = False) -> float:
-        """Reading ``prompts`` prompts of the usual length, at the mean rate or, with
-        ``slowest``, at the slowest of the last :data:`RECENT_READINGS` readings. Why: a
-        reading cannot be cut short, and an ingest embedding on the same cores can make one
-        take twice the mean; a 30-minute soak saw answers cut up to 12 s after their
-        deadline while a new batch's prompts were read (BENCHMARKS.md, "The service under
-        load")."""
-        rate = max(self._recent_reading_rates, default=self.prefill_seconds_per_token) if slowest \
-            else self.prefill_seconds_per_token
-        return rate * self.prompt_tokens_mean * prompts
+    def reading_seconds(self, prompts: int) -> float:
+        """Reading ``prompts`` prompts of the usual length."""
+        return self.prefill_seconds_per_token * self.prompt_tokens_mean * prompts
 
     def expected(self, tokens: int, waiting: list[int], running: list[int], *, corrected: bool = True) -> float:
         """Seconds until a request for ``tokens`` tokens submitted now is answered, with

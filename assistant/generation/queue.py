@@ -273,9 +273,8 @@ class GenerationQueue:
         on a CPU, and a row cannot be cut at its deadline while they are read)."""
         if not self._active or not self.pace.known:
             return False
-        reading = self.pace.reading_seconds(min(len(self._pending), self.max_batch_size), slowest=True)
-        slowdown = max(1.0, self.pace.slowdown)  # never assume the machine got faster than measured
-        horizon = time.monotonic() + slowdown * (reading + self.pace.step_seconds * self.slice_tokens)
+        reading = self.pace.reading_seconds(min(len(self._pending), self.max_batch_size))
+        horizon = time.monotonic() + self.pace.slowdown * (reading + self.pace.step_seconds * self.slice_tokens)
         return any(_due(requests) < horizon for _, requests in self._active)
 
     def _take_batch(self) -> list[_Request]:

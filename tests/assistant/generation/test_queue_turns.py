@@ -158,27 +158,3 @@ def test_a_waiting_batch_drops_a_stopped_row_without_a_step(generator: LocalGene
     assert generator.generate_calls == calls  # no model call
     rest = dict(decoding.advance(100))
     assert decoding.done and _same(rest[0], generator.generate(prompts[:1], max_new_tokens=20)[0])
-
-
-def test_the_queue_looks_ahead_at_the_slowest_recent_prompt_reading() -> None:
-    """Whether a due batch goes before a new batch's prompts are read uses the slowest of the
-    recent readings: one slow reading (an ingest on the same cores) is not averaged away
-    until RECENT_READINGS faster ones have followed it."""
-    from types import SimpleNamespace
-
-    from assistant.generation.pace import RECENT_READINGS, Pace
-
-    pace = Pace(slice_tokens=16, max_batch_size=8)
-
-    def read(seconds: float) -> None:  # one slice that read 100 prompt tokens and decoded nothing
-        pace.measure(seconds, SimpleNamespace(last_steps=1, last_prefill_tokens=100, last_first_step_seconds=seconds), 1)
-
-    for seconds in (0.1, 0.4, 0.1):
-        read(seconds)
-    assert pace.reading_seconds(2, slowest=True) == pytest.approx(0.8)  # 2 prompts × 100 tokens × 4 ms
-    assert pace.reading_seconds(2) < 0.5
-    for _ in range(RECENT_READINGS - 2):  # the slow one is still among the last RECENT_READINGS
-        read(0.1)
-    assert pace.reading_seconds(2, slowest=True) == pytest.approx(0.8)
-    read(0.1)
-    assert pace.reading_seconds(2, slowest=True) == pytest.approx(0.2)
