@@ -105,7 +105,6 @@ class GGUFModel:
         self._free = list(range(sequences - 1, -1, -1))
         self._reserved: dict[int, int] = {}  # sequence -> the cells it may come to hold
         self._pieces: dict[int, bytes] = {}
-        self.metadata = self._model.metadata()
 
     def close(self) -> None:
         with self.lock:
@@ -131,13 +130,6 @@ class GGUFModel:
 
     def is_end(self, token: int) -> bool:
         return bool(self._llama.llama_vocab_is_eog(self._model.vocab, token))
-
-    @property
-    def chat_template(self) -> str | None:
-        return self.metadata.get("tokenizer.chat_template")
-
-    def token_text(self, token: int) -> str:
-        return self._model.token_get_text(token)
 
     def take_sequence(self, tokens: int) -> int:
         """A free sequence that may grow to ``tokens`` cells; refused (a 503) while the
