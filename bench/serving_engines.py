@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import env_info, env_markdown, md_table, parse_args, write_results  # noqa: E402
-from service_bench import BIN, build_index, running_server  # noqa: E402
+from service_bench import BIN, build_index, rss_mb, running_server  # noqa: E402
 
 ENGINES = {"transformers fp32 (local)": {"ASSISTANT_BACKEND": "local", "ASSISTANT_CPU_DTYPE": "float32"},
            "transformers bf16 (local, ASSISTANT_CPU_DTYPE=bfloat16)": {"ASSISTANT_BACKEND": "local",
@@ -40,13 +40,6 @@ ENGINES = {"transformers fp32 (local)": {"ASSISTANT_BACKEND": "local", "ASSISTAN
            "llama.cpp Q8_0 (llama)": {"ASSISTANT_BACKEND": "llama", "ASSISTANT_PREFILL": "llama"},
            "torch bf16 reads, llama.cpp Q8_0 decodes (llama, ASSISTANT_PREFILL=torch)": {
                "ASSISTANT_BACKEND": "llama", "ASSISTANT_PREFILL": "torch"}}
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 async def timed_ask(client: httpx.AsyncClient, question: str) -> tuple[float, dict]:
@@ -99,7 +92,7 @@ def main() -> None:
             print(f"{engine} ...", file=sys.stderr)
             with running_server(index_dir, data_dir, env) as (url, pid):
                 results[engine] = asyncio.run(measure(url, key, questions, one, per_client))
-                results[engine]["peak_rss_mb"] = peak_rss_mb(pid)
+                results[engine]["peak_rss_mb"] = rss_mb(pid, "VmHWM")
     report(results, args)
 
 
