@@ -9,6 +9,8 @@ Run::
     .venv/bin/python bench/serve_load.py --quick      # 8 clients x 20 s, one 0.2 MB upload
     .venv/bin/python bench/serve_load.py --soak 10    # the service as configured only, 16 clients x 10
                                                       # minutes, a 0.5 MB upload each minute
+    .venv/bin/python bench/serve_load.py --soak 30 --configs whole-reading,after
+                                                      # prompts read whole, then in pieces
 
 What must hold: no 5xx and nothing lost; every ask answered (200) or refused (429/503)
 within its deadline (``ASSISTANT_ANSWER_DEADLINE`` plus ten seconds for retrieval, the
@@ -164,7 +166,10 @@ async def run_load(url: str, keys: dict[str, str], questions: list[str], uploads
 CONFIGS = {
     "before": ("each batch decoded in one call, no deadline (the queue before turns)",
                {"ASSISTANT_SLICE_TOKENS": "0", "ASSISTANT_ANSWER_DEADLINE": "1000000"}),
-    "after": ("turns of 16 tokens, earliest deadline first, admission by deadline", {}),
+    "whole-reading": ("as after, but each batch reads its prompts in one go with its first slice (the queue "
+                      "before prompts were read in pieces)", {"ASSISTANT_READ_TOKENS": "0"}),
+    "after": ("turns of 16 tokens, prompts read 1,024 tokens a turn, earliest deadline first, admission by deadline",
+              {}),
 }
 
 
@@ -187,11 +192,16 @@ def main() -> None:
     args = parse_args(__doc__, extra={
         "--deadline": {"type": float, "default": 30.0, "help": "the answer deadline of the run (s)"},
         "--soak": {"type": int, "metavar": "MINUTES",
-                   "help": "the service as configured only, for this many minutes, one upload a minute"}})
+                   "help": "for this many minutes, one upload a minute (the configuration 'after' unless --configs)"},
+        "--configs": {"metavar": "NAMES", "help": f"comma-separated, run in this order: {', '.join(CONFIGS)}"}})
     clients, seconds, n_uploads, upload_mb = (8, 20, 1, 0.2) if args.quick else (16, 60, 3, 0.5)
-    configs, every = CONFIGS, 0.0
+    configs, every = ["before", "after"], 0.0
     if args.soak:
-        seconds, n_uploads, every, configs = args.soak * 60, args.soak, 60.0, {"after": CONFIGS["after"]}
+        seconds, n_uploads, every, configs = args.soak * 60, args.soak, 60.0, ["after"]
+    if args.configs:
+        configs = args.configs.split(",")
+        if unknown := set(configs) - set(CONFIGS):
+            raise SystemExit(f"unknown configurations {sorted(unknown)}; choose from {', '.join(CONFIGS)}")
     with tempfile.TemporaryDirectory() as tmp:
         print("indexing ...", file=sys.stderr)
         questions = build_index(Path(tmp) / "index", 200)
@@ -249,7 +259,8 @@ def summary(run: dict) -> tuple[list, list, str]:
 
 def report(out: dict, args) -> None:
     first = next(iter(out.values()))
-    flags = (" --quick" if args.quick else "") + (f" --soak {args.soak}" if args.soak else "")
+    flags = ((" --quick" if args.quick else "") + (f" --soak {args.soak}" if args.soak else "")
+             + (f" --configs {args.configs}" if args.configs else ""))
     spacing = f", one every {first['upload_every_s']:.0f} s" if first["upload_every_s"] else ""
     parts = [
         f"### Service under load with uploads (`.venv/bin/python bench/serve_load.py{flags}`)",

@@ -41,6 +41,9 @@ class GenerationSettings:
     queue_size: int = _env("ASSISTANT_QUEUE_SIZE", 32, "most requests waiting; more are refused with a retry time")
     slice_tokens: int = _env("ASSISTANT_SLICE_TOKENS", 16,
                              "tokens a batch decodes per turn before others may run (0: each batch in one call)")
+    read_tokens: int = _env("ASSISTANT_READ_TOKENS", 1024,
+                            "local backend: prompt tokens a batch reads per turn, so that other batches' rows can "
+                            "be cut or advanced between pieces (0: a batch's prompts in one go)")
     backend: str = _env("ASSISTANT_BACKEND", "local",
                         "local (transformers) | llama (llama.cpp in this process) | openai (an OpenAI-compatible server)")
     gguf: Path | None = _env("ASSISTANT_GGUF", None,
@@ -79,8 +82,9 @@ class GenerationSettings:
         if self.threads < 0 or self.context_tokens < 256:
             raise ValueError(f"threads must not be negative and context_tokens must be at least 256; set "
                              f"{env_name('threads')} or {env_name('context_tokens')}")
-        if self.slice_tokens < 0:
-            raise ValueError(f"slice_tokens must not be negative, got {self.slice_tokens}; set {env_name('slice_tokens')}")
+        for name in ("slice_tokens", "read_tokens"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}; set {env_name(name)}")
         if not self.model:
             raise ValueError(f"no model named; set {env_name('model')} (default {DEFAULT_MODEL})")
         if self.backend == "openai" and not (self.openai_base_url and self.openai_model):

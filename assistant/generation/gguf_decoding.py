@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from assistant.generation.base import GenerationResult, TokenCallback
-from assistant.generation.decoding import SlicedBatch, StopPredicate, hand_over
+from assistant.generation.decoding import SlicedBatch, StopPredicate
+from assistant.generation.streaming import hand_over
 from assistant.generation.gguf_model import GGUFModel, log_softmax_at
 
 

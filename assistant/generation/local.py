@@ -69,6 +69,11 @@ class LocalGenerator:
         self._lock = threading.RLock()
         self._base_names = base_names(self.model_name, self.model_dir)
 
+    @property
+    def read_tokens(self) -> int:
+        """Prompt tokens a batch reads per turn (see :mod:`assistant.generation.decoding`)."""
+        return self.settings.read_tokens
+
     def chat_prompt(self, messages: list[dict[str, str]]) -> str:
         if not self.tokenizer.chat_template:
             raise ValueError(f"{self.model_name} has no chat template; use an instruct/chat model")
@@ -137,7 +142,7 @@ class LocalGenerator:
         ``max_new_tokens`` one limit or one per row (None: the setting), ``stop[i]()``
         true ends row i early."""
         limits = row_limits(self.settings.max_new_tokens, prompts, max_new_tokens, on_token, stop)
-        return Decoding(self, prompts, limits, adapter, on_token, stop)
+        return Decoding(self, prompts, limits, adapter, on_token, stop, read_tokens=self.settings.read_tokens)
 
     def continuation_nll(self, prompts: list[str], continuations: list[str], *, adapter: str | None = None,
                          batch_size: int = 8) -> tuple[float, int]:

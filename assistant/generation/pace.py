@@ -42,14 +42,16 @@ class Pace:
         them; its other steps were decoding."""
         steps, prefill_tokens = decoding.last_steps, decoding.last_prefill_tokens
         reading = decoding.last_first_step_seconds if prefill_tokens else 0.0
-        decoded = steps - (1 if prefill_tokens else 0)
+        decoded = steps - (1 if prefill_tokens and steps else 0)
         if decoded > 0:
             self.step_seconds = _mean(self.step_seconds, (elapsed - reading) / decoded)
-        elif self.step_seconds is None:  # one step that read prompts: a rough first guess
+        elif self.step_seconds is None and steps:  # one step that read prompts: a rough first guess
             self.step_seconds = elapsed
         if prefill_tokens:
             self.prefill_seconds_per_token = _mean(self.prefill_seconds_per_token or None, reading / prefill_tokens)
-            self.prompt_tokens_mean = _mean(self.prompt_tokens_mean or None, prefill_tokens / max(1, rows))
+        if prefill_tokens and steps:  # the batch's prompts are read (a slice may read only their last piece)
+            prompts = getattr(decoding, "prompt_tokens", None) or [prefill_tokens / max(1, rows)]
+            self.prompt_tokens_mean = _mean(self.prompt_tokens_mean or None, sum(prompts) / len(prompts))
 
     def learn(self, predicted: float, took: float) -> None:
         """An answer predicted to take ``predicted`` seconds took ``took``: batches started
@@ -58,9 +60,11 @@ class Pace:
         if predicted >= 0.5:
             self.slowdown = min(5.0, max(0.5, _mean(self.slowdown, took / predicted)))
 
-    def reading_seconds(self, prompts: int) -> float:
-        """Reading ``prompts`` prompts of the usual length."""
-        return self.prefill_seconds_per_token * self.prompt_tokens_mean * prompts
+    def reading_seconds(self, prompts: int, *, piece_tokens: int = 0) -> float:
+        """Reading ``prompts`` prompts of the usual length; with ``piece_tokens``, at most
+        one piece of that many tokens (what runs before the queue may switch batches)."""
+        tokens = self.prompt_tokens_mean * prompts
+        return self.prefill_seconds_per_token * (min(tokens, piece_tokens) if piece_tokens else tokens)
 
     def expected(self, tokens: int, waiting: list[int], running: list[int], *, corrected: bool = True) -> float:
         """Seconds until a request for ``tokens`` tokens submitted now is answered, with

@@ -148,6 +148,8 @@ class GenerationQueue:
         self.slice_tokens = slice_tokens
         self.max_active = max_active
         self.sliced = hasattr(generator, "begin") and slice_tokens > 0
+        # prompt tokens a batch reads per turn (the local backend); 0: all with its first slice
+        self.read_tokens = int(getattr(generator, "read_tokens", 0)) if self.sliced else 0
         self.requests_total = 0
         self.tokens_total = 0
         self.batches_total = 0
@@ -255,7 +257,8 @@ class GenerationQueue:
                 if self._closed and not self._active:
                     return
                 batch: list[_Request] = []
-                if self._pending and len(self._active) < self.max_active and not self._urgent_locked():
+                if (self._pending and len(self._active) < self.max_active and self._reading_locked() is None
+                        and not self._urgent_locked()):
                     if not self._active:  # idle: let a batch fill for a moment
                         deadline = time.monotonic() + self.max_wait_s
                         while len(self._pending) < self.max_batch_size and (left := deadline - time.monotonic()) > 0:
@@ -273,9 +276,16 @@ class GenerationQueue:
         on a CPU, and a row cannot be cut at its deadline while they are read)."""
         if not self._active or not self.pace.known:
             return False
-        reading = self.pace.reading_seconds(min(len(self._pending), self.max_batch_size))
-        horizon = time.monotonic() + self.pace.slowdown * (reading + self.pace.step_seconds * self.slice_tokens)
-        return any(_due(requests) < horizon for _, requests in self._active)
+        reading = self.pace.reading_seconds(min(len(self._pending), self.max_batch_size), piece_tokens=self.read_tokens)
+        return any(_due(requests) < self._horizon_locked(reading) for _, requests in self._active)
+
+    def _horizon_locked(self, reading: float) -> float:
+        """When a turn that reads for ``reading`` seconds and then decodes a slice would end."""
+        return time.monotonic() + self.pace.slowdown * (reading + (self.pace.step_seconds or 0.0) * self.slice_tokens)
+
+    def _reading_locked(self) -> int | None:
+        """The position in ``_active`` of a batch still reading its prompts in pieces, if any."""
+        return next((i for i, (decoding, _) in enumerate(self._active) if getattr(decoding, "reading", False)), None)
 
     def _take_batch(self) -> list[_Request]:
         first = self._pending[0]
@@ -337,8 +347,14 @@ class GenerationQueue:
         with self._cond:
             if not self._active:
                 return
-            # the batch due first goes on (earliest deadline; without deadlines, the oldest)
+            # the batch due first goes on (earliest deadline; without deadlines, the oldest), but
+            # a batch reading its prompts in pieces reads on unless another is due before the
+            # next piece and a slice could end: so it starts as soon as it would have unread
             due = min(range(len(self._active)), key=lambda i: (_due(self._active[i][1]), i))
+            reading = self._reading_locked()
+            if reading is not None and (not self.pace.known or _due(self._active[due][1]) >= self._horizon_locked(
+                    self.pace.reading_seconds(self.max_batch_size, piece_tokens=self.read_tokens))):
+                due = reading
             decoding, requests = self._active[due]
             del self._active[due]
         self._advance(decoding, requests)

@@ -17,7 +17,7 @@ import torch
 from assistant.generation import model_files
 from assistant.generation.backends import make_generator
 from assistant.generation.base import GenerationResult, GenerationSettings, UnknownAdapterError
-from assistant.generation.decoding import BatchStreamer
+from assistant.generation.streaming import BatchStreamer
 from assistant.generation.local import LocalGenerator
 from assistant.generation.model_files import resolve_model_dir
 from assistant.generation.openai import OpenAIBackendError, OpenAIGenerator

@@ -158,3 +158,68 @@ def test_a_waiting_batch_drops_a_stopped_row_without_a_step(generator: LocalGene
     assert generator.generate_calls == calls  # no model call
     rest = dict(decoding.advance(100))
     assert decoding.done and _same(rest[0], generator.generate(prompts[:1], max_new_tokens=20)[0])
+
+
+@pytest.fixture(scope="module")
+def piecewise(tiny_model_dir: Path) -> LocalGenerator:
+    """The same model, reading at most 16 prompt tokens a turn."""
+    gen = LocalGenerator(GenerationSettings(model=str(tiny_model_dir), device="cpu", max_new_tokens=12, read_tokens=16))
+    gen.eos_ids = set()
+    return gen
+
+
+def _long(prompts: list[str]) -> list[str]:
+    """Prompts of different lengths, each several pieces long (left padding differs by row)."""
+    return [p.replace("user\n", "user\n" + "Rest, fluids and antiviral drugs. " * (2 + 3 * i)) for i, p in enumerate(prompts)]
+
+
+def test_prompts_read_in_pieces_give_the_answers_of_one_reading(generator: LocalGenerator, piecewise: LocalGenerator,
+                                                                prompts: list[str]) -> None:
+    long = _long(prompts)
+    whole = generator.generate(long, max_new_tokens=10)
+    decoding = piecewise.begin(long, max_new_tokens=10)
+    assert decoding.reading
+    results: dict[int, GenerationResult] = {}
+    pieces = read = 0
+    while decoding.reading:
+        results.update(decoding.advance(4))
+        read += decoding.last_prefill_tokens
+        pieces += decoding.last_steps == 0
+    assert pieces >= 3 and not results  # pieces of max(16, 16 // 3) positions decode nothing
+    while not decoding.done:
+        results.update(decoding.advance(4))
+    assert read == sum(r.prompt_tokens for r in whole)  # each prompt token read once
+    for row, expected in enumerate(whole):
+        assert _same(results[row], expected)
+        assert results[row].mean_logprob == pytest.approx(expected.mean_logprob, abs=1e-4)
+
+
+def test_a_row_stopped_between_pieces_ends_and_the_rest_read_on(generator: LocalGenerator, piecewise: LocalGenerator,
+                                                                prompts: list[str]) -> None:
+    long = _long(prompts)
+    gone = threading.Event()
+    decoding = piecewise.begin(long, max_new_tokens=6, stop=[None, gone.is_set, None])
+    assert decoding.advance(4) == [] and decoding.reading
+    gone.set()
+    dropped = decoding.drop_stopped()
+    assert [(row, r.finish_reason, r.completion_tokens) for row, r in dropped] == [(1, "stopped", 0)]
+    rest: dict[int, GenerationResult] = {}
+    while not decoding.done:
+        rest.update(decoding.advance(4))
+    for row in (0, 2):
+        assert _same(rest[row], generator.generate([long[row]], max_new_tokens=6)[0])
+
+
+def test_the_queue_answers_pieced_batches_and_learns_their_reading(piecewise: LocalGenerator, generator: LocalGenerator,
+                                                                   prompts: list[str]) -> None:
+    long = _long(prompts)
+    with GenerationQueue(piecewise, max_wait_s=0.2, slice_tokens=4) as queue:
+        assert queue.read_tokens == 16
+        futures = [queue.submit(p, max_new_tokens=6) for p in long]
+        answers = [f.result(timeout=60) for f in futures]
+        pace = queue.pace
+        # the mean prompt is the whole prompt's length, not a piece's
+        assert pace.prompt_tokens_mean > 16 and pace.prefill_seconds_per_token > 0
+        assert pace.reading_seconds(8, piece_tokens=16) == pytest.approx(16 * pace.prefill_seconds_per_token)
+    for answer, expected in zip(answers, generator.generate(long, max_new_tokens=6)):
+        assert _same(answer, expected)
