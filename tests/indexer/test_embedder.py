@@ -50,3 +50,25 @@ def test_bf16_only_where_native(embedder: Embedder) -> None:
         assert str(next(embedder._comparer().parameters()).dtype) == "torch.bfloat16"
         assert str(next(embedder.model.parameters()).dtype) == "torch.float32"  # search keeps fp32
     assert embedder.embed_to_compare([]).shape == (0, embedder.dim)
+
+
+def test_a_query_is_embedded_as_encode_embeds_it(embedder: Embedder) -> None:
+    """Search embeds a query through the model's modules, skipping ``encode``: the
+    vector must be the one ``encode`` gives (the stored vectors came from it)."""
+    for text in TEXTS + ["?", "x " * 400]:  # a long query is truncated alike
+        query = embedder.embed_query(text)
+        assert query.shape == (1, embedder.dim) and query.dtype == np.float32 and query.flags.c_contiguous
+        np.testing.assert_allclose(query, embedder.embed([text]), atol=1e-6)
+
+
+def test_a_default_prompt_is_added_to_queries(embedder: Embedder) -> None:
+    """A model whose configuration names a default prompt gets it, as ``encode`` adds it."""
+    before = embedder.model.prompts, embedder.model.default_prompt_name
+    embedder.model.prompts, embedder.model.default_prompt_name = {"query": "query: "}, "query"
+    try:
+        with_prompt = embedder.embed_query(TEXTS[0])
+        np.testing.assert_allclose(with_prompt, embedder.embed([TEXTS[0]]), atol=1e-6)
+        assert not np.allclose(with_prompt, embedder.model.encode(TEXTS[:1], prompt="", normalize_embeddings=True),
+                               atol=1e-3)
+    finally:
+        embedder.model.prompts, embedder.model.default_prompt_name = before
