@@ -130,6 +130,10 @@ class GenerationQueue:
     ends (its end-of-sequence token, its token limit, its deadline: the text so far,
     ``finish_reason`` "deadline", or its cancellation), which is handed back at once.
     ``slice_tokens=0`` decodes each batch in one call (a backend without slices does).
+    A backend with ``read_tokens`` (the local one) reads a new batch's prompts that many
+    tokens a turn; the reading batch goes on turn after turn, as if read at once, unless
+    another batch is due before the next piece and a slice could end, and no other batch
+    starts meanwhile (the waiting requests form the next batch, as they would have).
 
     Admission: with ``deadline_s``, a request whose expected time (see
     :class:`~assistant.generation.pace.Pace`) passes its deadline is refused with
@@ -271,9 +275,10 @@ class GenerationQueue:
                 self._turn()
 
     def _urgent_locked(self) -> bool:
-        """Whether a running batch is due before a new batch's prompts could be read and a
-        slice decoded: then it takes its turn first (reading a batch's prompts takes seconds
-        on a CPU, and a row cannot be cut at its deadline while they are read)."""
+        """Whether a running batch is due before a new batch's prompts (or their first
+        piece, for a backend that reads in pieces) could be read and a slice decoded: then it
+        takes its turn first (reading eight prompts takes seconds on a CPU, and no row can be
+        cut at its deadline while they are read)."""
         if not self._active or not self.pace.known:
             return False
         reading = self.pace.reading_seconds(min(len(self._pending), self.max_batch_size), piece_tokens=self.read_tokens)
