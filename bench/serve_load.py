@@ -199,7 +199,7 @@ def main() -> None:
     if args.soak:
         seconds, n_uploads, every, configs = args.soak * 60, args.soak, 60.0, ["after"]
     if args.configs:
-        configs = args.configs.split(",")
+        configs = list(dict.fromkeys(args.configs.split(",")))  # each once: a run's folder is named after it
         if unknown := set(configs) - set(CONFIGS):
             raise SystemExit(f"unknown configurations {sorted(unknown)}; choose from {', '.join(CONFIGS)}")
     with tempfile.TemporaryDirectory() as tmp:

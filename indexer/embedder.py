@@ -70,7 +70,8 @@ class Embedder:
         path = resolve_model_path(model)
         if _looks_like_a_path(model) and not Path(path).is_dir():
             raise FileNotFoundError(f"no embedding model folder at {model}")
-        self.model = SentenceTransformer(path, device=device or ("cuda" if cuda_available() else "cpu"))
+        # eval mode from the start (a loaded model is in training mode until encode sets it)
+        self.model = SentenceTransformer(path, device=device or ("cuda" if cuda_available() else "cpu")).eval()
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         dim = get_dim()
         if dim is None:
@@ -87,15 +88,18 @@ class Embedder:
         """One text, shape (1, dim); on CPU with one thread (see :class:`_OneTorchThread`),
         through the model's modules directly: ``encode``'s batching, sorting and checks cost
         about 1 ms of a 10–15 ms query on this project's CPU (vectors equal within 2·10⁻⁸).
-        A model with a default prompt goes through ``encode``, which adds it."""
-        if self.model.device.type != "cpu" or getattr(self.model, "default_prompt_name", None):
+        A model with a default prompt or a truncated dimension, or one in training, goes
+        through ``encode``, which handles them."""
+        model = self.model
+        if (model.device.type != "cpu" or model.training or getattr(model, "default_prompt_name", None)
+                or getattr(model, "truncate_dim", None)):
             return self.embed([text])
         import torch
 
-        prepare = getattr(self.model, "preprocess", None) or self.model.tokenize  # renamed in sentence-transformers 6
+        prepare = getattr(model, "preprocess", None) or model.tokenize  # renamed in sentence-transformers 6
         with _OneTorchThread(), torch.inference_mode():
-            vector = self.model(prepare([text]))["sentence_embedding"].float().numpy()
-        return np.ascontiguousarray(vector / np.linalg.norm(vector, axis=1, keepdims=True), dtype=np.float32)
+            vector = torch.nn.functional.normalize(model(prepare([text]))["sentence_embedding"].float(), dim=1)
+        return np.ascontiguousarray(vector.numpy(), dtype=np.float32)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:

@@ -42,8 +42,9 @@ class GenerationSettings:
     slice_tokens: int = _env("ASSISTANT_SLICE_TOKENS", 16,
                              "tokens a batch decodes per turn before others may run (0: each batch in one call)")
     read_tokens: int = _env("ASSISTANT_READ_TOKENS", 1024,
-                            "local backend: prompt tokens a batch reads per turn, so that other batches' rows can "
-                            "be cut or advanced between pieces (0: a batch's prompts in one go)")
+                            "local backend: prompt tokens a batch reads per turn (at least 16 positions of each "
+                            "row), so that other batches' rows can be cut or advanced between pieces (0: a "
+                            "batch's prompts in one go)")
     backend: str = _env("ASSISTANT_BACKEND", "local",
                         "local (transformers) | llama (llama.cpp in this process) | openai (an OpenAI-compatible server)")
     gguf: Path | None = _env("ASSISTANT_GGUF", None,

@@ -24,6 +24,7 @@ torch and transformers are imported inside the functions that need them.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -135,8 +136,9 @@ class Decoding(SlicedBatch):
                  read_tokens: int = 0) -> None:
         self.generator = generator
         self.read_tokens = read_tokens
-        """Prompt tokens (positions × rows) one :meth:`advance` reads at most; 0: all at once."""
-        self.adapter = adapter
+        """Prompt tokens (positions × rows) one :meth:`advance` reads, at least 16 positions; 0: all at once."""
+        # fixed now: an adapter activated while the batch decodes must not serve half of its tokens
+        self.adapter = generator.active_adapter if adapter is None else adapter
         tokenizer = generator.tokenizer
         batch = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=False,
                           return_token_type_ids=False).to(generator.model.device)
@@ -179,7 +181,7 @@ class Decoding(SlicedBatch):
         started = time.perf_counter()
         with gen._lock:
             gen.generate_calls += 1
-            with gen._using(gen.active_adapter if self.adapter is None else self.adapter), torch.inference_mode():
+            with gen._using(self.adapter), torch.inference_mode():
                 output = gen.model.generate(
                     input_ids=self.input_ids, attention_mask=self.attention_mask, **_cache_argument(gen._transformer(), self.cache),
                     max_new_tokens=steps, do_sample=False, pad_token_id=gen.tokenizer.pad_token_id,
@@ -222,19 +224,23 @@ class Decoding(SlicedBatch):
         import torch
         from transformers import DynamicCache
 
-        width = self.prompt_width
-        positions = max(16, self.read_tokens // len(self.rows)) if self.read_tokens else width
-        if width - self.read <= positions:
+        left = self.prompt_width - self.read
+        positions = max(16, self.read_tokens // len(self.rows)) if self.read_tokens else left
+        if left <= positions:
             return False
-        end = self.read + positions
+        # pieces of even size: the last one, read with the first slice, is then not a sliver
+        # whose time to the first token (a whole decoding step) the pace would take for reading
+        end = self.read + math.ceil(left / math.ceil(left / positions))
         gen = self.generator
         started = time.perf_counter()
         mask = self.attention_mask[:, :end]
         # the positions generate gives a left-padded row: counted from its first real token
         position_ids = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)[:, self.read:end]
-        with gen._lock, gen._using(gen.active_adapter if self.adapter is None else self.adapter), torch.inference_mode():
-            decoder = gen._transformer().get_decoder()  # no vocabulary-sized logits for positions read
-            self.cache = self.cache if self.cache is not None else DynamicCache()
+        with gen._lock, gen._using(self.adapter), torch.inference_mode():
+            base = gen._transformer()
+            decoder = base.get_decoder()  # no vocabulary-sized logits for positions read
+            if self.cache is None:  # as generate makes it (the config tells sliding-window layers apart)
+                self.cache = DynamicCache(config=base.config.get_text_config(decoder=True))
             decoder(input_ids=self.input_ids[:, self.read:end], attention_mask=mask, position_ids=position_ids,
                     use_cache=True, **_cache_argument(decoder, self.cache))
         self.last_steps, self.last_prefill_tokens = 0, int(mask[:, self.read:].sum())

@@ -86,7 +86,8 @@ class _Request:
 
 
 def _due(requests: list[_Request]) -> float:
-    return min((r.deadline for r in requests if r.deadline is not None), default=math.inf)
+    """The earliest deadline of a batch's requests still to be answered."""
+    return min((r.deadline for r in requests if r.deadline is not None and not r.future.done()), default=math.inf)
 
 
 class _WholeBatch:

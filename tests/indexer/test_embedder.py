@@ -72,3 +72,22 @@ def test_a_default_prompt_is_added_to_queries(embedder: Embedder) -> None:
                                atol=1e-3)
     finally:
         embedder.model.prompts, embedder.model.default_prompt_name = before
+
+
+def test_the_query_path_skips_encode_and_normalises_itself(embedder: Embedder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the model's own Normalize module the query vector is still unit length,
+    and it is made without ``encode`` (the path search takes)."""
+    from sentence_transformers import SentenceTransformer
+
+    expected = embedder.embed([TEXTS[2]])
+    model = embedder.model
+    unnormalised = SentenceTransformer(modules=[model[0], model[1]], device="cpu").eval()  # no Normalize module
+    monkeypatch.setattr(embedder, "model", unnormalised)
+
+    def no_encode(*args: object, **kwargs: object) -> None:
+        raise AssertionError("encode called")
+
+    monkeypatch.setattr(unnormalised, "encode", no_encode)
+    query = embedder.embed_query(TEXTS[2])
+    np.testing.assert_allclose(np.linalg.norm(query), 1.0, atol=1e-6)
+    np.testing.assert_allclose(query, expected, atol=1e-6)

@@ -223,3 +223,46 @@ def test_the_queue_answers_pieced_batches_and_learns_their_reading(piecewise: Lo
         assert pace.reading_seconds(8, piece_tokens=16) == pytest.approx(16 * pace.prefill_seconds_per_token)
     for answer, expected in zip(answers, generator.generate(long, max_new_tokens=6)):
         assert _same(answer, expected)
+
+
+def test_a_batch_reading_in_pieces_reads_on_before_others_decode(piecewise: LocalGenerator, prompts: list[str]) -> None:
+    """A new batch reads all its pieces before a running batch with no deadline decodes again
+    (as it would have read them at once): at most the slice in progress runs in between."""
+    started = threading.Event()
+    tokens_a: list[float] = []
+    first_b: list[float] = []
+
+    def on_a(piece: str) -> None:
+        started.set()
+        tokens_a.append(time.monotonic())
+        time.sleep(0.02)
+
+    with GenerationQueue(piecewise, max_wait_s=0, slice_tokens=4) as queue:
+        a = queue.submit(prompts[2], max_new_tokens=LONG, on_token=on_a)
+        assert started.wait(30)
+        submitted = time.monotonic()
+        b = queue.submit(_long(prompts)[2], max_new_tokens=4, on_token=lambda piece: first_b.append(time.monotonic()))
+        assert b.result(timeout=30).completion_tokens == 4
+        assert not a.done()
+        between = [t for t in tokens_a if submitted < t < first_b[0]]
+        assert len(between) <= 4, f"{len(between)} tokens of the running batch while the new one read"
+        assert a.result(timeout=60).completion_tokens == LONG
+
+
+def test_the_pace_learns_reading_from_pieces_and_decoding_from_slices() -> None:
+    """A turn that only read a piece teaches the per-token reading cost, not the step time;
+    the usual prompt length comes from whole prompts, not from pieces."""
+    from types import SimpleNamespace
+
+    from assistant.generation.pace import Pace
+
+    pace = Pace(slice_tokens=16, max_batch_size=8)
+    piece = SimpleNamespace(last_steps=0, last_prefill_tokens=1000, last_first_step_seconds=2.0, prompt_tokens=[600] * 8)
+    pace.measure(2.0, piece, 8)
+    assert pace.step_seconds is None and not pace.known
+    assert pace.prefill_seconds_per_token == pytest.approx(0.002) and pace.prompt_tokens_mean == 0
+    last = SimpleNamespace(last_steps=16, last_prefill_tokens=1000, last_first_step_seconds=2.0, prompt_tokens=[600] * 8)
+    pace.measure(2.0 + 15 * 0.05, last, 8)
+    assert pace.step_seconds == pytest.approx(0.05) and pace.prompt_tokens_mean == 600
+    assert pace.reading_seconds(8) == pytest.approx(8 * 600 * 0.002)
+    assert pace.reading_seconds(8, piece_tokens=1024) == pytest.approx(1024 * 0.002)
